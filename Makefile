@@ -1,0 +1,36 @@
+# UnionHub: `make run` brings the whole stack up; `make test` runs the whole suite on the real broker and store.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install run test test-unit lint bench seed-scale clean-data
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	@$(PY) deploy/run.py
+
+test: install
+	@$(PY) deploy/ensure_broker.py
+	@$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-unit: install
+	@$(PY) -m pytest -q tests/unit
+
+lint: install
+	@$(VENV)/bin/ruff check .
+
+bench: install
+	@$(PY) -m bench.run_all
+
+seed-scale: install
+	@$(PY) -m services.jobs.seed_scale
+
+clean-data:
+	rm -rf var/store var/log

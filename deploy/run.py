@@ -1,0 +1,62 @@
+"""``make run``: the whole stack on this machine, until Ctrl-C."""
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from deploy.stack import ROOT, Stack, ensure_rabbitmq  # noqa: E402
+from unionhub_kit import config, topology  # noqa: E402
+
+
+def main():
+    env = {}
+    amqp = config.get("AMQP_URI")
+    if not ensure_rabbitmq(amqp):
+        sys.exit(2)
+    stack = Stack(env)
+    stopping = []
+
+    def on_signal(signum, frame):
+        stopping.append(signum)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if not os.environ.get("MONGO_URI"):
+            port = int(os.environ.get("STORE_PORT", "27217"))
+            data = os.environ.get("STORE_DIR", os.path.join(ROOT, "var", "store"))
+            print("store: SecantusDB on 127.0.0.1:%d, data in %s" % (port, os.path.relpath(data, ROOT)))
+            stack.env["MONGO_URI"] = stack.start_store(data, port)
+        topology.declare_uri(amqp)
+        if not os.environ.get("UNIONHUB_ADMIN_PASSWORD"):
+            print("note: UNIONHUB_ADMIN_PASSWORD is not set; the bootstrap account 'admin' is not created")
+        started = time.time()
+        stack.start_services()
+        print("services: %s (logs in var/log/)" % ", ".join(
+            "%s x%d" % (n, len(ps)) for n, ps in stack.procs.items()))
+        stack.wait_ready(timeout=120)
+        url = stack.gateway_url()
+        print("\nUnionHub is ready in %.1fs\n  gateway  %s\n  API docs %s/docs  (%s/openapi.json)\n"
+              "  events   %s/asyncapi.json\n  health   %s/readyz   metrics %s/metrics\n"
+              "  broker   http://localhost:15672 (guest/guest)\nCtrl-C stops everything started here.\n"
+              % (time.time() - started, url, url, url, url, url, url))
+        sys.stdout.flush()
+        while not stopping:
+            for name, ps in list(stack.procs.items()):
+                for p in ps:
+                    if p.poll() is not None:
+                        print("%s exited (%s); see var/log/%s-*.log" % (name, p.returncode, name))
+                        stopping.append(0)
+            time.sleep(0.5)
+    except Exception as exc:
+        print("error: %s" % exc)
+        stopping.append(1)
+    finally:
+        print("stopping ...")
+        stack.stop()
+        print("stopped.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Bring up the whole UnionHub stack as separate processes: used by ``make run`` and by the end-to-end tests.
+
+* RabbitMQ: ``AMQP_URI`` if given, otherwise localhost (started with ``rabbitmq-server -detached`` if installed and
+  down, with the management plugin enabled).
+* Store: ``MONGO_URI`` if given, otherwise SecantusDB as its own process on a data directory that survives restarts.
+* Services: every line of ``deploy/Procfile`` as its own process, ``<NAME>_REPLICAS`` copies each.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROCFILE = os.path.join(ROOT, "deploy", "Procfile")
+
+
+def procfile():
+    entries = []
+    with open(PROCFILE) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                name, cmd = line.split(":", 1)
+                entries.append((name.strip(), cmd.strip()))
+    return entries
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(host, port, timeout=0.5):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def amqp_ok(uri, timeout=3):
+    from kombu import Connection
+    try:
+        with Connection(uri, connect_timeout=timeout) as c:
+            c.ensure_connection(max_retries=1, timeout=timeout)
+        return True
+    except Exception:
+        return False
+
+
+def ensure_rabbitmq(uri, say=print):
+    """Use ``uri``; if it is the local default and RabbitMQ is down, start it. Return True when it answers."""
+    if amqp_ok(uri):
+        return True
+    host = urllib.parse.urlparse(uri.replace("amqp://", "http://")).hostname
+    if host not in ("localhost", "127.0.0.1"):
+        say("RabbitMQ at %s does not answer." % uri)
+        return False
+    server = shutil.which("rabbitmq-server")
+    if not server:
+        say("RabbitMQ is not running and not installed. Install it (apt-get install rabbitmq-server) "
+            "or set AMQP_URI to a broker.")
+        return False
+    say("starting RabbitMQ (rabbitmq-server -detached) ...")
+    subprocess.call([server, "-detached"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(60):
+        if amqp_ok(uri, 2):
+            break
+        time.sleep(1)
+    else:
+        say("RabbitMQ did not come up within a minute.")
+        return False
+    enable_management()
+    return True
+
+
+def enable_management():
+    plugins = shutil.which("rabbitmq-plugins")
+    if plugins:
+        subprocess.call([plugins, "enable", "rabbitmq_management"], stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+
+
+def mongo_ok(uri, timeout_ms=1000):
+    import pymongo
+    try:
+        c = pymongo.MongoClient(uri, serverSelectionTimeoutMS=timeout_ms)
+        c.admin.command("ping")
+        c.close()
+        return True
+    except Exception:
+        return False
+
+
+class Stack:
+    def __init__(self, env=None, log_dir=None, replicas=None, services=None, say=print):
+        self.env = dict(os.environ)
+        self.env.update(env or {})
+        self.env["PYTHONPATH"] = ROOT + os.pathsep + self.env.get("PYTHONPATH", "")
+        self.env.setdefault("PYTHONUNBUFFERED", "1")
+        self.env.setdefault("PYTHONWARNINGS", "ignore")
+        self.log_dir = log_dir or os.path.join(ROOT, "var", "log")
+        os.makedirs(self.log_dir, exist_ok=True)
+        self.replicas = replicas or {}
+        self.only = services
+        self.say = say
+        self.procs = {}  # name -> [Popen]
+        self.store_proc = None
+
+    # ---- store ------------------------------------------------------------------------------------------------
+    def start_store(self, data_dir, port):
+        uri = "mongodb://127.0.0.1:%d/?directConnection=true" % port
+        if mongo_ok(uri):
+            self.say("store already answering on port %d" % port)
+            return uri
+        os.makedirs(data_dir, exist_ok=True)
+        exe = shutil.which("secantusd-py", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+        log = open(os.path.join(self.log_dir, "store.log"), "ab")
+        self.store_proc = subprocess.Popen([exe, "--storage-path", data_dir, "--port", str(port),
+                                            "--host", "127.0.0.1", "--log-level", "WARNING"],
+                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        for _ in range(120):
+            if mongo_ok(uri, 500):
+                return uri
+            if self.store_proc.poll() is not None:
+                raise RuntimeError("SecantusDB exited; see %s" % log.name)
+            time.sleep(0.25)
+        raise RuntimeError("SecantusDB did not answer on port %d" % port)
+
+    # ---- services ---------------------------------------------------------------------------------------------
+    def entries(self):
+        return [(n, c) for n, c in procfile() if self.only is None or n in self.only]
+
+    def start_service(self, name, index=0, extra_env=None):
+        cmd = dict(procfile())[name]
+        env = dict(self.env)
+        env.update(extra_env or {})
+        env["UNIONHUB_REPLICA"] = "%s-%d" % (name, index)
+        exe_dir = os.path.dirname(sys.executable)
+        env["PATH"] = exe_dir + os.pathsep + env.get("PATH", "")
+        log = open(os.path.join(self.log_dir, "%s-%d.log" % (name, index)), "ab")
+        p = subprocess.Popen(cmd, shell=True, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        self.procs.setdefault(name, []).append(p)
+        return p
+
+    def start_services(self):
+        for name, _ in self.entries():
+            n = int(self.replicas.get(name) or self.env.get("%s_REPLICAS" % name.upper(), 1) or 1)
+            for i in range(n):
+                self.start_service(name, i)
+
+    def kill(self, name, sig=signal.SIGKILL):
+        for p in self.procs.pop(name, []):
+            _signal_group(p, sig)
+            p.wait(timeout=15)
+
+    def gateway_url(self):
+        return "http://127.0.0.1:%s" % self.env.get("GATEWAY_PORT", "8000")
+
+    def wait_ready(self, timeout=90):
+        url = self.gateway_url() + "/readyz"
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            for name, ps in self.procs.items():
+                for p in ps:
+                    if p.poll() is not None:
+                        raise RuntimeError("%s exited with %s; see %s" % (name, p.returncode, self.log_dir))
+            try:
+                with urllib.request.urlopen(url, timeout=3) as r:
+                    if r.status == 200:
+                        return True
+            except Exception as exc:
+                last = exc
+            time.sleep(0.3)
+        raise RuntimeError("the stack was not ready after %ss: %s" % (timeout, last))
+
+    def stop(self):
+        for name in list(self.procs):
+            for p in self.procs[name]:
+                _signal_group(p, signal.SIGTERM)
+        deadline = time.time() + 15
+        for name in list(self.procs):
+            for p in self.procs.pop(name):
+                try:
+                    p.wait(timeout=max(0.1, deadline - time.time()))
+                except subprocess.TimeoutExpired:
+                    _signal_group(p, signal.SIGKILL)
+                    p.wait()
+        if self.store_proc is not None:
+            _signal_group(self.store_proc, signal.SIGTERM)
+            try:
+                self.store_proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.store_proc, signal.SIGKILL)
+            self.store_proc = None
+
+
+def _signal_group(p, sig):
+    try:
+        os.killpg(p.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

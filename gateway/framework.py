@@ -1,0 +1,234 @@
+"""The gateway's small HTTP framework: a route table, authentication, validation and problem documents.
+
+A route is declared once, next to its handler, and that declaration drives dispatch, role checks, body and query
+validation, idempotency keys and the OpenAPI document::
+
+    @route("POST", "/api/v1/members", roles=["member"], body=JoinSchema, status=201, idempotent=True,
+           tags=["Membership"], summary="Join a union")
+    def join(gw, req):
+        return gw.membership.join(req.actor, req.body, req.idempotency_key)
+
+``gw`` is the Nameko service instance (its RPC proxies: ``gw.membership`` ...); ``req`` is a ``Call``.
+A handler returns the JSON body (serialised with the route's status) or a ``werkzeug.Response``.
+"""
+import json
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from marshmallow import Schema, ValidationError
+from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Response
+
+from unionhub_kit import logs
+from unionhub_kit.errors import AppError, Forbidden, Unauthorized, validation_error
+
+from . import auth, metrics
+
+log = logging.getLogger("unionhub.gateway")
+
+MAX_BODY_BYTES = 64 * 1024
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_\-\.:]{1,128}$")
+IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_\-\.:]{1,128}$")
+
+ROUTES = []
+
+
+@dataclass
+class Route:
+    method: str
+    path: str  # werkzeug syntax, e.g. /api/v1/members/<id>/approve
+    handler: object
+    roles: tuple = None  # None = anyone (no token needed); otherwise one of these roles
+    body: type = None
+    query: type = None
+    status: int = 200
+    idempotent: bool = False
+    summary: str = ""
+    tags: tuple = ()
+    response: type = None  # schema of the answer (documentation)
+    errors: tuple = ()  # error codes this route may answer with (documentation)
+    raw: bool = False  # handler returns a Response (docs, metrics)
+    name: str = ""
+
+
+def route(method, path, roles=None, body=None, query=None, status=200, idempotent=False, summary="", tags=(),
+          response=None, errors=(), raw=False):
+    def deco(fn):
+        ROUTES.append(Route(method, path, fn, tuple(roles) if roles else None, body, query, status, idempotent,
+                            summary or (fn.__doc__ or "").strip().split("\n")[0], tuple(tags), response,
+                            tuple(errors), raw, fn.__name__))
+        return fn
+    return deco
+
+
+@dataclass
+class Call:
+    request: object
+    path_params: dict
+    request_id: str
+    principal: object = None
+    body: dict = None
+    query: dict = field(default_factory=dict)
+    idempotency_key: str = None
+
+    @property
+    def actor(self):
+        """What services get to know of the caller (never the token itself)."""
+        return self.principal.as_actor() if self.principal else None
+
+
+def problem(status, code, detail, errors=None, title=None):
+    err = AppError(detail, code=code, status=status, errors=errors)
+    doc = err.to_problem()
+    if title:
+        doc["title"] = title
+    return doc
+
+
+def json_response(body, status=200, request_id=None, content_type="application/json"):
+    data = b"" if body is None else json.dumps(body, ensure_ascii=False, default=str).encode("utf-8")
+    resp = Response(data, status=status, content_type=content_type + ("; charset=utf-8" if data else ""))
+    if request_id:
+        resp.headers["X-Request-Id"] = request_id
+    return resp
+
+
+def problem_response(doc, request_id):
+    doc.setdefault("instance", request_id)
+    resp = json_response(doc, doc["status"], request_id, "application/problem+json")
+    if doc["status"] == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="unionhub"'
+    return resp
+
+
+class Router:
+    def __init__(self, routes=None):
+        self.routes = routes if routes is not None else ROUTES
+        self.map = Map([Rule(r.path, methods=[r.method], endpoint=i) for i, r in enumerate(self.routes)],
+                       strict_slashes=False)
+
+    def dispatch(self, gw, request):
+        started = time.perf_counter()
+        rid = request.headers.get("X-Request-Id", "")
+        if not REQUEST_ID_RE.match(rid):
+            rid = uuid.uuid4().hex
+        logs.set_request_id(rid)
+        gw.set_request_id(rid)
+        label = "unmatched"
+        try:
+            adapter = self.map.bind_to_environ(request.environ)
+            try:
+                index, params = adapter.match()
+            except MethodNotAllowed:
+                raise AppError("Method %s is not allowed here." % request.method, code="METHOD_NOT_ALLOWED",
+                               status=405)
+            except RouteNotFound:
+                raise AppError("No such route: %s" % request.path, code="NOT_FOUND", status=404)
+            r = self.routes[index]
+            label = "%s %s" % (r.method, r.path)
+            call = Call(request=request, path_params=params, request_id=rid)
+            if r.roles is not None:
+                call.principal = auth.authenticate(request.headers.get("Authorization"))
+                if call.principal.role not in r.roles:
+                    raise Forbidden("This route is for %s." % " or ".join(r.roles), code="FORBIDDEN")
+            else:
+                header = request.headers.get("Authorization")
+                if header:  # optional auth on public routes (for example to see one's own view)
+                    call.principal = auth.authenticate(header)
+            if r.query is not None:
+                call.query = load_query(r.query, request)
+            elif r.method == "GET" and request.args and not r.raw:
+                unknown = {k: ["Unknown field."] for k in request.args}
+                raise validation_error(unknown)
+            if r.body is not None:
+                call.body = load_body(r.body, request)
+            elif r.method in ("POST", "PUT", "PATCH") and request.content_length:
+                body = read_json(request)
+                if body not in ({}, None):
+                    raise validation_error({"_schema": ["This route takes no body."]})
+            if r.idempotent:
+                key = request.headers.get("Idempotency-Key")
+                if key is not None and not IDEMPOTENCY_KEY_RE.match(key):
+                    raise validation_error({"Idempotency-Key": ["1-128 characters: letters, digits, _-.:"]})
+                call.idempotency_key = key
+            result = r.handler(gw, call)
+            if isinstance(result, Response):
+                result.headers["X-Request-Id"] = rid
+                resp = result
+            else:
+                resp = json_response(result, 204 if result is None and r.status == 204 else r.status, rid)
+        except AppError as exc:
+            resp = problem_response(exc.to_problem(), rid)
+        except Exception:
+            log.exception("unhandled error on %s", label)
+            resp = problem_response(problem(500, "INTERNAL", "Something went wrong; it has been logged."), rid)
+        metrics.observe(request.method, label, resp.status_code, time.perf_counter() - started)
+        return resp
+
+
+def read_json(request):
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise AppError("The body is larger than %d bytes." % MAX_BODY_BYTES, code="PAYLOAD_TOO_LARGE", status=413)
+    raw = request.stream.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise AppError("The body is larger than %d bytes." % MAX_BODY_BYTES, code="PAYLOAD_TOO_LARGE", status=413)
+    if not raw.strip():
+        return None
+    ctype = (request.mimetype or "").lower()
+    if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+        raise AppError("Send JSON (Content-Type: application/json).", code="UNSUPPORTED_MEDIA_TYPE", status=415)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise AppError("The body is not valid JSON: %s" % exc, code="MALFORMED_JSON", status=400)
+
+
+def load_body(schema, request):
+    body = read_json(request)
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise validation_error({"_schema": ["The body must be a JSON object."]})
+    try:
+        return (schema() if isinstance(schema, type) else schema).load(body)
+    except ValidationError as exc:
+        raise validation_error(exc.messages)
+
+
+def load_query(schema, request):
+    s = schema() if isinstance(schema, type) else schema
+    data = {}
+    for key in request.args:
+        values = request.args.getlist(key)
+        f = s.fields.get(key)
+        from marshmallow import fields as mf
+        if f is not None and isinstance(f, mf.List):
+            data[key] = [v for item in values for v in item.split(",") if v != ""]
+        else:
+            if len(values) > 1:
+                raise validation_error({key: ["Give this parameter once."]})
+            data[key] = values[0]
+    try:
+        return s.load(data)
+    except ValidationError as exc:
+        raise validation_error(exc.messages)
+
+
+def require_scope(call, code):
+    """For union_admin routes: ``code`` (an organisation or region code) must lie in the caller's scope."""
+    from unionhub_kit import regions
+    if not regions.in_scope(code, call.principal.scope):
+        raise Forbidden("Outside your scope (%s)." % call.principal.scope, code="OUT_OF_SCOPE")
+
+
+class ListQuery(Schema):
+    """The list conventions: ``limit`` (1-100, default 20) and an opaque ``cursor``."""
+    from marshmallow import fields as _f, validate as _v
+    limit = _f.Integer(load_default=20, validate=_v.Range(min=1, max=100))
+    cursor = _f.String(load_default=None, validate=_v.Length(max=512))
+    del _f, _v

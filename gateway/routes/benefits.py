@@ -1,0 +1,1 @@
+"""Benefits routes of API.md."""

@@ -1,0 +1,1 @@
+"""Identity routes of API.md."""

@@ -1,0 +1,1 @@
+"""Jobs routes of API.md."""

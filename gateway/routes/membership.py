@@ -1,0 +1,1 @@
+"""Membership routes of API.md."""

@@ -1,0 +1,1 @@
+"""Notify routes of API.md."""

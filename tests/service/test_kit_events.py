@@ -1,0 +1,138 @@
+"""The event machinery of the shared kit on the real broker and store: outbox, retry + dead-letter, idempotency."""
+import eventlet
+import pytest
+from nameko.rpc import rpc
+from nameko.testing.services import entrypoint_hook
+from nameko.standalone.rpc import ServiceRpcProxy
+
+from unionhub_kit import broker, topology
+from unionhub_kit.consumer import idempotent, on_event
+from unionhub_kit.mongo import Mongo, transaction
+from unionhub_kit.outbox import Outbox
+
+MEMBER = {"member_id": "m1", "user_id": "u1", "union_id": "g1", "union_code": "5101040001", "region_code": "510104",
+          "occupation_group": "courier", "status": "active", "card_no": "C1", "joined_at": "2026-01-01T00:00:00Z",
+          "phone_masked": "138****5678", "phone_sealed": "x"}
+
+
+class FakeMembership:
+    name = "membership"
+    db = Mongo()
+    outbox = Outbox()
+
+    @rpc
+    def join(self, member_id):
+        def txn(session):
+            self.db.members.insert_one({"_id": member_id}, session=session)
+            self.outbox.add(session, "member_joined", dict(MEMBER, member_id=member_id), subject=member_id)
+        transaction(self.db, txn)
+
+
+class Counter:
+    name = "kittest"
+    db = Mongo()
+    fail_times = {}
+
+    @on_event("membership", "member_joined")
+    @idempotent
+    def on_member_joined(self, event, session):
+        mid = event["data"]["member_id"]
+        left = Counter.fail_times.get(mid, 0)
+        if left:
+            Counter.fail_times[mid] = left - 1
+            raise RuntimeError("boom")
+        self.db.seen.update_one({"_id": mid}, {"$inc": {"n": 1}}, upsert=True, session=session)
+
+
+@pytest.fixture(autouse=True)
+def kit_subscription():
+    sub = topology.Subscription("kittest", "on_member_joined", [("membership", "member_joined")])
+    topology.SUBSCRIPTIONS.append(sub)
+    yield sub
+    topology.SUBSCRIPTIONS.remove(sub)
+
+
+def wait_for(fn, timeout=10):
+    with eventlet.Timeout(timeout):
+        while True:
+            v = fn()
+            if v:
+                return v
+            eventlet.sleep(0.05)
+
+
+def test_outbox_publishes_and_consumer_applies_once(container_factory, config, db_of):
+    pub = container_factory(FakeMembership, config)
+    con = container_factory(Counter, config)
+    con.start()
+    pub.start()
+    with entrypoint_hook(pub, "join") as join:
+        join("m1")
+    seen = db_of("kittest").seen
+    wait_for(lambda: seen.find_one({"_id": "m1"}))
+    assert db_of("membership").outbox.count_documents({"published_at": None}) == 0
+    # redeliver the very same envelope: no second effect
+    env = db_of("membership").outbox.find_one()["envelope"]
+    from nameko.standalone.events import event_dispatcher
+    dispatch = event_dispatcher(config)
+    dispatch("membership", "member_joined", env)
+    eventlet.sleep(0.5)
+    assert seen.find_one({"_id": "m1"})["n"] == 1
+    assert db_of("kittest").processed_events.count_documents({}) == 1
+
+
+def test_failing_handler_is_retried_then_succeeds(container_factory, config, db_of):
+    Counter.fail_times["m2"] = 2  # fails twice, EVENT_MAX_ATTEMPTS=3
+    pub = container_factory(FakeMembership, config)
+    con = container_factory(Counter, config)
+    con.start()
+    pub.start()
+    with entrypoint_hook(pub, "join") as join:
+        join("m2")
+    wait_for(lambda: db_of("kittest").seen.find_one({"_id": "m2"}))
+    assert Counter.fail_times["m2"] == 0
+
+
+def test_handler_failing_every_time_lands_in_dead_letter_queue(container_factory, config, db_of):
+    Counter.fail_times["m3"] = 99
+    pub = container_factory(FakeMembership, config)
+    con = container_factory(Counter, config)
+    con.start()
+    pub.start()
+    with entrypoint_hook(pub, "join") as join:
+        join("m3")
+    sub = topology.find("kittest", "on_member_joined")
+    dlq = topology.queue_name(sub) + topology.DLQ_SUFFIX
+    vhost = config["vhost"]
+
+    def parked():
+        msgs = broker.get_messages(vhost, dlq)
+        return msgs
+    msgs = wait_for(parked, 15)
+    assert msgs[0]["properties"]["headers"]["x-unionhub-attempts"] == 3
+    assert "RuntimeError" in msgs[0]["properties"]["headers"]["x-unionhub-error"]
+    assert db_of("kittest").seen.find_one({"_id": "m3"}) is None
+    assert Counter.fail_times["m3"] == 99 - 3
+
+
+def test_event_published_before_consumer_ever_started_is_not_lost(container_factory, config, db_of):
+    pub = container_factory(FakeMembership, config)
+    pub.start()
+    with entrypoint_hook(pub, "join") as join:
+        join("m4")
+    wait_for(lambda: db_of("membership").outbox.count_documents({"published_at": None}) == 0 or None)
+    con = container_factory(Counter, config)  # the consumer starts only now
+    con.start()
+    wait_for(lambda: db_of("kittest").seen.find_one({"_id": "m4"}))
+
+
+def test_outbox_event_written_while_broker_unreachable_is_published_later(container_factory, config, db_of):
+    # the write lands in the outbox without a publish (as if the process had died); a relay publishes it later
+    from unionhub_kit import events, outbox
+    env = events.build("membership", "member_joined", dict(MEMBER, member_id="m5"))
+    outbox.store(db_of("membership"), env, "member_joined")
+    con = container_factory(Counter, config)
+    con.start()
+    pub = container_factory(FakeMembership, config)
+    pub.start()
+    wait_for(lambda: db_of("kittest").seen.find_one({"_id": "m5"}))

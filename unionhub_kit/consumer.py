@@ -1,0 +1,171 @@
+"""Reliable, idempotent event handling.
+
+``@on_event(source, event)`` replaces nameko's ``@event_handler``, whose failures are acked and dropped:
+
+* the queue, its retry queue and its dead-letter queue come from ``topology`` (declared by publishers too);
+* the envelope and its data are validated against the catalogue; a message that does not validate is parked in
+  the dead-letter queue at once (retrying it cannot help);
+* a handler that raises is retried with exponential backoff and jitter (through the retry queue's TTL) up to
+  ``EVENT_MAX_ATTEMPTS`` attempts, then parked in the dead-letter queue with the error in its headers;
+* the original message is acked only after its retry or dead-letter copy was confirmed by the broker.
+
+``@idempotent`` (under ``@on_event``) records the event's ``(source, id)`` in the service's ``processed_events``
+collection inside the same transaction as the handler's writes; a redelivered event has no second effect.
+"""
+import functools
+import logging
+import random
+
+from marshmallow import ValidationError
+from nameko.amqp.publish import Publisher as AmqpPublisher
+from nameko.messaging import Consumer
+from pymongo.errors import DuplicateKeyError
+
+from . import catalog, config, events, topology
+from .errors import AppError
+
+log = logging.getLogger("unionhub.consumer")
+
+ATTEMPTS_HEADER = "x-unionhub-attempts"
+
+
+class HandlerConfigError(Exception):
+    pass
+
+
+class PermanentError(Exception):
+    """Raise from a handler when retrying cannot help: the message goes straight to the dead-letter queue."""
+
+
+class ReliableEventHandler(Consumer):
+    def __init__(self, *bindings, **kwargs):
+        self.bindings = bindings
+        super().__init__(queue=None, requeue_on_error=False, **kwargs)
+
+    def setup(self):
+        service = self.container.service_name
+        self.subscription = topology.find(service, self.method_name)
+        if self.subscription is None:
+            raise HandlerConfigError("%s.%s handles events but is not listed in unionhub_kit.topology.SUBSCRIPTIONS"
+                                     % (service, self.method_name))
+        self.accepted = set(topology.expand(self.subscription.bindings))
+        self.queue, self.retry_queue, self.dead_queue = topology.queues_for(self.subscription)
+        self.amqp_uri = self.container.config.get("AMQP_URI") or config.get("AMQP_URI")
+        self.max_attempts = int(self.container.config.get("EVENT_MAX_ATTEMPTS") or config.get("EVENT_MAX_ATTEMPTS"))
+        self.base_ms = int(self.container.config.get("EVENT_RETRY_BASE_MS") or config.get("EVENT_RETRY_BASE_MS"))
+        self.publisher = AmqpPublisher(self.amqp_uri, use_confirms=True, serializer="json")
+        from kombu import Connection
+        with Connection(self.amqp_uri) as conn:
+            topology.declare(conn, sorted({src for src, _ in self.accepted}))
+        self.retries = 0
+        self.dead_lettered = 0
+        super().setup()
+
+    def handle_message(self, body, message):
+        try:
+            env = events.Envelope().load(body if isinstance(body, dict) else {})
+            key = events.name_of(env)
+            if key not in self.accepted:
+                raise ValidationError({"type": ["%s is not handled here" % env["type"]]})
+            env["data"] = catalog.schema_for(*key)().load(env["data"])
+        except (ValidationError, ValueError, KeyError) as exc:
+            self._park(message, body, "invalid event: %s" % (exc,), attempts=self._attempts(message) + 1)
+            return
+        args = (env,)
+        context_data = self.unpack_message_headers(message)
+        context_data.pop(ATTEMPTS_HEADER, None)
+        from functools import partial
+        from nameko.exceptions import ContainerBeingKilled
+        try:
+            self.container.spawn_worker(self, args, {}, context_data=context_data,
+                                        handle_result=partial(self.handle_result, message))
+        except ContainerBeingKilled:
+            self.queue_consumer.requeue_message(message)
+
+    @staticmethod
+    def _attempts(message):
+        return int((message.headers or {}).get(ATTEMPTS_HEADER, 0))
+
+    def backoff_ms(self, attempt):
+        """Exponential backoff with full jitter: base * 2^(attempt-1) * U(0.5, 1.5), at most 60 s."""
+        return int(min(60000, self.base_ms * (2 ** (attempt - 1))) * random.uniform(0.5, 1.5))
+
+    def handle_message_processed(self, message, result=None, exc_info=None):
+        if exc_info is None:
+            self.queue_consumer.ack_message(message)
+            return
+        exc = exc_info[1]
+        attempts = self._attempts(message) + 1
+        permanent = isinstance(exc, (PermanentError, ValidationError, AppError))
+        if permanent or attempts >= self.max_attempts:
+            self._park(message, message.payload, "%s: %s" % (type(exc).__name__, exc), attempts)
+            return
+        delay = self.backoff_ms(attempts)
+        log.warning("handler %s.%s failed (attempt %d/%d), retrying in %d ms: %s", self.container.service_name,
+                    self.method_name, attempts, self.max_attempts, delay, type(exc).__name__)
+        try:
+            headers = dict(message.headers or {})
+            headers[ATTEMPTS_HEADER] = attempts
+            self.publisher.publish(message.payload, exchange="", routing_key=self.retry_queue.name,
+                                   extra_headers=headers, expiration=delay / 1000.0)
+        except Exception:
+            log.exception("could not schedule a retry; requeueing")
+            self.queue_consumer.requeue_message(message)
+            return
+        self.retries += 1
+        self.queue_consumer.ack_message(message)
+
+    def _park(self, message, body, error, attempts):
+        log.error("parking message in %s after %d attempt(s): %s", self.dead_queue.name, attempts, error[:300])
+        try:
+            headers = dict(message.headers or {})
+            headers.update({ATTEMPTS_HEADER: attempts, "x-unionhub-error": error[:1000],
+                            "x-unionhub-queue": self.queue.name,
+                            "x-unionhub-failed-at": events.rfc3339(events.utcnow())})
+            self.publisher.publish(body, exchange="", routing_key=self.dead_queue.name, extra_headers=headers)
+        except Exception:
+            log.exception("could not dead-letter; requeueing")
+            self.queue_consumer.requeue_message(message)
+            return
+        self.dead_lettered += 1
+        self.queue_consumer.ack_message(message)
+
+
+def on_event(source, event=None):
+    """``@on_event("membership", "member_joined")`` or ``@on_event(topology.ALL)``."""
+    if event is None:
+        return ReliableEventHandler.decorator(source)
+    return ReliableEventHandler.decorator((source, event))
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def run_once(db, envelope, fn):
+    """Run ``fn(session)`` in a transaction that also records ``(source, id)``; skip if already recorded."""
+    key = "%s|%s" % (envelope["source"], envelope["id"])
+    if db.processed_events.find_one({"_id": key}, {"_id": 1}):
+        return None
+
+    def txn(session):
+        try:
+            db.processed_events.insert_one({"_id": key, "type": envelope["type"], "at": events.utcnow()},
+                                           session=session)
+        except DuplicateKeyError:
+            raise _Duplicate()
+        return fn(session)
+
+    try:
+        with db.client.start_session() as session:
+            return session.with_transaction(txn)
+    except _Duplicate:
+        return None
+
+
+def idempotent(fn):
+    """Decorate ``handler(self, event, session)``; the service's Mongo dependency must be called ``db``."""
+    @functools.wraps(fn)
+    def wrapper(self, event):
+        return run_once(self.db, event, lambda session: fn(self, event, session))
+    return wrapper

@@ -1,0 +1,78 @@
+"""The CloudEvents 1.0 structured-JSON envelope every UnionHub event travels in."""
+import datetime
+import uuid
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from . import catalog
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def rfc3339(dt):
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=datetime.timezone.utc)
+    return dt.astimezone(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value):
+    dt = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=datetime.timezone.utc)
+    return dt.astimezone(datetime.timezone.utc)
+
+
+class Envelope(Schema):
+    class Meta:
+        unknown = RAISE
+
+    specversion = fields.String(required=True, validate=validate.Equal("1.0"))
+    id = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    source = fields.String(required=True, validate=validate.Regexp(r"^/unionhub/[a-z]+$"))
+    type = fields.String(required=True, validate=validate.Regexp(r"^org\.unionhub\.[a-z]+\.[a-z_]+\.v\d+$"))
+    time = fields.String(required=True)
+    subject = fields.String(allow_none=True, load_default=None)
+    datacontenttype = fields.String(required=True, validate=validate.Equal("application/json"))
+    data = fields.Dict(required=True)
+    # extension attribute carrying the HTTP request id across hops
+    requestid = fields.String(allow_none=True, load_default=None)
+
+
+def build(service, event, data, subject=None, request_id=None, event_id=None, time=None):
+    """Validate ``data`` against the catalogue and wrap it in an envelope (a plain dict)."""
+    schema = catalog.schema_for(service, event)()
+    errors = schema.validate(data)
+    if errors:
+        raise ValueError("event %s.%s data invalid: %s" % (service, event, errors))
+    env = {
+        "specversion": "1.0",
+        "id": event_id or str(uuid.uuid4()),
+        "source": "/unionhub/%s" % service,
+        "type": catalog.event_type(service, event),
+        "time": rfc3339(time or utcnow()),
+        "subject": subject,
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    if request_id:
+        env["requestid"] = request_id
+    return env
+
+
+def parse(service, event, body):
+    """Validate a received envelope and its data; raise ``ValidationError`` for a poison message."""
+    env = Envelope().load(body if isinstance(body, dict) else {})
+    if env["type"].rsplit(".", 1)[0] != catalog.event_type(service, event).rsplit(".", 1)[0]:
+        raise ValidationError({"type": ["%s is not %s.%s" % (env["type"], service, event)]})
+    env["data"] = catalog.schema_for(service, event)().load(env["data"])
+    return env
+
+
+def name_of(env):
+    """(service, event) from an envelope's ``type``."""
+    _, _, service, event, _ = env["type"].split(".")
+    return service, event

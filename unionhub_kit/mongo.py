@@ -1,0 +1,66 @@
+"""pymongo DependencyProvider: one client per container, the service's own database, indexes ensured at start."""
+import pymongo
+from nameko.extensions import DependencyProvider
+
+from . import config
+
+_CLIENT_ATTR = "_unionhub_mongo_client"
+
+
+def client_for(container):
+    """One MongoClient per container (shared by Mongo, Outbox and friends in that container)."""
+    client = getattr(container, _CLIENT_ATTR, None)
+    if client is None:
+        uri = container.config.get("MONGO_URI") or config.get("MONGO_URI")
+        new = pymongo.MongoClient(uri, serverSelectionTimeoutMS=10000, connectTimeoutMS=5000,
+                                  maxPoolSize=int(container.config.get("MONGO_POOL", 100)), tz_aware=True)
+        # extensions are set up concurrently (green threads): the first client stored wins
+        client = getattr(container, _CLIENT_ATTR, None)
+        if client is None:
+            setattr(container, _CLIENT_ATTR, new)
+            client = new
+        else:
+            new.close()
+    return client
+
+
+def database_for(container):
+    return client_for(container)[config.db_name(container.service_name, container.config)]
+
+
+def ensure_kit_indexes(db):
+    db.processed_events.create_index([("at", pymongo.ASCENDING)])
+    db.outbox.create_index([("published_at", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)])
+    db.idempotency.create_index([("created_at", pymongo.ASCENDING)])
+
+
+class Mongo(DependencyProvider):
+    """Injects the service's ``pymongo.database.Database``.
+
+    ``indexes`` is a function ``f(db)`` from the service's store module; it runs once at container setup.
+    """
+
+    def __init__(self, indexes=None):
+        self.indexes = indexes
+        self.database = None
+
+    def setup(self):
+        self.database = database_for(self.container)
+        ensure_kit_indexes(self.database)
+        if self.indexes:
+            self.indexes(self.database)
+
+    def stop(self):
+        client = getattr(self.container, _CLIENT_ATTR, None)
+        if client is not None:
+            client.close()
+            setattr(self.container, _CLIENT_ATTR, None)
+
+    def get_dependency(self, worker_ctx):
+        return self.database
+
+
+def transaction(db, fn):
+    """Run ``fn(session)`` in a multi-document transaction (retried on transient errors); return its result."""
+    with db.client.start_session() as session:
+        return session.with_transaction(fn)
