@@ -86,3 +86,15 @@ def mask_phone(value):
 def mask_code(value):
     """A one-time code in a log line: nothing of it."""
     return "*" * len(value or "")
+
+
+def make_resident_id(region="510104", birth="19900101", seq=123):
+    """A valid resident ID number (tests, seed data): region + birth date + 3-digit sequence + check character."""
+    first17 = "%s%s%03d" % (region, birth, seq % 1000)
+    return first17 + id_check_char(first17)
+
+
+def make_uscc(body="91510100MA6"):
+    """A valid USCC: ``body`` padded to 17 characters with digits, plus its check character."""
+    first17 = (body + "0123456789ABCDEFGH")[:17]
+    return first17 + uscc_check_char(first17)
