@@ -24,7 +24,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Response
 
 from unionhub_kit import logs
-from unionhub_kit.errors import AppError, Forbidden, Unauthorized, validation_error
+from unionhub_kit.errors import AppError, Forbidden, validation_error
 
 from . import auth, metrics
 

@@ -3,7 +3,6 @@ import eventlet
 import pytest
 from nameko.rpc import rpc
 from nameko.testing.services import entrypoint_hook
-from nameko.standalone.rpc import ServiceRpcProxy
 
 from unionhub_kit import broker, topology
 from unionhub_kit.consumer import idempotent, on_event
