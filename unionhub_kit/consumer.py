@@ -14,6 +14,7 @@ collection inside the same transaction as the handler's writes; a redelivered ev
 """
 import functools
 import logging
+import os
 import random
 
 from marshmallow import ValidationError
@@ -142,16 +143,22 @@ class _Duplicate(Exception):
     pass
 
 
-def run_once(db, envelope, fn):
-    """Run ``fn(session)`` in a transaction that also records ``(source, id)``; skip if already recorded."""
+def run_once(db, envelope, fn, handler=None):
+    """Run ``fn(session)`` in a transaction that also records ``(handler, source, id)``; skip if already recorded.
+
+    The handler is part of the key: two handlers of one service that receive the same event (for example
+    ``on_member_joined`` and ``on_any_event``) each apply it once.
+    """
     key = "%s|%s" % (envelope["source"], envelope["id"])
+    if handler:
+        key = "%s|%s" % (handler, key)
     if db.processed_events.find_one({"_id": key}, {"_id": 1}):
         return None
 
     def txn(session):
         try:
-            db.processed_events.insert_one({"_id": key, "type": envelope["type"], "at": events.utcnow()},
-                                           session=session)
+            db.processed_events.insert_one({"_id": key, "type": envelope["type"], "at": events.utcnow(),
+                                            "by": os.environ.get("UNIONHUB_REPLICA")}, session=session)
         except DuplicateKeyError:
             raise _Duplicate()
         return fn(session)
@@ -167,5 +174,5 @@ def idempotent(fn):
     """Decorate ``handler(self, event, session)``; the service's Mongo dependency must be called ``db``."""
     @functools.wraps(fn)
     def wrapper(self, event):
-        return run_once(self.db, event, lambda session: fn(self, event, session))
+        return run_once(self.db, event, lambda session: fn(self, event, session), handler=fn.__name__)
     return wrapper

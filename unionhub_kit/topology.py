@@ -35,6 +35,9 @@ SUBSCRIPTIONS = [
     Subscription("notify", "on_job_alert_matched", [("jobs", "job_alert_matched")]),
     # jobs: match job alerts of its own postings asynchronously
     Subscription("jobs", "on_job_posted", [("jobs", "job_posted")]),
+    # jobs: the masked phone employers see of an applicant; erasure of a member who left
+    Subscription("jobs", "on_member_joined", [("membership", "member_joined")]),
+    Subscription("jobs", "on_member_left", [("membership", "member_left")]),
     # notify: integrator webhooks receive every event type
     Subscription("notify", "on_any_event", [ALL]),
 ]

@@ -1,14 +1,390 @@
-"""membership service entrypoints (placeholder until its issue lands)."""
+"""The membership service: union organisations, members (join, approve, reject, transfer, leave, erase) and identity
+(login codes, staff accounts, tokens).
+
+RPC methods take the caller as ``actor`` (``gateway.auth.Principal.as_actor()``) and validate their payload with the
+schemas the gateway uses. Every state change that announces an event writes the event to the outbox in the same
+transaction. Resident ID numbers are kept only as a keyed hash (uniqueness) and an encrypted copy; they are never
+logged, returned or put on an event.
+"""
 from nameko.rpc import rpc
 
-from unionhub_kit.mongo import Mongo
+from unionhub_kit import crypto, events, ids, regions, tokens
+from unionhub_kit.errors import AppError, Conflict, NotFound, RateLimited, ServiceUnavailable, Unauthorized
+from unionhub_kit.mongo import Mongo, transaction
+from unionhub_kit.outbox import Outbox
 from unionhub_kit.ping import ping as _ping
+from unionhub_kit.rpc import Rpc
+from unionhub_kit.schema import load
+
+from . import domain, schemas, seed, store
+from .domain import require_role, require_scope
+
+
+def _now():
+    """Now, to the millisecond (what the store keeps, so stored times compare equal)."""
+    now = events.utcnow()
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 class MembershipService:
     name = "membership"
-    db = Mongo()
+    db = Mongo(indexes=seed.prepare)
+    outbox = Outbox()
+    notify = Rpc("notify")
 
     @rpc
     def ping(self):
         return _ping(self.name, self.db)
+
+    # ---- identity -------------------------------------------------------------------------------------------
+    @rpc
+    def request_otp(self, payload):
+        """Send a login code by SMS (through notify's RPC; the code never travels on an event)."""
+        phone = load(schemas.OtpRequest, payload)["phone"]
+        key, code, now = domain.phone_key(phone), domain.new_otp(), _now()
+        code_hash = domain.otp_hash(key, code)
+        if not store.claim_otp(self.db, key, code_hash, now):
+            raise RateLimited("Too many codes for this phone: at most 1 a minute and %d an hour."
+                              % domain.OTP_PER_HOUR, code="RATE_LIMITED")
+        try:
+            self.notify.send_sms({"to": phone, "template": "otp", "params": {"code": code}})
+        except Exception as exc:
+            store.release_otp(self.db, key, code_hash, now)
+            if isinstance(exc, AppError):
+                raise
+            raise ServiceUnavailable("The SMS could not be sent; try again.", code="SMS_UNAVAILABLE")
+        return {"expires_in": domain.OTP_TTL_SECONDS}
+
+    @rpc
+    def issue_token(self, payload):
+        """``{phone, code}`` -> a member token; ``{username, password}`` -> the account's token."""
+        p = load(schemas.TokenRequest, payload)
+        if "phone" in p:
+            user = self._check_code(p["phone"], p["code"])
+            return self._token(user["_id"], "member")
+        account = store.account_by_username(self.db, p["username"])
+        if not domain.verify_password(p["password"], account["password_hash"] if account else None):
+            raise domain.invalid_credentials()
+        return self._token(account["_id"], account["role"], scope=account.get("scope"),
+                           merchant_id=account.get("merchant_id"), employer_id=account.get("employer_id"))
+
+    def _check_code(self, phone, code):
+        """Spend one of the code's tries (atomically), then compare; a right code is used up."""
+        key = domain.phone_key(phone)
+        live = store.spend_try(self.db, key, _now())
+        if not live or not domain.same_code(live["code_hash"], key, code) or \
+                not store.consume_otp(self.db, key, live["code_hash"]):
+            raise domain.invalid_code()
+        return store.user_for_phone(self.db, key, {
+            "_id": domain.new_id("usr"), "phone_enc": crypto.encrypt(phone), "phone_masked": ids.mask_phone(phone),
+            "created_at": _now()})
+
+    @staticmethod
+    def _token(sub, role, **claims):
+        return {"access_token": tokens.issue(sub, role, **claims), "token_type": "Bearer",
+                "expires_in": tokens.DEFAULT_TTL, "role": role}
+
+    @rpc
+    def create_account(self, actor, payload, idempotency_key=None):
+        """A union_admin creates a staff, merchant, employer or integrator account inside its scope."""
+        require_role(actor, "union_admin")
+        p = load(schemas.AccountCreate, payload)
+        scope = domain.account_scope(actor, p, self._org_exists)
+        doc = {"_id": domain.new_id("acc"), "username": p["username"], "role": p["role"], "scope": scope,
+               "merchant_id": p.get("merchant_id"), "employer_id": p.get("employer_id"),
+               "password_hash": domain.hash_password(p["password"]), "created_by": actor["sub"],
+               "created_at": _now()}
+        doc = {k: v for k, v in doc.items() if v is not None}
+
+        def txn(session):
+            store.insert_account(self.db, session, doc)
+            return domain.account_view(doc)
+        fingerprinted = {k: v for k, v in p.items() if k != "password"}
+        return store.run_idempotent(self.db, "account:" + actor["sub"], idempotency_key, fingerprinted, txn)
+
+    def _org_exists(self, org):
+        if len(org) <= 6:
+            return regions.is_known_prefix(org)
+        return store.union_code_exists(self.db, org)
+
+    # ---- unions ---------------------------------------------------------------------------------------------
+    @rpc
+    def list_unions(self, query=None):
+        q = load(schemas.UnionListArgs, query or {})
+        parent = q.get("parent_code")
+        if parent and len(parent) < 6:
+            parent = parent.ljust(6, "0")
+        rows = store.list_unions(self.db, parent, q.get("level"), domain.decode_cursor(q["cursor"]), q["limit"])
+        return domain.page([domain.union_view(u) for u in rows], q["limit"], lambda u: u["code"])
+
+    @rpc
+    def get_union(self, union_id):
+        return domain.union_view(self._union(union_id))
+
+    def _union(self, union_id, field="union"):
+        union = store.get_union(self.db, union_id)
+        if union is None:
+            raise NotFound("No %s with id %s." % (field, union_id))
+        return union
+
+    @rpc
+    def create_union(self, actor, payload, idempotency_key=None):
+        """建会: a grassroots union under a county or prefecture union in the caller's scope."""
+        require_role(actor, "union_admin")
+        p = load(schemas.UnionCreate, payload)
+        parent = self._union(p["parent_id"], "parent union")
+        domain.check_union_parent(parent)
+        require_scope(actor, parent["code"])
+
+        def txn(session):
+            code = domain.grassroots_code(parent["code"], store.next_child_seq(self.db, session, parent["_id"]))
+            doc = {"_id": domain.union_id_for(code), "code": code, "name": p["name"], "level": "grassroots",
+                   "parent_id": parent["_id"], "parent_code": parent["code"], "region_code": parent["region_code"],
+                   "auto_approve": p["auto_approve"], "uscc": p["uscc"], "created_by": actor["sub"],
+                   "created_at": _now()}
+            store.insert_union(self.db, session, doc)
+            view = domain.union_view(doc)
+            self.outbox.add(session, "union_created", {k: view[k] for k in (
+                "code", "name", "level", "parent_id", "region_code", "auto_approve")} | {"union_id": doc["_id"]},
+                subject=doc["_id"])
+            return view
+        return store.run_idempotent(self.db, "union:" + actor["sub"], idempotency_key, p, txn)
+
+    # ---- members --------------------------------------------------------------------------------------------
+    @rpc
+    def join(self, actor, payload, idempotency_key=None):
+        """一键入会: active at once in an auto-approve union (``member_joined``), pending otherwise."""
+        require_role(actor, "member")
+        p = load(schemas.JoinRequest, payload)
+        phone = self._phone_of(actor["sub"])
+        union = self._union(p["union_id"])
+        domain.check_joinable(union)
+        status = domain.initial_status(union)
+        id_hash = crypto.keyed_hash(p["id_number"], "resident-id")
+        year = _now().year
+        if status == "active":
+            store.ensure_card_counter(self.db, year)
+
+        def txn(session):
+            now = _now()
+            doc = {"_id": domain.new_id("mbr"), "user_id": actor["sub"], "union_id": union["_id"],
+                   "union_code": union["code"], "region_code": union["region_code"],
+                   "prefecture_code": regions.prefecture_of(union["region_code"]), "status": status,
+                   "occupation_group": p["occupation_group"], "name": p["name"], "employer": p["employer"],
+                   "id_hash": id_hash, "id_enc": crypto.encrypt(p["id_number"], "resident-id"),
+                   "id_masked": ids.mask_id_number(p["id_number"]), "phone_masked": ids.mask_phone(phone),
+                   "consent": {"version": domain.CONSENT_VERSION, "at": now}, "created_at": now, "updated_at": now,
+                   "live_id": id_hash, "live_user": actor["sub"]}
+            if status == "active":
+                doc.update(card_no=domain.card_no(year, store.next_card_seq(self.db, session, year)), joined_at=now)
+            store.insert_member(self.db, session, doc)
+            if status == "active":
+                self.outbox.add(session, "member_joined", domain.joined_data(doc, phone), subject=doc["_id"])
+            return {"id": doc["_id"], "status": status, "card_no": doc.get("card_no"), "union_id": union["_id"]}
+        return store.run_idempotent(self.db, "join:" + actor["sub"], idempotency_key, p, txn)
+
+    def _phone_of(self, user_id):
+        user = store.get_user(self.db, user_id)
+        if not user or not user.get("phone_enc"):
+            raise Unauthorized("This account no longer exists; log in again.", code="INVALID_TOKEN")
+        return crypto.decrypt(user["phone_enc"])
+
+    @rpc
+    def get_me(self, actor):
+        """The caller's membership (the live one, else the latest), ID number and phone masked."""
+        require_role(actor, "member")
+        m = store.live_member_of(self.db, actor["sub"]) or store.latest_member_of(self.db, actor["sub"])
+        if m is None:
+            raise NotFound("You have not joined a union.")
+        view = domain.member_view(m)
+        pending = store.pending_transfer_of(self.db, m["_id"])
+        view["pending_transfer"] = domain.transfer_view(pending) if pending else None
+        return view
+
+    @rpc
+    def request_transfer(self, actor, payload):
+        """转会: completed at once when the receiving union approves at once, else pending its approval."""
+        require_role(actor, "member")
+        p = load(schemas.TransferRequest, payload)
+        m = self._live_member(actor)
+        domain.check_transition(m["status"], "transfer")
+        to = self._union(p["to_union_id"])
+        domain.check_joinable(to)
+        if to["_id"] == m["union_id"]:
+            raise Conflict("You are already a member of this union.", code="SAME_UNION")
+
+        def txn(session):
+            now = _now()
+            t = {"_id": domain.new_id("trf"), "member_id": m["_id"], "user_id": m["user_id"],
+                 "from_union_id": m["union_id"], "from_union_code": m["union_code"], "to_union_id": to["_id"],
+                 "to_union_code": to["code"], "status": "pending", "created_at": now}
+            if not to.get("auto_approve"):
+                store.insert_transfer(self.db, session, dict(t, live_member=m["_id"]))
+                return domain.transfer_view(t)
+            store.cancel_transfers(self.db, session, m["_id"], now)
+            t.update(status="completed", decided_at=now, decided_by="auto_approve")
+            store.insert_transfer(self.db, session, t)
+            self._move(session, t, to, now)
+            return domain.transfer_view(t)
+        return transaction(self.db, txn)
+
+    def _move(self, session, transfer, to, now):
+        moved = store.move_member(self.db, session, transfer["member_id"], transfer["from_union_id"], to, now)
+        if moved is None:
+            raise Conflict("The member is no longer active in the union they asked to leave.", code="NOT_ACTIVE")
+        self.outbox.add(session, "member_transferred", dict(
+            domain.member_data(moved), from_union_id=transfer["from_union_id"],
+            from_union_code=transfer["from_union_code"]), subject=moved["_id"])
+
+    def _live_member(self, actor):
+        m = store.live_member_of(self.db, actor["sub"])
+        if m is None:
+            raise NotFound("You are not a member of a union.")
+        return m
+
+    @rpc
+    def leave(self, actor, erase=False):
+        """Leave (``member_left``); with ``erase`` the person's name, ID number, employer and phone are erased.
+
+        A former member who left without erasing may come back with ``erase`` to have the data erased.
+        """
+        require_role(actor, "member")
+        erase = load(schemas.LeaveQuery, {"erase": erase})["erase"]
+        m = store.live_member_of(self.db, actor["sub"])
+        if m is None and erase:
+            m = store.latest_member_of(self.db, actor["sub"])
+        if m is None:
+            raise NotFound("You are not a member of a union.")
+
+        def txn(session):
+            now = _now()
+            if m["status"] in domain.LIVE_STATUSES:
+                if store.leave(self.db, session, m["_id"], now) is None:
+                    raise Conflict("The membership changed meanwhile; try again.", code="NOT_A_MEMBER")
+                store.cancel_transfers(self.db, session, m["_id"], now)
+            if erase:
+                store.erase_members(self.db, session, actor["sub"])
+                store.erase_user(self.db, session, actor["sub"])
+            self.outbox.add(session, "member_left", {"member_id": m["_id"], "user_id": m["user_id"],
+                                                     "union_id": m["union_id"], "erased": erase}, subject=m["_id"])
+        transaction(self.db, txn)
+
+    # ---- union staff ----------------------------------------------------------------------------------------
+    def _in_scope_filter(self, actor, union_id):
+        """(organisation prefix, union id) for a list in the caller's scope, checking a named union's scope."""
+        prefix = domain.scope_prefix(actor)
+        if union_id:
+            require_scope(actor, self._union(union_id)["code"])
+        return prefix, union_id
+
+    @rpc
+    def list_members(self, actor, query=None):
+        q = load(schemas.MemberListArgs, query or {})
+        prefix, union_id = self._in_scope_filter(actor, q.get("union_id"))
+        rows = store.list_members(self.db, prefix, union_id, q.get("status"), domain.decode_cursor(q["cursor"]),
+                                  q["limit"])
+        return domain.page([domain.member_view(m) for m in rows], q["limit"], lambda m: m["id"])
+
+    def _member_in_scope(self, actor, member_id):
+        require_role(actor, "union_admin")
+        m = store.get_member(self.db, member_id)
+        if m is None:
+            raise NotFound("No member with id %s." % member_id)
+        require_scope(actor, m["union_code"])
+        return m
+
+    @rpc
+    def approve_member(self, actor, member_id):
+        """pending -> active with a card number; ``member_joined``."""
+        m = self._member_in_scope(actor, member_id)
+        domain.check_transition(m["status"], "approve")
+        phone = self._phone_of(m["user_id"])
+        year = _now().year
+        store.ensure_card_counter(self.db, year)
+
+        def txn(session):
+            now = _now()
+            card = domain.card_no(year, store.next_card_seq(self.db, session, year))
+            active = store.activate(self.db, session, member_id, card, now)
+            if active is None:
+                raise Conflict("The member is no longer pending.", code="NOT_PENDING")
+            self.outbox.add(session, "member_joined", domain.joined_data(active, phone), subject=member_id)
+            return {"id": member_id, "status": "active", "card_no": card}
+        return transaction(self.db, txn)
+
+    @rpc
+    def reject_member(self, actor, member_id, payload):
+        """pending -> rejected with a reason; ``member_rejected``."""
+        p = load(schemas.RejectRequest, payload)
+        m = self._member_in_scope(actor, member_id)
+        domain.check_transition(m["status"], "reject")
+
+        def txn(session):
+            rejected = store.reject(self.db, session, member_id, p["reason"], _now())
+            if rejected is None:
+                raise Conflict("The member is no longer pending.", code="NOT_PENDING")
+            self.outbox.add(session, "member_rejected", {"member_id": member_id, "user_id": m["user_id"],
+                                                         "union_id": m["union_id"], "reason": p["reason"]},
+                            subject=member_id)
+            return {"id": member_id, "status": "rejected", "reason": p["reason"]}
+        return transaction(self.db, txn)
+
+    @rpc
+    def list_transfers(self, actor, query=None):
+        q = load(schemas.TransferListArgs, query or {})
+        prefix, union_id = self._in_scope_filter(actor, q.get("union_id"))
+        rows = store.list_transfers(self.db, prefix, union_id, q.get("status"), domain.decode_cursor(q["cursor"]),
+                                    q["limit"])
+        return domain.page([domain.transfer_view(t) for t in rows], q["limit"], lambda t: t["id"])
+
+    def _transfer_in_scope(self, actor, transfer_id):
+        require_role(actor, "union_admin")
+        t = store.get_transfer(self.db, transfer_id)
+        if t is None:
+            raise NotFound("No transfer with id %s." % transfer_id)
+        require_scope(actor, t["to_union_code"])  # the receiving union decides
+        return t
+
+    @rpc
+    def approve_transfer(self, actor, transfer_id):
+        """The receiving union approves: the member moves; ``member_transferred``."""
+        t = self._transfer_in_scope(actor, transfer_id)
+        to = self._union(t["to_union_id"])
+
+        def txn(session):
+            now = _now()
+            done = store.decide_transfer(self.db, session, transfer_id, "completed", actor["sub"], None, now)
+            if done is None:
+                raise Conflict("The transfer is %s, not pending." % t["status"], code="NOT_PENDING")
+            self._move(session, done, to, now)
+            return domain.transfer_view(done)
+        return transaction(self.db, txn)
+
+    @rpc
+    def reject_transfer(self, actor, transfer_id, payload):
+        p = load(schemas.RejectRequest, payload)
+        self._transfer_in_scope(actor, transfer_id)
+
+        def txn(session):
+            done = store.decide_transfer(self.db, session, transfer_id, "rejected", actor["sub"], p["reason"], _now())
+            if done is None:
+                raise Conflict("The transfer is not pending.", code="NOT_PENDING")
+            return domain.transfer_view(done)
+        return transaction(self.db, txn)
+
+    @rpc
+    def member_stats(self, actor, query=None):
+        """Member counts in the caller's scope by prefecture, county, union or occupation group."""
+        q = load(schemas.StatsQuery, query or {})
+        prefix = domain.scope_prefix(actor)
+        rows = store.count_members(self.db, prefix, q["status"], domain.stats_key(q["group_by"]))
+        if q["group_by"] == "union":
+            names = store.union_names(self.db, [k for k, _ in rows])
+        elif q["group_by"] in ("prefecture", "county"):
+            names = regions.all_codes()
+        else:
+            names = {}
+        items = [{"key": k, "name": names.get(k, k), "count": n} for k, n in rows]
+        items.sort(key=lambda i: (-i["count"], str(i["key"])))
+        return {"group_by": q["group_by"], "status": q["status"], "scope": prefix,
+                "total": sum(i["count"] for i in items), "items": items}

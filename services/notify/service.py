@@ -1,14 +1,296 @@
-"""notify service entrypoints (placeholder until its issue lands)."""
+"""notify: inbox, SMS and push through providers, templates, preferences, the member projection, announcements and
+integrator webhooks.
+
+RPC (the gateway's Notify routes, and membership's ``send_sms`` for the login code); reliable idempotent handlers of
+membership, benefits and jobs events (projection and inbox entries) and of every event (webhook deliveries); three
+pollers that send due SMS / push messages, deliver webhooks and fan out announcements. Events: ``notification_delivered``
+and ``notification_failed`` (SMS and push), through the outbox.
+"""
+import logging
+
+import eventlet
+from cryptography.fernet import InvalidToken
 from nameko.rpc import rpc
 
+from unionhub_kit import crypto, events, topology
+from unionhub_kit.consumer import idempotent, on_event
+from unionhub_kit.errors import NotFound, validation_error
 from unionhub_kit.mongo import Mongo
+from unionhub_kit.outbox import Outbox
 from unionhub_kit.ping import ping as _ping
+from unionhub_kit.schema import load
+
+from . import delivery, domain, fanout, schemas, store, webhooks
+from .runtime import SettingsProvider, Wake, poll
+
+log = logging.getLogger("unionhub.notify")
+
+POLL_SECONDS = 1.0  # idle interval of the pollers (NOTIFY_POLL_SECONDS overrides it)
+CLAIM = 100  # messages leased per poll
 
 
 class NotifyService:
     name = "notify"
-    db = Mongo()
+
+    db = Mongo(indexes=store.ensure_indexes)
+    outbox = Outbox()
+    settings = SettingsProvider()
+    wake = Wake()
 
     @rpc
     def ping(self):
         return _ping(self.name, self.db)
+
+    # ---- SMS for other services -----------------------------------------------------------------------------
+    @rpc
+    def send_sms(self, payload):
+        """``{to, template: "otp", params: {code}}``: sent now (preferences do not apply); returns once the provider
+        took it, or raises ``ServiceUnavailable`` (``SMS_UNAVAILABLE``) after bounded retries."""
+        body = load(schemas.SendSms, payload)
+        return delivery.send_now(self.db, self.settings, self.outbox, body)
+
+    # ---- inbox ----------------------------------------------------------------------------------------------
+    @rpc
+    def list_notifications(self, actor, query=None):
+        user = domain.require_role(actor, "member")["sub"]
+        q = load(schemas.NotificationsQuery, query or {})
+        docs = store.list_notifications(self.db, user, q["unread"], domain.decode_cursor(q["cursor"]), q["limit"])
+        return domain.page(docs, q["limit"], domain.notification_view)
+
+    @rpc
+    def mark_read(self, actor, notification_id):
+        user = domain.require_role(actor, "member")["sub"]
+        doc = None
+        if isinstance(notification_id, str) and domain.ID_RE.match(notification_id):
+            doc = store.mark_read(self.db, user, notification_id, domain.CLOCK.now())
+        if doc is None:
+            raise NotFound("No such notification.")
+        return domain.notification_view(doc)
+
+    # ---- preferences and devices ----------------------------------------------------------------------------
+    @rpc
+    def get_preferences(self, actor):
+        user = domain.require_role(actor, "member")["sub"]
+        return domain.prefs_view(store.get_preferences(self.db, user))
+
+    @rpc
+    def put_preferences(self, actor, payload):
+        user = domain.require_role(actor, "member")["sub"]
+        body = load(schemas.Preferences, payload)
+        if not body:
+            return domain.prefs_view(store.get_preferences(self.db, user))
+        return domain.prefs_view(store.update_preferences(self.db, user, body, domain.CLOCK.now()))
+
+    @rpc
+    def register_device(self, actor, payload, idempotency_key=None):
+        user = domain.require_role(actor, "member")["sub"]
+        body = load(schemas.Device, payload)
+
+        def txn(session):
+            doc = store.register_device(self.db, session, user, body["platform"], body["token"], domain.CLOCK.now())
+            return domain.device_view(doc)
+        return store.run_idempotent(self.db, user, idempotency_key, body, txn)
+
+    # ---- announcements --------------------------------------------------------------------------------------
+    @rpc
+    def create_announcement(self, actor, payload, idempotency_key=None):
+        actor = domain.require_role(actor, "union_admin")
+        body = load(schemas.Announcement, payload)
+        audience = body["audience"]
+        domain.check_audience_scope(audience, actor.get("scope"), store.union_codes(self.db, audience["union_ids"]))
+        doc = domain.announcement_doc(actor, body, domain.CLOCK.now())
+
+        def txn(session):
+            store.add_announcement(self.db, session, doc)
+            return {"id": doc["_id"], "status": doc["status"]}
+        result = store.run_idempotent(self.db, actor["sub"], idempotency_key, body, txn)
+        self.wake("fan_out")
+        return result
+
+    @rpc
+    def get_announcement(self, actor, announcement_id):
+        actor = domain.require_role(actor, "union_admin")
+        doc = store.get_announcement(self.db, announcement_id) if isinstance(announcement_id, str) else None
+        return domain.announcement_view(domain.own_announcement(doc, actor))
+
+    # ---- webhooks -------------------------------------------------------------------------------------------
+    @rpc
+    def create_webhook(self, actor, payload, idempotency_key=None):
+        owner = domain.require_role(actor, "integrator")["sub"]
+        body = load(schemas.Webhook, payload)
+        problem = domain.target_problem(body["url"], self.settings.webhook_allow_private)
+        if problem:
+            raise validation_error({"url": [problem]})
+        now = domain.CLOCK.now()
+        doc = {"_id": domain.new_id(now), "owner": owner, "url": body["url"], "event_types": body["event_types"],
+               "secret_enc": crypto.encrypt(body["secret"], "webhook-secret"), "created_at": now}
+
+        def txn(session):
+            store.add_webhook(self.db, session, doc)
+            return domain.webhook_view(doc)
+        fingerprint = dict(body, secret=crypto.keyed_hash(body["secret"], "webhook-secret"))
+        return store.run_idempotent(self.db, owner, idempotency_key, fingerprint, txn)
+
+    @rpc
+    def list_webhooks(self, actor, query=None):
+        owner = domain.require_role(actor, "integrator")["sub"]
+        q = load(schemas.WebhooksQuery, query or {})
+        docs = store.list_webhooks(self.db, owner, domain.decode_cursor(q["cursor"]), q["limit"])
+        return domain.page(docs, q["limit"], domain.webhook_view)
+
+    @rpc
+    def delete_webhook(self, actor, webhook_id):
+        owner = domain.require_role(actor, "integrator")["sub"]
+        if not store.delete_webhook(self.db, owner, webhook_id):
+            raise NotFound("No such webhook.")
+
+    def _own_webhook(self, actor, webhook_id):
+        owner = domain.require_role(actor, "integrator")["sub"]
+        hook = store.get_webhook(self.db, webhook_id) if isinstance(webhook_id, str) else None
+        if hook is None or hook["owner"] != owner:
+            raise NotFound("No such webhook.")
+        return hook
+
+    @rpc
+    def list_deliveries(self, actor, webhook_id, query=None):
+        hook = self._own_webhook(actor, webhook_id)
+        q = load(schemas.DeliveriesQuery, query or {})
+        docs = store.list_deliveries(self.db, hook["_id"], q["status"], domain.decode_cursor(q["cursor"]),
+                                     q["limit"])
+        return domain.page(docs, q["limit"], domain.delivery_view)
+
+    @rpc
+    def replay_delivery(self, actor, webhook_id, delivery_id):
+        hook = self._own_webhook(actor, webhook_id)
+        doc = store.replay_delivery(self.db, hook["_id"], delivery_id, domain.CLOCK.now()) \
+            if isinstance(delivery_id, str) else None
+        if doc is None:
+            raise NotFound("No such delivery.")
+        self.wake("deliver_webhooks")
+        return domain.delivery_view(doc)
+
+    # ---- membership events: the projection and their inbox entries ----------------------------------------
+    @on_event("membership", "member_joined")
+    @idempotent
+    def on_member_joined(self, event, session):
+        d = event["data"]
+        phone = _unseal(d["phone_sealed"])
+        fields = _member_fields(d)
+        if phone:
+            fields.update(phone_enc=delivery.seal_contact(phone), phone_masked=d["phone_masked"])
+        store.project_member(self.db, session, d["user_id"], fields, events.parse_time(event["time"]))
+        phones = {d["user_id"]: (fields["phone_enc"], d["phone_masked"])} if phone else None
+        self._notify(session, event, "member_joined", [d["user_id"]], d, phones=phones)
+
+    @on_event("membership", "member_rejected")
+    @idempotent
+    def on_member_rejected(self, event, session):
+        d = event["data"]
+        store.project_member(self.db, session, d["user_id"],
+                             {"member_id": d["member_id"], "union_id": d["union_id"], "status": "rejected"},
+                             events.parse_time(event["time"]))
+        self._notify(session, event, "member_rejected", [d["user_id"]], d)
+
+    @on_event("membership", "member_transferred")
+    @idempotent
+    def on_member_transferred(self, event, session):
+        d = event["data"]
+        store.project_member(self.db, session, d["user_id"], _member_fields(d), events.parse_time(event["time"]))
+        self._notify(session, event, "member_transferred", [d["user_id"]], d)
+
+    @on_event("membership", "member_left")
+    @idempotent
+    def on_member_left(self, event, session):
+        d = event["data"]
+        unset = ("phone_enc", "phone_masked") if d["erased"] else ()
+        store.project_member(self.db, session, d["user_id"], {"member_id": d["member_id"], "status": "left"},
+                             events.parse_time(event["time"]), unset=unset)
+        if d["erased"]:
+            store.erase_member(self.db, session, d["user_id"])
+
+    # ---- benefits and jobs events ---------------------------------------------------------------------------
+    @on_event("benefits", "coupon_claimed")
+    @idempotent
+    def on_coupon_claimed(self, event, session):
+        self._notify(session, event, "coupon_claimed", [event["data"]["user_id"]], event["data"])
+
+    @on_event("benefits", "coupon_redeemed")
+    @idempotent
+    def on_coupon_redeemed(self, event, session):
+        self._notify(session, event, "coupon_redeemed", [event["data"]["user_id"]], event["data"])
+
+    @on_event("jobs", "application_status_changed")
+    @idempotent
+    def on_application_status_changed(self, event, session):
+        self._notify(session, event, "application_status_changed", [event["data"]["user_id"]], event["data"])
+
+    @on_event("jobs", "job_alert_matched")
+    @idempotent
+    def on_job_alert_matched(self, event, session):
+        d = event["data"]
+        self._notify(session, event, "job_alert_matched", list(dict.fromkeys(d["user_ids"])), d)
+
+    def _notify(self, session, event, template, user_ids, data, phones=None):
+        """Inbox entries (now) and SMS / push messages (now or after quiet hours) for an event."""
+        inbox, dispatches = delivery.plan(self.db, session, template, user_ids, data, "evt:%s" % event["id"],
+                                          domain.CLOCK.now(), phones=phones)
+        store.add_notifications(self.db, session, inbox)
+        store.add_dispatches(self.db, session, dispatches)
+        if dispatches:
+            self.wake("deliver_due")
+
+    # ---- every event: integrator webhooks -------------------------------------------------------------------
+    @on_event(topology.ALL)
+    @idempotent
+    def on_any_event(self, event, session):
+        service, name = events.name_of(event)
+        hooks = store.webhooks_for(self.db, "%s.%s" % (service, name), session)
+        if hooks:
+            now = domain.CLOCK.now()
+            store.add_deliveries(self.db, session, [domain.delivery_doc(h, event, now) for h in hooks])
+            self.wake("deliver_webhooks")
+
+    # ---- pollers --------------------------------------------------------------------------------------------
+    @poll(POLL_SECONDS)
+    def deliver_due(self):
+        """Send the SMS and push messages whose time has come (one attempt each, concurrently)."""
+        s = self.settings
+        docs = store.claim_due(self.db.dispatches, domain.CLOCK.now(), CLAIM, s.lease_seconds, s.owner)
+        pool = eventlet.GreenPool(s.concurrency)
+        for doc in docs:
+            pool.spawn_n(delivery.send, self.db, s, self.outbox, doc)
+        pool.waitall()
+        return len(docs) == CLAIM
+
+    @poll(POLL_SECONDS)
+    def deliver_webhooks(self):
+        """POST the webhook deliveries whose time has come (one attempt each, concurrently)."""
+        s = self.settings
+        docs = store.claim_due(self.db.webhook_deliveries, domain.CLOCK.now(), CLAIM, s.webhook_timeout * 3 + 5,
+                               s.owner)
+        pool = eventlet.GreenPool(s.concurrency)
+        for doc in docs:
+            pool.spawn_n(webhooks.send, self.db, s, doc)
+        pool.waitall()
+        return len(docs) == CLAIM
+
+    @poll(POLL_SECONDS)
+    def fan_out(self):
+        """Work on the oldest unfinished announcement for a while (resuming where it stopped)."""
+        more, pushes = fanout.run(self.db, self.settings)
+        if pushes:
+            self.wake("deliver_due")
+        return more
+
+
+def _unseal(sealed):
+    try:
+        return crypto.unseal(sealed)
+    except (InvalidToken, ValueError, TypeError):
+        log.warning("member_joined: the sealed phone could not be opened; no SMS for this member")
+        return None
+
+
+def _member_fields(d):
+    return {"member_id": d["member_id"], "union_id": d["union_id"], "union_code": d["union_code"],
+            "region_code": d["region_code"], "occupation_group": d["occupation_group"], "status": d["status"]}

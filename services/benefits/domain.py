@@ -1,0 +1,340 @@
+"""Benefits rules without a broker or a store: claim windows, eligibility, scopes, coupon codes and states, the views
+returned to callers and the data of the events benefits publishes.
+
+How the quota holds (see ``store``): a campaign hands out *slots* ``0 .. quota-1`` by an atomic conditional
+``$inc`` (or pops a returned slot), and a coupon carries its slot under a unique ``(campaign_id, slot)`` index, so no
+concurrency, replica count or retry can issue more than ``quota`` coupons. A claim that fails after taking a slot
+gives it back; a slot lost to a crash is found and given back by the maintenance timer.
+"""
+import base64
+import binascii
+import json
+import secrets
+
+from bson import ObjectId
+
+from unionhub_kit import crypto, events, regions
+from unionhub_kit.errors import AppError, Conflict, Forbidden, Gone, NotFound, validation_error
+
+MAX_CENTS = 10 ** 9
+MAX_QUOTA = 10 ** 7
+MAX_PER_MEMBER = 100
+CAMPAIGN_STATUSES = ("live", "upcoming", "ended")
+COUPON_STATUSES = ("unused", "redeemed", "expired")
+STATS_SHARDS = 8  # redemption counters are spread over this many documents per campaign
+
+# coupon codes: RFC 4648 base32 letters (upper case and digits 2-7: QR alphanumeric mode, no 0/1/8/9 look-alikes);
+# 20 characters from ``secrets`` = 100 bits, not guessable
+CODE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+CODE_LENGTH = 20
+
+
+def new_id(prefix):
+    """A time-ordered opaque id (``cmp_65f0...``): string order is creation order, which lists page by."""
+    return "%s_%s" % (prefix, ObjectId())
+
+
+def new_code():
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def normalize_code(code):
+    """The canonical form of a code as typed or scanned (case and spaces forgiven), or None if it cannot be one."""
+    if not isinstance(code, str):
+        return None
+    c = code.replace(" ", "").replace("-", "").upper()
+    if len(c) != CODE_LENGTH or any(ch not in CODE_ALPHABET for ch in c):
+        return None
+    return c
+
+
+# ---- callers and scopes ---------------------------------------------------------------------------------------
+def require_role(actor, *roles):
+    if not actor or actor.get("role") not in roles:
+        raise Forbidden("This is for %s." % " or ".join(roles), code="FORBIDDEN")
+
+
+def scope_of(actor):
+    """A union_admin's scope as a prefix (``51``, ``5101``, ``510104`` or a grassroots code)."""
+    require_role(actor, "union_admin")
+    scope = actor.get("scope")
+    if not scope:
+        raise Forbidden("This account has no scope.", code="OUT_OF_SCOPE")
+    return regions.normalize_prefix(scope)
+
+
+def require_in_scope(code, scope, what="region"):
+    if not regions.in_scope(code, scope):
+        raise Forbidden("The %s %s is outside your scope (%s)." % (what, code, scope), code="OUT_OF_SCOPE")
+
+
+def areas_of(eligibility_regions, scope):
+    """The region prefixes a campaign is open in: its eligibility regions, or else its creator's whole scope."""
+    return sorted(set(eligibility_regions)) if eligibility_regions else [scope]
+
+
+def _ancestors(prefix):
+    """``510104`` -> ``["51", "5101", "510104"]``; a grassroots code adds itself."""
+    return [prefix[:n] for n in (2, 4, 6, 10) if n <= len(prefix)]
+
+
+def area_path(areas):
+    """The organisation prefixes whose admins see a campaign: every ancestor of what all its areas share."""
+    common = None
+    for a in areas:
+        path = _ancestors(a)
+        common = path if common is None else [p for p in common if p in path]
+    return common or []
+
+
+def region_overlap(prefix):
+    """For a ``region_code`` filter: (the broader areas that contain ``prefix``, the prefix narrower areas start
+    with). A campaign open in ``51`` is open in ``5101``; one open in ``510104`` is open in part of ``5101``."""
+    return _ancestors(prefix), prefix
+
+
+# ---- campaigns ------------------------------------------------------------------------------------------------
+def window_errors(starts, ends, redeem_ends, now):
+    """Field -> messages for a claim window that is in the wrong order or already over."""
+    errors = {}
+    if starts is None or ends is None or redeem_ends is None:
+        return errors
+    if not starts < ends:
+        errors["claim_ends_at"] = ["must be after claim_starts_at."]
+    elif not ends > now:
+        errors["claim_ends_at"] = ["must be in the future."]
+    if ends > redeem_ends:
+        errors["redeem_ends_at"] = ["must not be before claim_ends_at."]
+    return errors
+
+
+def campaign_status(c, now):
+    if now < c["claim_starts_at"]:
+        return "upcoming"
+    if now < c["claim_ends_at"]:
+        return "live"
+    return "ended"
+
+
+def status_filter(status, now):
+    """The store filter of a campaign status."""
+    if status == "live":
+        return {"claim_starts_at": {"$lte": now}, "claim_ends_at": {"$gt": now}}
+    if status == "upcoming":
+        return {"claim_starts_at": {"$gt": now}}
+    if status == "ended":
+        return {"claim_ends_at": {"$lte": now}}
+    return {}
+
+
+def claimed(c):
+    """Coupons handed out: slots taken and not given back (a claim in flight counts)."""
+    return min(c.get("next_slot", 0), c["quota"]) - len(c.get("free_slots") or [])
+
+
+def remaining(c):
+    return max(0, c["quota"] - claimed(c))
+
+
+def new_campaign(payload, actor, scope, merchant, now):
+    elig = payload["eligibility"]
+    areas = areas_of(elig["region_codes"], scope)
+    return dict(payload, _id=new_id("cmp"), merchant_name=merchant["name"], scope=scope, areas=areas,
+                area_path=area_path(areas), next_slot=0, free_slots=[], created_at=now, created_by=actor["sub"],
+                sold_out_at=None)
+
+
+# ---- eligibility and claims -----------------------------------------------------------------------------------
+def not_eligible(detail):
+    return Forbidden(detail, code="NOT_ELIGIBLE")
+
+
+def ineligibility(campaign, member):
+    """Why ``member`` (the projection; None when unknown) may not hold a coupon of ``campaign``, or None."""
+    if member is None or member.get("status") != "active":
+        return "Only active union members can claim coupons."
+    union_code, region = member.get("union_code") or "", member.get("region_code") or ""
+    if not regions.in_scope(union_code, campaign["scope"]):
+        return "This campaign is not for members of your union."
+    elig = campaign["eligibility"]
+    if elig["region_codes"] and not any(regions.in_scope(region, r) or regions.in_scope(union_code, r)
+                                        for r in elig["region_codes"]):
+        return "This campaign is not for members in your region."
+    if elig["occupation_groups"] and member.get("occupation_group") not in elig["occupation_groups"]:
+        return "This campaign is not for your occupation group."
+    if elig["union_ids"] and member.get("union_id") not in elig["union_ids"]:
+        return "This campaign is not for members of your union."
+    return None
+
+
+def held(member, campaign_id):
+    return int(((member or {}).get("claims") or {}).get(campaign_id, 0))
+
+
+def check_claim(campaign, member, now):
+    """The checks a claim passes before it takes a slot, in the order API.md names them (403, then 409)."""
+    why = ineligibility(campaign, member)
+    if why:
+        raise not_eligible(why)
+    if campaign.get("welcome"):
+        raise not_eligible("Welcome coupons are issued automatically to new members.")
+    if campaign_status(campaign, now) != "live":
+        raise not_open(campaign, now)
+    if held(member, campaign["_id"]) >= campaign["per_member_limit"]:
+        raise limit_reached(campaign)
+
+
+def not_open(campaign, now):
+    when = "has not started yet" if now < campaign["claim_starts_at"] else "is over"
+    return Conflict("The claim window %s." % when, code="NOT_OPEN")
+
+
+def sold_out():
+    return Conflict("All coupons of this campaign have been claimed.", code="SOLD_OUT")
+
+
+def limit_reached(campaign):
+    return Conflict("You already hold %d coupon(s) of this campaign, the most one member may."
+                    % campaign["per_member_limit"], code="LIMIT_REACHED")
+
+
+def new_coupon(campaign, user_id, slot, now, welcome=False):
+    return {"_id": new_id("cpn"), "code": new_code(), "campaign_id": campaign["_id"],
+            "merchant_id": campaign["merchant_id"], "user_id": user_id, "slot": slot, "shard": slot % STATS_SHARDS,
+            "status": "unused", "title": campaign["title"], "face_value_cents": campaign["face_value_cents"],
+            "min_spend_cents": campaign["min_spend_cents"], "claimed_at": now, "expires_at": campaign["redeem_ends_at"],
+            "welcome": bool(welcome), "redeemed_at": None}
+
+
+# ---- redemption -----------------------------------------------------------------------------------------------
+def coupon_status(coupon, now):
+    """``unused`` becomes ``expired`` at its deadline even before the timer has written it down."""
+    if coupon["status"] == "unused" and now >= coupon["expires_at"]:
+        return "expired"
+    return coupon["status"]
+
+
+def check_redeem(coupon, actor, now):
+    """404 unknown, 403 another merchant's, 409 already redeemed, 410 past its deadline."""
+    if coupon is None:
+        raise NotFound("No coupon has this code.", code="NOT_FOUND")
+    if coupon["merchant_id"] != actor.get("merchant_id"):
+        raise Forbidden("This coupon is redeemed at another merchant.", code="FORBIDDEN")
+    status = coupon_status(coupon, now)
+    if status == "redeemed":
+        raise Conflict("This coupon was already redeemed.", code="ALREADY_REDEEMED")
+    if status == "expired":
+        raise Gone("This coupon expired at %s." % events.rfc3339(coupon["expires_at"]), code="EXPIRED")
+
+
+# ---- idempotency and paging -----------------------------------------------------------------------------------
+def idempotency_id(actor, operation, key):
+    return "%s|%s|%s" % (actor["sub"], operation, key)
+
+
+def fingerprint(payload):
+    """A keyed digest of a request (an Idempotency-Key reused with another request is refused)."""
+    return crypto.keyed_hash(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str), "idempotency")
+
+
+def key_reused():
+    return AppError("This Idempotency-Key was used with another request.", code="IDEMPOTENCY_KEY_REUSED", status=422)
+
+
+def encode_cursor(key):
+    return base64.urlsafe_b64encode(str(key).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor):
+    """The sort key in an opaque cursor; a malformed cursor is a 400."""
+    if cursor is None:
+        return None
+    try:
+        key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        key = None
+    if not key or not key.isprintable() or "_" not in key:
+        raise validation_error({"cursor": ["is not a cursor this list gave out."]})
+    return key
+
+
+def page(items, limit, key):
+    """``{"items", "next_cursor"}`` from ``limit + 1`` fetched rows."""
+    more = len(items) > limit
+    items = items[:limit]
+    return {"items": items, "next_cursor": encode_cursor(key(items[-1])) if more and items else None}
+
+
+# ---- views ----------------------------------------------------------------------------------------------------
+def merchant_view(m):
+    return {"id": m["_id"], "name": m["name"], "uscc": m["uscc"], "region_code": m["region_code"],
+            "created_at": events.rfc3339(m["created_at"])}
+
+
+def campaign_view(c, now):
+    return {"id": c["_id"], "title": c["title"], "merchant_id": c["merchant_id"],
+            "merchant_name": c.get("merchant_name"), "face_value_cents": c["face_value_cents"],
+            "min_spend_cents": c["min_spend_cents"], "quota": c["quota"], "per_member_limit": c["per_member_limit"],
+            "claim_starts_at": events.rfc3339(c["claim_starts_at"]), "claim_ends_at": events.rfc3339(c["claim_ends_at"]),
+            "redeem_ends_at": events.rfc3339(c["redeem_ends_at"]), "eligibility": c["eligibility"],
+            "welcome": bool(c["welcome"]), "status": campaign_status(c, now), "remaining": remaining(c),
+            "created_at": events.rfc3339(c["created_at"])}
+
+
+def coupon_view(cp, now):
+    """What the holder sees: the code is theirs to show as a QR code."""
+    return {"id": cp["_id"], "code": cp["code"], "campaign_id": cp["campaign_id"], "merchant_id": cp["merchant_id"],
+            "title": cp["title"], "face_value_cents": cp["face_value_cents"], "min_spend_cents": cp["min_spend_cents"],
+            "status": coupon_status(cp, now), "welcome": bool(cp.get("welcome")),
+            "claimed_at": events.rfc3339(cp["claimed_at"]), "expires_at": events.rfc3339(cp["expires_at"]),
+            "redeemed_at": events.rfc3339(cp.get("redeemed_at"))}
+
+
+def redeemed_view(cp):
+    """What the merchant sees after a redemption (no code, no holder)."""
+    return {"status": "redeemed", "coupon_id": cp["_id"], "campaign_id": cp["campaign_id"], "title": cp["title"],
+            "face_value_cents": cp["face_value_cents"], "min_spend_cents": cp["min_spend_cents"],
+            "redeemed_at": events.rfc3339(cp["redeemed_at"])}
+
+
+def stats_view(c, counters, now):
+    """Per campaign: claimed, redeemed and redeemed value (``counters``: the summed redemption shards)."""
+    n = claimed(c)
+    return {"campaign_id": c["_id"], "title": c["title"], "merchant_id": c["merchant_id"],
+            "status": campaign_status(c, now), "quota": c["quota"], "claimed": n, "remaining": remaining(c),
+            "redeemed": counters.get("redeemed", 0), "redeemed_value_cents": counters.get("redeemed_value_cents", 0),
+            "face_value_cents": c["face_value_cents"]}
+
+
+# ---- event data (unionhub_kit.catalog) ------------------------------------------------------------------------
+def published_data(c):
+    return {"campaign_id": c["_id"], "title": c["title"], "merchant_id": c["merchant_id"],
+            "face_value_cents": c["face_value_cents"], "min_spend_cents": c["min_spend_cents"], "quota": c["quota"],
+            "per_member_limit": c["per_member_limit"], "claim_starts_at": events.rfc3339(c["claim_starts_at"]),
+            "claim_ends_at": events.rfc3339(c["claim_ends_at"]), "redeem_ends_at": events.rfc3339(c["redeem_ends_at"]),
+            "eligibility": c["eligibility"], "welcome": bool(c["welcome"])}
+
+
+def claimed_data(cp):
+    """``coupon_claimed``: never the code (a bearer secret)."""
+    return {"coupon_id": cp["_id"], "campaign_id": cp["campaign_id"], "user_id": cp["user_id"], "title": cp["title"],
+            "face_value_cents": cp["face_value_cents"], "expires_at": events.rfc3339(cp["expires_at"]),
+            "welcome": bool(cp["welcome"])}
+
+
+def redeemed_data(cp):
+    return {"coupon_id": cp["_id"], "campaign_id": cp["campaign_id"], "user_id": cp["user_id"],
+            "merchant_id": cp["merchant_id"], "title": cp["title"], "face_value_cents": cp["face_value_cents"],
+            "redeemed_at": events.rfc3339(cp["redeemed_at"])}
+
+
+def sold_out_data(c):
+    return {"campaign_id": c["_id"], "quota": c["quota"]}
+
+
+# ---- member projection ----------------------------------------------------------------------------------------
+def projection_fields(data):
+    """The fields of a membership event benefits keeps (no personal data)."""
+    return {"member_id": data["member_id"], "union_id": data["union_id"], "union_code": data["union_code"],
+            "region_code": data["region_code"], "occupation_group": data["occupation_group"],
+            "status": data["status"]}

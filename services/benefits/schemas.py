@@ -1,0 +1,104 @@
+"""Marshmallow schemas of benefits: the gateway validates HTTP bodies and queries with them, the service validates its
+RPC payloads with the very same classes.
+
+Times are RFC 3339 with a zone. The gateway hands a body on as ``schema.dump(loaded)`` so it stays JSON (and the
+service loads it again with the same class).
+"""
+import datetime
+
+from marshmallow import ValidationError, fields, validate, validates_schema
+
+from unionhub_kit import events
+from unionhub_kit.schema import (Id, OccupationGroup, RegionCode, RegionPrefix, StrictBoolean, StrictInteger,
+                                 StrictSchema, Text, Uscc)
+
+from . import domain
+
+MAX_ELIGIBILITY = 50
+
+
+class Instant(fields.AwareDateTime):
+    """An RFC 3339 date-time that names its zone (``2026-05-01T10:00:00+08:00`` or ``...Z``); kept in UTC."""
+
+    def __init__(self, **kw):
+        super().__init__(format="iso", **kw)
+
+    def _deserialize(self, value, attr, data, **kw):
+        return super()._deserialize(value, attr, data, **kw).astimezone(datetime.timezone.utc)
+
+    def _serialize(self, value, attr, obj, **kw):
+        return events.rfc3339(value)
+
+
+class Page(StrictSchema):
+    """``limit`` and ``cursor`` as the gateway's ``ListQuery`` has them (for RPC payloads)."""
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    cursor = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=512))
+
+
+# ---- merchants ------------------------------------------------------------------------------------------------
+class MerchantCreate(StrictSchema):
+    name = Text(100, min_len=2, required=True)
+    uscc = Uscc(required=True)
+    region_code = RegionCode(required=True, metadata={"description": "Six-digit GB/T 2260 code; in the caller's scope."})
+
+
+# ---- campaigns ------------------------------------------------------------------------------------------------
+class Eligibility(StrictSchema):
+    """Empty or missing list = no restriction on that dimension; the dimensions combine with AND."""
+    region_codes = fields.List(RegionPrefix(), load_default=list, validate=validate.Length(max=MAX_ELIGIBILITY))
+    occupation_groups = fields.List(OccupationGroup(), load_default=list,
+                                    validate=validate.Length(max=MAX_ELIGIBILITY))
+    union_ids = fields.List(Id(), load_default=list, validate=validate.Length(max=MAX_ELIGIBILITY))
+
+
+class CampaignCreate(StrictSchema):
+    title = Text(100, required=True)
+    merchant_id = Id(required=True)
+    face_value_cents = StrictInteger(required=True, validate=validate.Range(min=1, max=domain.MAX_CENTS))
+    min_spend_cents = StrictInteger(load_default=0, validate=validate.Range(min=0, max=domain.MAX_CENTS))
+    quota = StrictInteger(required=True, validate=validate.Range(min=1, max=domain.MAX_QUOTA))
+    per_member_limit = StrictInteger(required=True, validate=validate.Range(min=1, max=domain.MAX_PER_MEMBER))
+    claim_starts_at = Instant(required=True)
+    claim_ends_at = Instant(required=True)
+    redeem_ends_at = Instant(required=True)
+    eligibility = fields.Nested(Eligibility, load_default=lambda: Eligibility().load({}))
+    welcome = StrictBoolean(load_default=False, metadata={
+        "description": "Issued automatically (one coupon) to new members who are eligible while it is live."})
+
+    @validates_schema
+    def windows(self, data, **kw):
+        errors = domain.window_errors(data.get("claim_starts_at"), data.get("claim_ends_at"),
+                                      data.get("redeem_ends_at"), events.utcnow())
+        if errors:
+            raise ValidationError(errors)
+
+
+class CampaignFilter(StrictSchema):
+    status = fields.String(validate=validate.OneOf(domain.CAMPAIGN_STATUSES), metadata={
+        "description": "live: in its claim window; upcoming: not yet; ended: the claim window is over."})
+    region_code = RegionPrefix(metadata={"description": "Campaigns open to members in (part of) this region."})
+    merchant_id = Id()
+    welcome = fields.Boolean()
+
+
+class CampaignListArgs(CampaignFilter, Page):
+    pass
+
+
+# ---- coupons and statistics -----------------------------------------------------------------------------------
+class CouponFilter(StrictSchema):
+    status = fields.String(validate=validate.OneOf(domain.COUPON_STATUSES))
+
+
+class CouponListArgs(CouponFilter, Page):
+    pass
+
+
+class StatsFilter(StrictSchema):
+    status = fields.String(validate=validate.OneOf(domain.CAMPAIGN_STATUSES), metadata={
+        "description": "Only campaigns in this state of their claim window."})
+
+
+class StatsArgs(StatsFilter, Page):
+    pass

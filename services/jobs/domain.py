@@ -1,0 +1,161 @@
+"""Rules of the employment platform, free of broker and store: vocabularies, the application status flow, what an
+employer may see of an applicant, and job-alert matching."""
+import re
+
+from unionhub_kit import ids, regions
+from unionhub_kit.errors import AppError, Conflict, Forbidden
+from unionhub_kit.events import rfc3339
+
+from . import search
+
+# major groups of the national occupation classification (职业分类大典): 1 managers ... 8 others
+CATEGORIES = ("1", "2", "3", "4", "5", "6", "7", "8")
+EDUCATION = ("none", "primary", "junior_high", "senior_high", "vocational", "associate", "bachelor", "master",
+             "doctorate")
+EMPLOYER_SIZES = ("micro", "small", "medium", "large")
+FAIR_KINDS = ("online", "onsite", "livestream")
+
+# submitted -> viewed -> interview -> offer, or rejected from any stage before a decision
+FLOW = ("submitted", "viewed", "interview", "offer")
+FINAL = ("offer", "rejected")
+APPLICATION_STATUSES = FLOW + ("rejected",)
+TARGET_STATUSES = ("viewed", "interview", "offer", "rejected")
+
+MAX_VALIDITY_DAYS = 3650
+MAX_BOOTH_POSTINGS = 20
+ALERT_CHUNK = 500
+
+
+def sources_for(target):
+    """The statuses an application may move to ``target`` from (forward along the flow; reject before a decision)."""
+    if target == "rejected":
+        return [s for s in FLOW if s not in FINAL]
+    return list(FLOW[:FLOW.index(target)])
+
+
+def transition_refused(current, target):
+    return Conflict("An application that is %s cannot move to %s." % (current, target), code="INVALID_TRANSITION")
+
+
+def require_employer(actor):
+    """The employer id of an employer token (a token without one acts for nobody)."""
+    employer_id = (actor or {}).get("employer_id")
+    if not employer_id:
+        raise Forbidden("This account does not act for an employer.", code="NOT_AN_EMPLOYER")
+    return employer_id
+
+
+def not_owner():
+    return Forbidden("That belongs to another employer.", code="NOT_OWNER")
+
+
+def closed(job_id):
+    return Conflict("Posting %s is closed." % job_id, code="CLOSED")
+
+
+def applicant_view(resume, member):
+    """What an employer sees of an applicant: the resume and the masked phone, never an ID number or full phone."""
+    view = {k: (resume or {}).get(k) for k in ("name", "education", "experience_years", "skills",
+                                                "desired_categories", "desired_region_codes", "summary")}
+    view["phone_masked"] = (member or {}).get("phone_masked")
+    return view
+
+
+def contains_id_number(text):
+    """Whether free text carries something that passes as a resident ID number (resumes must not hold one)."""
+    return any(ids.is_valid_resident_id(m) for m in re.findall(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])",
+                                                               text or ""))
+
+
+# ---- job alerts -----------------------------------------------------------------------------------------------
+def alert_conditions(region_codes, categories, keywords):
+    """An alert as stored: its dimensions, each keyword's tokens, and the anchor keys it is looked up by.
+
+    Dimensions combine with AND, values inside one with OR; an empty dimension does not restrict. The anchors are
+    the values of one dimension a matching posting must carry among its search keys (regions first, the most
+    selective), so a new posting finds its candidate alerts with one indexed ``$in``.
+    """
+    keyword_tokens = [search.query_tokens(k) for k in keywords]
+    if region_codes:
+        anchors = ["r:" + r for r in region_codes]
+    elif categories:
+        anchors = ["c:" + c for c in categories]
+    else:
+        anchors = sorted({"w:" + t[0] for t in keyword_tokens if t})
+    return {"region_codes": region_codes, "categories": categories, "keywords": keywords,
+            "keyword_tokens": keyword_tokens, "anchors": anchors}
+
+
+def alert_matches(alert, posting_keys):
+    """Whether a posting with ``posting_keys`` (its search keys) satisfies an alert."""
+    have = set(posting_keys)
+    if alert["region_codes"] and not any("r:" + r in have for r in alert["region_codes"]):
+        return False
+    if alert["categories"] and not any("c:" + c in have for c in alert["categories"]):
+        return False
+    if alert["keywords"] and not any(t and all("w:" + x in have for x in t) for t in alert["keyword_tokens"]):
+        return False
+    return True
+
+
+def chunks(values, size=ALERT_CHUNK):
+    return [values[i:i + size] for i in range(0, len(values), size)]
+
+
+def idempotency_key_reused():
+    return AppError("This Idempotency-Key was used with another request.", code="IDEMPOTENCY_KEY_REUSED", status=422)
+
+
+# ---- views (JSON-safe answers) --------------------------------------------------------------------------------
+POSTING_FIELDS = ("employer_id", "employer_name", "title", "category", "region_code", "address", "salary_min",
+                  "salary_max", "headcount", "education", "experience_years")
+
+
+def posting_view(doc, now):
+    """A posting; one past its ``valid_until`` reads as closed (expired) even before the expiry timer ran."""
+    expired = doc["status"] == "open" and doc["valid_until"] <= now
+    out = {"id": doc["_id"]}
+    out.update({k: doc.get(k) for k in POSTING_FIELDS})
+    out["region_name"] = regions.all_codes().get(doc["region_code"])
+    if "description" in doc:
+        out["description"] = doc["description"]
+    out.update({"valid_until": rfc3339(doc["valid_until"]), "created_at": rfc3339(doc["created_at"]),
+                "status": "closed" if expired else doc["status"],
+                "closed_reason": "expired" if expired else doc.get("closed_reason")})
+    return out
+
+
+def employer_view(doc):
+    return {"id": doc["_id"], "name": doc["name"], "uscc": doc["uscc"], "region_code": doc["region_code"],
+            "industry": doc["industry"], "size": doc["size"], "created_at": rfc3339(doc["created_at"])}
+
+
+def resume_view(doc):
+    out = {k: doc.get(k) for k in ("name", "education", "experience_years", "skills", "desired_categories",
+                                   "desired_region_codes", "summary")}
+    out["updated_at"] = rfc3339(doc.get("updated_at"))
+    return out
+
+
+def member_application_view(doc):
+    return {"id": doc["_id"], "job_id": doc["job_id"], "job_title": doc["job_title"],
+            "employer_name": doc.get("employer_name"), "status": doc["status"],
+            "created_at": rfc3339(doc["created_at"]), "updated_at": rfc3339(doc["updated_at"])}
+
+
+def employer_application_view(doc, resume, member):
+    return {"id": doc["_id"], "job_id": doc["job_id"], "job_title": doc["job_title"], "status": doc["status"],
+            "created_at": rfc3339(doc["created_at"]), "updated_at": rfc3339(doc["updated_at"]),
+            "applicant": applicant_view(resume, member)}
+
+
+def fair_view(doc):
+    return {"id": doc["_id"], "title": doc["title"], "kind": doc["kind"], "region_code": doc["region_code"],
+            "venue": doc.get("venue"), "stream_url": doc.get("stream_url"), "starts_at": rfc3339(doc["starts_at"]),
+            "ends_at": rfc3339(doc["ends_at"]), "booth_count": doc.get("booth_count", 0),
+            "created_at": rfc3339(doc["created_at"])}
+
+
+def alert_view(doc):
+    return {"region_codes": doc["region_codes"], "categories": doc["categories"], "keywords": doc["keywords"],
+            "updated_at": rfc3339(doc.get("updated_at"))}

@@ -1,0 +1,268 @@
+"""Membership rules without a broker or a store: states and transitions, codes and card numbers, passwords, login
+codes, scopes, masking and the views returned to callers."""
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+
+from bson import ObjectId
+
+from unionhub_kit import crypto, events, ids, regions
+from unionhub_kit.errors import AppError, Conflict, Forbidden, Unauthorized, validation_error
+
+LEVELS = ("province", "prefecture", "county", "grassroots")
+MEMBER_STATUSES = ("pending", "active", "rejected", "left")
+LIVE_STATUSES = ("pending", "active")
+TRANSFER_STATUSES = ("pending", "completed", "rejected", "cancelled")
+STATS_GROUPS = ("prefecture", "county", "union", "occupation_group")
+
+# member state machine: action -> (allowed from, to)
+TRANSITIONS = {
+    "approve": (("pending",), "active"),
+    "reject": (("pending",), "rejected"),
+    "leave": (("pending", "active"), "left"),
+    "transfer": (("active",), "active"),
+}
+
+OTP_TTL_SECONDS = 300
+OTP_MIN_INTERVAL_SECONDS = 60
+OTP_PER_HOUR = 5
+OTP_MAX_TRIES = 5
+MIN_PASSWORD = 10
+CARD_PREFIX = "SC"
+CONSENT_VERSION = "2024-01"
+PASSWORD_PARAMS = {"n": 2 ** 14, "r": 8, "p": 1}
+
+
+def new_id(prefix):
+    """A time-ordered opaque id (``mbr_65f0...``): string order is creation order, which lists page by."""
+    return "%s_%s" % (prefix, ObjectId())
+
+
+def union_id_for(code):
+    """Unions are addressed by a stable id derived from their (immutable, unique) organisation code."""
+    return "un_%s" % code
+
+
+# ---- states -----------------------------------------------------------------------------------------------------
+def check_transition(status, action):
+    """The status after ``action`` from ``status``; ``Conflict`` when the member is not in a state that allows it."""
+    allowed, to = TRANSITIONS[action]
+    if status not in allowed:
+        raise Conflict("The membership is %s; %s needs it to be %s." % (status, action, " or ".join(allowed)),
+                       code="NOT_PENDING" if allowed == ("pending",) else "NOT_ACTIVE" if allowed == ("active",)
+                       else "NOT_A_MEMBER")
+    return to
+
+
+def initial_status(union):
+    """A join starts active in a union that approves at once, pending otherwise."""
+    return "active" if union.get("auto_approve") else "pending"
+
+
+def card_no(year, seq):
+    """``SC2026000000042``: platform prefix, year of issue, a counter that never repeats within the year."""
+    return "%s%04d%08d" % (CARD_PREFIX, year, seq)
+
+
+def grassroots_code(parent_code, seq):
+    """The code of a new grassroots union: its county's (or prefecture's) six-digit code + a 4-digit sequence."""
+    if seq > 9999:
+        raise Conflict("No more grassroots codes under %s." % parent_code, code="CODE_SPACE_EXHAUSTED")
+    return "%s%04d" % (parent_code, seq)
+
+
+def check_union_parent(parent):
+    """A grassroots union hangs under a county or a prefecture union."""
+    if parent["level"] not in ("county", "prefecture"):
+        raise validation_error({"parent_id": ["must be a county or prefecture union (this one is a %s union)."
+                                              % parent["level"]]})
+
+
+def check_joinable(union):
+    if union["level"] != "grassroots":
+        raise validation_error({"union_id": ["members join a grassroots union (this one is a %s union)."
+                                             % union["level"]]})
+
+
+# ---- scopes and roles -----------------------------------------------------------------------------------------
+def require_role(actor, *roles):
+    if not actor or actor.get("role") not in roles:
+        raise Forbidden("This is for %s." % " or ".join(roles), code="FORBIDDEN")
+
+
+def require_scope(actor, code):
+    """``code`` (an organisation or region code) must lie inside the union_admin's scope."""
+    require_role(actor, "union_admin")
+    if not regions.in_scope(code, actor.get("scope")):
+        raise Forbidden("Outside your scope (%s)." % actor.get("scope"), code="OUT_OF_SCOPE")
+
+
+def scope_prefix(actor):
+    """The organisation-code prefix a union_admin sees (``510100`` -> ``5101``)."""
+    require_role(actor, "union_admin")
+    scope = actor.get("scope")
+    if not scope:
+        raise Forbidden("This account has no scope.", code="OUT_OF_SCOPE")
+    return regions.normalize_prefix(scope)
+
+
+def account_scope(actor, payload, org_exists):
+    """The scope a new account gets, checked against the creating admin's scope.
+
+    ``org_exists(code)`` tells whether an organisation code names a union (region unions are seeded).
+    """
+    role = payload["role"]
+    org = payload.get("org_code")
+    if role == "integrator" and len(scope_prefix(actor)) != 2:
+        raise Forbidden("Only a province-level admin creates integrator accounts.", code="OUT_OF_SCOPE")
+    if org is None:
+        return None
+    org = regions.normalize_prefix(org)
+    if not org_exists(org):
+        raise validation_error({"org_code": ["is not the code of a union organisation."]})
+    require_scope(actor, org)
+    return org
+
+
+# ---- passwords and login codes --------------------------------------------------------------------------------
+def hash_password(password, salt=None):
+    """``scrypt$n$r$p$<salt hex>$<hash hex>``."""
+    salt = salt or secrets.token_bytes(16)
+    p = PASSWORD_PARAMS
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=p["n"], r=p["r"], p=p["p"], dklen=32)
+    return "scrypt$%d$%d$%d$%s$%s" % (p["n"], p["r"], p["p"], salt.hex(), digest.hex())
+
+
+DUMMY_HASH = None  # computed on first use: compared against when a username is unknown (same time either way)
+
+
+def verify_password(password, stored):
+    """Constant-time check of ``password`` against ``stored`` (a missing account still costs one scrypt)."""
+    global DUMMY_HASH
+    if stored is None:
+        DUMMY_HASH = DUMMY_HASH or hash_password("unknown-account")
+        stored, ok = DUMMY_HASH, False
+    else:
+        ok = True
+    try:
+        _, n, r, p, salt, digest = stored.split("$")
+        got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got.hex(), digest) and ok
+
+
+def new_otp():
+    """A six-digit login code from the system's CSPRNG."""
+    return "%06d" % secrets.randbelow(10 ** 6)
+
+
+def phone_key(phone):
+    """The keyed hash a phone is looked up by (users, login codes)."""
+    return crypto.keyed_hash(phone, "phone")
+
+
+def otp_hash(phone_key_, code):
+    return crypto.keyed_hash("%s:%s" % (phone_key_, code), "otp")
+
+
+def same_code(stored_hash, phone_key_, code):
+    return hmac.compare_digest(stored_hash or "", otp_hash(phone_key_, code))
+
+
+def invalid_code():
+    return Unauthorized("The code is wrong or expired; request a new one.", code="INVALID_CODE")
+
+
+def invalid_credentials():
+    return Unauthorized("Wrong username or password.", code="INVALID_CREDENTIALS")
+
+
+# ---- cursors --------------------------------------------------------------------------------------------------
+def encode_cursor(key):
+    return base64.urlsafe_b64encode(str(key).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor):
+    """The sort key in an opaque cursor; a malformed cursor is a 400."""
+    if cursor is None:
+        return None
+    try:
+        key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        key = None
+    if not key or not key.isprintable():
+        raise validation_error({"cursor": ["is not a cursor this list gave out."]})
+    return key
+
+
+def page(items, limit, key):
+    """``{"items", "next_cursor"}`` from ``limit + 1`` fetched rows."""
+    more = len(items) > limit
+    items = items[:limit]
+    return {"items": items, "next_cursor": encode_cursor(key(items[-1])) if more and items else None}
+
+
+# ---- views ----------------------------------------------------------------------------------------------------
+def mask_name(name):
+    """``张三丰`` -> ``张**``; ``Li Lei`` -> ``L*****``."""
+    if not name:
+        return None
+    return name[0] + "*" * (len(name) - 1)
+
+
+def union_view(u):
+    return {"id": u["_id"], "code": u["code"], "name": u["name"], "level": u["level"], "parent_id": u.get("parent_id"),
+            "region_code": u["region_code"], "auto_approve": bool(u.get("auto_approve")), "uscc": u.get("uscc")}
+
+
+def member_view(m):
+    """What the member, and union staff in scope, see of a membership: never the full ID number."""
+    return {"id": m["_id"], "name": m.get("name"), "id_number_masked": m.get("id_masked"),
+            "phone_masked": m.get("phone_masked"), "union_id": m["union_id"], "union_code": m["union_code"],
+            "status": m["status"], "card_no": m.get("card_no"), "occupation_group": m["occupation_group"],
+            "employer": m.get("employer"), "joined_at": events.rfc3339(m.get("joined_at")),
+            "created_at": events.rfc3339(m.get("created_at")), "reject_reason": m.get("reject_reason"),
+            "erased": bool(m.get("erased"))}
+
+
+def transfer_view(t):
+    return {"id": t["_id"], "member_id": t["member_id"], "from_union_id": t["from_union_id"],
+            "to_union_id": t["to_union_id"], "status": t["status"], "created_at": events.rfc3339(t["created_at"]),
+            "decided_at": events.rfc3339(t.get("decided_at")), "reason": t.get("reason")}
+
+
+def account_view(a):
+    return {"id": a["_id"], "username": a["username"], "role": a["role"], "scope": a.get("scope"),
+            "merchant_id": a.get("merchant_id"), "employer_id": a.get("employer_id"),
+            "created_at": events.rfc3339(a.get("created_at"))}
+
+
+def member_data(m):
+    """The common part of membership events (``catalog.MemberData``)."""
+    return {"member_id": m["_id"], "user_id": m["user_id"], "union_id": m["union_id"], "union_code": m["union_code"],
+            "region_code": m["region_code"], "occupation_group": m["occupation_group"], "status": m["status"]}
+
+
+def joined_data(m, phone):
+    """``member_joined`` data: masked and sealed phone for notify, never the ID number."""
+    return dict(member_data(m), card_no=m["card_no"], joined_at=events.rfc3339(m["joined_at"]),
+                phone_masked=ids.mask_phone(phone), phone_sealed=crypto.seal(phone), name_masked=mask_name(m["name"]))
+
+
+def stats_key(group_by):
+    """The member field a statistic groups by."""
+    return {"prefecture": "prefecture_code", "county": "region_code", "union": "union_id",
+            "occupation_group": "occupation_group"}[group_by]
+
+
+def fingerprint(payload):
+    """A keyed digest of a request body (an Idempotency-Key reused with another body is refused)."""
+    return crypto.keyed_hash(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str), "idempotency")
+
+
+def key_reused():
+    return AppError("This Idempotency-Key was used with another request.", code="IDEMPOTENCY_KEY_REUSED", status=422)

@@ -1,0 +1,143 @@
+"""Marshmallow schemas of membership: the gateway validates HTTP bodies and queries with them, the service validates
+its RPC payloads with the very same classes."""
+from marshmallow import ValidationError, fields, validate, validates_schema
+
+from unionhub_kit import ids
+from unionhub_kit.schema import Id, OccupationGroup, Phone, StrictBoolean, StrictSchema, Text, Uscc
+
+from . import domain
+
+ACCOUNT_ROLES = ("union_admin", "merchant", "employer", "integrator")
+ORG_CODE = validate.Regexp(r"^\d{2}$|^\d{4}$|^\d{6}$|^\d{10}$", error="must be an organisation code (2, 4, 6 or 10 "
+                                                                     "digits).")
+
+
+class IdNumber(fields.String):
+    """A resident ID number (GB 11643): shape, real birth date, check character, holder aged 16 or over."""
+
+    default_error_messages = {"invalid_id": "is not a valid resident ID number: {reason}.",
+                              "too_young": "belongs to someone under %d; members must be %d or over."
+                                           % (ids.MIN_MEMBER_AGE, ids.MIN_MEMBER_AGE)}
+
+    def _deserialize(self, value, attr, data, **kw):
+        v = super()._deserialize(value, attr, data, **kw)
+        try:
+            number, birth = ids.parse_resident_id(v)
+        except ValueError as exc:
+            raise self.make_error("invalid_id", reason=str(exc))
+        if ids.age_on(birth) < ids.MIN_MEMBER_AGE:
+            raise self.make_error("too_young")
+        return number
+
+
+class Page(StrictSchema):
+    """``limit`` and ``cursor`` as the gateway's ``ListQuery`` has them (for RPC payloads)."""
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    cursor = fields.String(load_default=None, validate=validate.Length(max=512))
+
+
+# ---- identity -------------------------------------------------------------------------------------------------
+class OtpRequest(StrictSchema):
+    phone = Phone(required=True)
+
+
+class TokenRequest(StrictSchema):
+    """Either ``{phone, code}`` (members) or ``{username, password}`` (staff, merchants, employers, integrators)."""
+    phone = Phone()
+    code = fields.String(validate=validate.Regexp(r"^\d{6}$", error="must be the 6-digit code."))
+    username = Text(64)
+    password = Text(128)
+
+    @validates_schema
+    def one_kind(self, data, **kw):
+        otp = "phone" in data or "code" in data
+        staff = "username" in data or "password" in data
+        if otp == staff:
+            raise ValidationError("Send either {phone, code} or {username, password}.")
+        for a, b in (("phone", "code"), ("username", "password")):
+            if (a in data) != (b in data):
+                missing = b if a in data else a
+                raise ValidationError("Missing data for required field.", missing)
+
+
+class AccountCreate(StrictSchema):
+    username = fields.String(required=True, validate=validate.Regexp(
+        r"^[a-z0-9][a-z0-9_.\-]{2,63}$", error="3-64 characters: lower-case letters, digits, _ . -"))
+    password = Text(128, min_len=domain.MIN_PASSWORD, required=True)
+    role = fields.String(required=True, validate=validate.OneOf(ACCOUNT_ROLES))
+    org_code = fields.String(validate=ORG_CODE)
+    merchant_id = Id()
+    employer_id = Id()
+
+    @validates_schema
+    def role_fields(self, data, **kw):
+        role = data.get("role")
+        needs = {"union_admin": "org_code", "merchant": "merchant_id", "employer": "employer_id"}.get(role)
+        if needs and not data.get(needs):
+            raise ValidationError("A %s account needs %s." % (role, needs), needs)
+        for name in ("merchant_id", "employer_id"):
+            if name in data and name != needs:
+                raise ValidationError("Only a %s account has %s." % (name.split("_")[0], name), name)
+
+
+# ---- unions ---------------------------------------------------------------------------------------------------
+class UnionFilter(StrictSchema):
+    parent_code = fields.String(validate=ORG_CODE)
+    level = fields.String(validate=validate.OneOf(domain.LEVELS))
+
+
+class UnionListArgs(UnionFilter, Page):
+    pass
+
+
+class UnionCreate(StrictSchema):
+    name = Text(100, min_len=2, required=True)
+    parent_id = Id(required=True)
+    uscc = Uscc(required=True)
+    auto_approve = StrictBoolean(load_default=False)
+
+
+# ---- members --------------------------------------------------------------------------------------------------
+class JoinRequest(StrictSchema):
+    name = Text(50, required=True)
+    id_number = IdNumber(required=True)
+    union_id = Id(required=True)
+    employer = Text(100, required=True)
+    occupation_group = OccupationGroup(required=True)
+    consent = StrictBoolean(required=True, validate=validate.Equal(
+        True, error="must be true: joining needs your consent to the processing of your personal data."))
+
+
+class TransferRequest(StrictSchema):
+    to_union_id = Id(required=True)
+
+
+class RejectRequest(StrictSchema):
+    reason = Text(200, required=True)
+
+
+class LeaveQuery(StrictSchema):
+    erase = fields.Boolean(load_default=False)
+
+
+class MemberFilter(StrictSchema):
+    union_id = Id()
+    status = fields.String(validate=validate.OneOf(domain.MEMBER_STATUSES))
+
+
+class MemberListArgs(MemberFilter, Page):
+    pass
+
+
+class TransferFilter(StrictSchema):
+    union_id = Id(metadata={"description": "Transfers into this union."})
+    status = fields.String(validate=validate.OneOf(domain.TRANSFER_STATUSES))
+
+
+class TransferListArgs(TransferFilter, Page):
+    pass
+
+
+class StatsQuery(StrictSchema):
+    group_by = fields.String(load_default="prefecture", validate=validate.OneOf(domain.STATS_GROUPS))
+    status = fields.String(load_default="active", validate=validate.OneOf(domain.MEMBER_STATUSES))

@@ -1,0 +1,376 @@
+"""All of membership's MongoDB access.
+
+Collections: ``unions``, ``accounts`` (staff, merchants, employers, integrators), ``users`` (members' phone
+accounts), ``otps`` (login codes, keyed by the phone's keyed hash), ``members``, ``transfers``, ``counters``,
+``idempotency`` and the kit's ``outbox`` / ``processed_events``.
+
+Uniqueness is enforced by the store, never by read-then-write: a live membership (pending or active) carries
+``live_id`` (the keyed hash of the ID number) and ``live_user``, both under unique partial indexes; a pending
+transfer carries ``live_member``. State changes are conditional updates on the expected state.
+"""
+import re
+from datetime import timedelta
+
+import pymongo
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from unionhub_kit import events
+from unionhub_kit.errors import Conflict
+from unionhub_kit.mongo import transaction
+
+from . import domain
+
+ASC = pymongo.ASCENDING
+AFTER = ReturnDocument.AFTER
+
+
+def _exists(field):
+    return {field: {"$exists": True}}
+
+
+def ensure_indexes(db):
+    db.unions.create_index("code", unique=True)
+    db.unions.create_index("uscc", unique=True, partialFilterExpression=_exists("uscc"))
+    db.unions.create_index([("parent_code", ASC), ("code", ASC)])
+    db.unions.create_index([("level", ASC), ("code", ASC)])
+    db.accounts.create_index("username", unique=True)
+    db.users.create_index("phone_hash", unique=True, partialFilterExpression=_exists("phone_hash"))
+    db.members.create_index("live_id", unique=True, partialFilterExpression=_exists("live_id"))
+    db.members.create_index("live_user", unique=True, partialFilterExpression=_exists("live_user"))
+    db.members.create_index([("user_id", ASC), ("_id", ASC)])
+    db.members.create_index([("union_code", ASC), ("_id", ASC)])
+    db.members.create_index([("union_id", ASC), ("_id", ASC)])
+    db.transfers.create_index("live_member", unique=True, partialFilterExpression=_exists("live_member"))
+    db.transfers.create_index([("to_union_code", ASC), ("_id", ASC)])
+
+
+def dup_field(exc):
+    """The indexed field a ``DuplicateKeyError`` is about."""
+    pattern = (exc.details or {}).get("keyPattern") or {}
+    return next(iter(pattern), None)
+
+
+# ---- idempotency ----------------------------------------------------------------------------------------------
+def run_idempotent(db, caller, key, payload, fn):
+    """Run ``fn(session)`` in a transaction; with an Idempotency-Key, store ``(caller, key) -> result`` in it.
+
+    The key is claimed first inside the transaction, so two concurrent requests with one key do the work once: the
+    second waits on the write conflict, then finds the key taken and returns the stored result.
+    """
+    if key is None:
+        return transaction(db, fn)
+    _id = "%s|%s" % (caller, key)
+    fp = domain.fingerprint(payload)
+
+    def replay():
+        stored = db.idempotency.find_one({"_id": _id})
+        if stored is None:
+            return None
+        if stored["fp"] != fp:
+            raise domain.key_reused()
+        return stored["result"]
+
+    found = replay()
+    if found is not None:
+        return found
+
+    def txn(session):
+        db.idempotency.insert_one({"_id": _id, "fp": fp, "created_at": events.utcnow()}, session=session)
+        result = fn(session)
+        db.idempotency.update_one({"_id": _id}, {"$set": {"result": result}}, session=session)
+        return result
+    try:
+        return transaction(db, txn)
+    except DuplicateKeyError as exc:
+        if dup_field(exc) != "_id":
+            raise
+        found = replay()
+        if found is None:
+            raise
+        return found
+
+
+# ---- unions -----------------------------------------------------------------------------------------------------
+def seed_unions(db, docs):
+    """Upsert the region unions in one bulk write (concurrent replicas may race on an insert: retried once)."""
+    ops = [UpdateOne({"_id": d["_id"]}, {"$set": d, "$setOnInsert": {"auto_approve": False, "child_seq": 0}},
+                     upsert=True) for d in docs]
+    for attempt in (1, 2):
+        try:
+            db.unions.bulk_write(ops, ordered=False)
+            return
+        except BulkWriteError:
+            if attempt == 2:
+                raise
+
+
+def get_union(db, union_id):
+    return db.unions.find_one({"_id": union_id})
+
+
+def union_code_exists(db, code):
+    return db.unions.count_documents({"code": code}, limit=1) > 0
+
+
+def union_names(db, union_ids):
+    return {u["_id"]: u["name"] for u in db.unions.find({"_id": {"$in": list(union_ids)}}, {"name": 1})}
+
+
+def list_unions(db, parent_code=None, level=None, after=None, limit=20):
+    q = {}
+    if parent_code:
+        q["parent_code"] = parent_code
+    if level:
+        q["level"] = level
+    if after:
+        q["code"] = {"$gt": after}
+    return list(db.unions.find(q).sort("code", ASC).limit(limit + 1))
+
+
+def next_child_seq(db, session, parent_id):
+    doc = db.unions.find_one_and_update({"_id": parent_id}, {"$inc": {"child_seq": 1}}, projection={"child_seq": 1},
+                                        return_document=AFTER, session=session)
+    return doc["child_seq"]
+
+
+def insert_union(db, session, doc):
+    try:
+        db.unions.insert_one(doc, session=session)
+    except DuplicateKeyError as exc:
+        if dup_field(exc) == "uscc":
+            raise Conflict("A union with this unified social credit code exists.", code="USCC_TAKEN")
+        raise
+
+
+# ---- accounts and users -----------------------------------------------------------------------------------------
+def ensure_account(db, doc):
+    """Create ``doc`` unless an account with its id exists (idempotent; safe when replicas start together)."""
+    try:
+        db.accounts.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+    except DuplicateKeyError:
+        pass
+
+
+def account_exists(db, account_id):
+    return db.accounts.count_documents({"_id": account_id}, limit=1) > 0
+
+
+def account_by_username(db, username):
+    return db.accounts.find_one({"username": username})
+
+
+def insert_account(db, session, doc):
+    try:
+        db.accounts.insert_one(doc, session=session)
+    except DuplicateKeyError as exc:
+        if dup_field(exc) == "username":
+            raise Conflict("The username is taken.", code="USERNAME_TAKEN")
+        raise
+
+
+def user_for_phone(db, phone_hash, new_doc):
+    """The user with this phone, created from ``new_doc`` on first login."""
+    now = events.utcnow()
+    for _ in range(2):
+        try:
+            return db.users.find_one_and_update({"phone_hash": phone_hash},
+                                                {"$setOnInsert": new_doc, "$set": {"last_login_at": now}},
+                                                upsert=True, return_document=AFTER)
+        except DuplicateKeyError:  # a concurrent first login inserted it: the next round finds it
+            continue
+    return db.users.find_one({"phone_hash": phone_hash})
+
+
+def get_user(db, user_id):
+    return db.users.find_one({"_id": user_id})
+
+
+def erase_user(db, session, user_id):
+    db.users.update_one({"_id": user_id}, {"$unset": {"phone_hash": "", "phone_enc": "", "phone_masked": ""},
+                                           "$set": {"erased_at": events.utcnow()}}, session=session)
+
+
+# ---- login codes ------------------------------------------------------------------------------------------------
+def claim_otp(db, key, code_hash, now):
+    """Store a new code for the phone ``key`` if its rate limits allow; False when they do not.
+
+    The limits are the filter of one conditional update: no code sent in the last minute, and fewer than
+    ``OTP_PER_HOUR`` sent in the last hour (``sent`` keeps the last ``OTP_PER_HOUR`` send times, oldest first).
+    """
+    minute_ago = now - timedelta(seconds=domain.OTP_MIN_INTERVAL_SECONDS)
+    hour_ago = now - timedelta(hours=1)
+    allowed = {"_id": key, "sent": {"$not": {"$gt": minute_ago}},
+               "$or": [{"sent.%d" % (domain.OTP_PER_HOUR - 1): {"$exists": False}}, {"sent.0": {"$lte": hour_ago}}]}
+    fresh = {"code_hash": code_hash, "expires_at": now + timedelta(seconds=domain.OTP_TTL_SECONDS), "tries": 0}
+    update = {"$set": fresh, "$push": {"sent": {"$each": [now], "$slice": -domain.OTP_PER_HOUR}}}
+    if db.otps.update_one(allowed, update).matched_count:
+        return True
+    try:
+        db.otps.insert_one(dict(fresh, _id=key, sent=[now]))
+        return True
+    except DuplicateKeyError:  # the phone has a record that the limits refused (or one appeared meanwhile)
+        return db.otps.update_one(allowed, update).matched_count == 1
+
+
+def release_otp(db, key, code_hash, sent_at):
+    """Undo ``claim_otp`` when the SMS could not be handed over (the attempt does not count)."""
+    db.otps.update_one({"_id": key, "code_hash": code_hash},
+                       {"$unset": {"code_hash": "", "expires_at": ""}, "$pull": {"sent": sent_at}})
+
+
+def spend_try(db, key, now):
+    """Count one try of the phone's live code; None when there is none (never sent, expired, used, or dead)."""
+    return db.otps.find_one_and_update(
+        {"_id": key, "code_hash": {"$exists": True}, "expires_at": {"$gt": now}, "tries": {"$lt": domain.OTP_MAX_TRIES}},
+        {"$inc": {"tries": 1}}, projection={"code_hash": 1})
+
+
+def consume_otp(db, key, code_hash):
+    """Use the code up; False if a concurrent request used it first."""
+    return db.otps.update_one({"_id": key, "code_hash": code_hash},
+                              {"$unset": {"code_hash": "", "expires_at": ""}}).modified_count == 1
+
+
+# ---- members ----------------------------------------------------------------------------------------------------
+def ensure_card_counter(db, year):
+    """Create the year's card counter outside any transaction (a transaction's snapshot would not see it, and
+    concurrent upserts inside transactions would conflict)."""
+    try:
+        db.counters.update_one({"_id": "card-%d" % year}, {"$setOnInsert": {"seq": 0}}, upsert=True)
+    except DuplicateKeyError:
+        pass
+
+
+def next_card_seq(db, session, year):
+    """The next card sequence number of ``year`` (``ensure_card_counter`` first)."""
+    doc = db.counters.find_one_and_update({"_id": "card-%d" % year}, {"$inc": {"seq": 1}}, return_document=AFTER,
+                                          session=session)
+    return doc["seq"]
+
+
+def insert_member(db, session, doc):
+    try:
+        db.members.insert_one(doc, session=session)
+    except DuplicateKeyError as exc:
+        if dup_field(exc) in ("live_id", "live_user"):
+            raise Conflict("This person is already a member (or has applied).", code="ALREADY_MEMBER")
+        raise
+
+
+def get_member(db, member_id):
+    return db.members.find_one({"_id": member_id})
+
+
+def live_member_of(db, user_id):
+    return db.members.find_one({"live_user": user_id})
+
+
+def latest_member_of(db, user_id):
+    docs = list(db.members.find({"user_id": user_id}).sort("_id", pymongo.DESCENDING).limit(1))
+    return docs[0] if docs else None
+
+
+def activate(db, session, member_id, card_no, now):
+    """pending -> active with a card number; None unless the member was pending."""
+    return db.members.find_one_and_update(
+        {"_id": member_id, "status": "pending"},
+        {"$set": {"status": "active", "card_no": card_no, "joined_at": now, "updated_at": now}},
+        return_document=AFTER, session=session)
+
+
+def reject(db, session, member_id, reason, now):
+    """pending -> rejected (the person may apply again); None unless the member was pending."""
+    return db.members.find_one_and_update(
+        {"_id": member_id, "status": "pending"},
+        {"$set": {"status": "rejected", "reject_reason": reason, "updated_at": now},
+         "$unset": {"live_id": "", "live_user": ""}},
+        return_document=AFTER, session=session)
+
+
+def leave(db, session, member_id, now):
+    """pending/active -> left; None unless the membership was live."""
+    return db.members.find_one_and_update(
+        {"_id": member_id, "status": {"$in": list(domain.LIVE_STATUSES)}},
+        {"$set": {"status": "left", "left_at": now, "updated_at": now}, "$unset": {"live_id": "", "live_user": ""}},
+        return_document=AFTER, session=session)
+
+
+def erase_members(db, session, user_id):
+    """Erase the personal data of every membership record of ``user_id``."""
+    db.members.update_many({"user_id": user_id},
+                           {"$unset": {"name": "", "id_hash": "", "id_enc": "", "id_masked": "", "employer": "",
+                                       "phone_masked": ""},
+                            "$set": {"erased": True, "erased_at": events.utcnow()}}, session=session)
+
+
+def move_member(db, session, member_id, from_union_id, union, now):
+    """Move an active member from ``from_union_id`` to ``union``; None if it is no longer there and active."""
+    return db.members.find_one_and_update(
+        {"_id": member_id, "status": "active", "union_id": from_union_id},
+        {"$set": {"union_id": union["_id"], "union_code": union["code"], "region_code": union["region_code"],
+                  "prefecture_code": union["region_code"][:4] + "00", "updated_at": now}},
+        return_document=AFTER, session=session)
+
+
+def list_members(db, prefix=None, union_id=None, status=None, after=None, limit=20):
+    q = {}
+    if union_id:
+        q["union_id"] = union_id
+    else:
+        q["union_code"] = {"$regex": "^" + re.escape(prefix)}
+    if status:
+        q["status"] = status
+    if after:
+        q["_id"] = {"$gt": after}
+    return list(db.members.find(q).sort("_id", ASC).limit(limit + 1))
+
+
+def count_members(db, prefix, status, field):
+    """``[(value, count)]`` of members under the organisation prefix, grouped by ``field``."""
+    rows = db.members.aggregate([{"$match": {"union_code": {"$regex": "^" + re.escape(prefix)}, "status": status}},
+                                 {"$group": {"_id": "$" + field, "n": {"$sum": 1}}}])
+    return [(r["_id"], r["n"]) for r in rows]
+
+
+# ---- transfers --------------------------------------------------------------------------------------------------
+def insert_transfer(db, session, doc):
+    try:
+        db.transfers.insert_one(doc, session=session)
+    except DuplicateKeyError as exc:
+        if dup_field(exc) == "live_member":
+            raise Conflict("A transfer of this membership is already waiting for approval.",
+                           code="TRANSFER_PENDING")
+        raise
+
+
+def get_transfer(db, transfer_id):
+    return db.transfers.find_one({"_id": transfer_id})
+
+
+def pending_transfer_of(db, member_id):
+    return db.transfers.find_one({"live_member": member_id})
+
+
+def decide_transfer(db, session, transfer_id, status, by, reason, now):
+    """pending -> ``status``; None unless the transfer was pending."""
+    return db.transfers.find_one_and_update(
+        {"_id": transfer_id, "status": "pending"},
+        {"$set": {"status": status, "decided_at": now, "decided_by": by, "reason": reason},
+         "$unset": {"live_member": ""}},
+        return_document=AFTER, session=session)
+
+
+def cancel_transfers(db, session, member_id, now):
+    db.transfers.update_many({"member_id": member_id, "status": "pending"},
+                             {"$set": {"status": "cancelled", "decided_at": now}, "$unset": {"live_member": ""}},
+                             session=session)
+
+
+def list_transfers(db, prefix=None, union_id=None, status=None, after=None, limit=20):
+    q = {"to_union_id": union_id} if union_id else {"to_union_code": {"$regex": "^" + re.escape(prefix)}}
+    if status:
+        q["status"] = status
+    if after:
+        q["_id"] = {"$gt": after}
+    return list(db.transfers.find(q).sort("_id", ASC).limit(limit + 1))

@@ -1,0 +1,158 @@
+"""From "tell these members X" to inbox entries and provider messages, and the sending of those messages.
+
+* ``plan`` builds the inbox entries (always) and the SMS / push messages the members' preferences allow, held until
+  the end of their quiet hours; the caller writes them (in the event's transaction, or in a fan-out batch).
+* ``send`` makes one attempt at a due message; the outcome is recorded with its ``notification_delivered`` /
+  ``notification_failed`` event in one transaction, or the message is rescheduled with backoff and jitter.
+* ``send_now`` is the synchronous path of the login code: bounded retries inside the caller's RPC time.
+"""
+import logging
+import time
+from datetime import timedelta
+
+import eventlet
+
+from unionhub_kit import crypto
+from unionhub_kit.errors import ServiceUnavailable
+from unionhub_kit.ids import mask_phone
+from unionhub_kit.mongo import transaction
+
+from . import domain, store, templates
+from .providers import ProviderError
+
+log = logging.getLogger("unionhub.notify.delivery")
+
+CONTACT = "notify-contact"  # encryption purpose of phones and device tokens at rest
+
+
+def seal_contact(value):
+    return crypto.encrypt(value, CONTACT)
+
+
+def plan(db, session, template, user_ids, data, dedupe_prefix, now, phones=None, announcement_id=None):
+    """``(inbox_docs, dispatch_docs)`` for ``user_ids``. ``phones`` (user id -> (encrypted, masked)) overrides the
+    projection, for the event that brings the phone itself."""
+    prefs = store.preferences_of(db, user_ids, session)
+    inbox, wanted = [], {}
+    for uid in user_ids:
+        p = domain.prefs_view(prefs.get(uid))
+        rendered = templates.render(template, "inbox", data, p["language"])
+        entry = domain.notification_doc(uid, template, rendered, "%s:%s" % (dedupe_prefix, uid), now,
+                                        announcement_id=announcement_id)
+        inbox.append(entry)
+        channels = domain.provider_channels(template, p)
+        if channels:
+            wanted[uid] = (entry["_id"], p, channels)
+    if not wanted:
+        return inbox, []
+    sms_users = [u for u, (_, _, ch) in wanted.items() if "sms" in ch]
+    push_users = [u for u, (_, _, ch) in wanted.items() if "push" in ch]
+    contacts = dict(store.phones_of(db, [u for u in sms_users if u not in (phones or {})], session))
+    contacts.update(phones or {})
+    dispatches = []
+    for uid in sms_users:
+        if uid not in contacts:
+            continue  # no phone known for this member
+        notification_id, p, _ = wanted[uid]
+        rendered = templates.render(template, "sms", data, p["language"])
+        due = domain.quiet_until(now, p["quiet_hours"]) or now
+        enc, masked = contacts[uid]
+        dispatches.append(domain.dispatch_doc(uid, notification_id, template, "sms", rendered, enc, masked,
+                                              "%s:%s:sms" % (dedupe_prefix, uid), now, due))
+    for device in store.devices_of(db, push_users, session) if push_users else ():
+        notification_id, p, _ = wanted[device["user_id"]]
+        rendered = templates.render(template, "push", data, p["language"])
+        due = domain.quiet_until(now, p["quiet_hours"]) or now
+        dispatches.append(domain.dispatch_doc(
+            device["user_id"], notification_id, template, "push", rendered, seal_contact(device["token"]),
+            device["token"][:4] + "…", "%s:push:%s" % (dedupe_prefix, device["_id"]), now, due,
+            platform=device["platform"]))
+    return inbox, dispatches
+
+
+def _provider(settings, channel):
+    return settings.sms if channel == "sms" else settings.push
+
+
+def send(db, settings, outbox, doc):
+    """One attempt at a leased dispatch; record the outcome. Returns the new status."""
+    attempts = doc["attempts"] + 1
+    error = None
+    try:
+        to = crypto.decrypt(doc["to_enc"], CONTACT)
+        _provider(settings, doc["channel"]).send(domain.provider_message(doc, to), timeout=settings.provider_timeout)
+    except ProviderError as exc:
+        error = str(exc)
+    except Exception as exc:  # a broken message must not stop the others
+        log.exception("dispatch %s could not be sent", doc["_id"])
+        error = "%s: %s" % (type(exc).__name__, exc)
+    now = domain.CLOCK.now()
+    if error is None:
+        return _final(db, outbox, doc, attempts, "delivered", None, now)
+    if attempts >= settings.max_attempts:
+        log.warning("%s %s failed after %d attempts: %s", doc["channel"], doc["_id"], attempts, error)
+        return _final(db, outbox, doc, attempts, "failed", error, now)
+    delay = domain.backoff_seconds(attempts, settings.retry_base, settings.retry_cap)
+    store.settle(db.dispatches, doc, {"$set": {"attempts": attempts, "last_error": error,
+                                               "due_at": now + timedelta(seconds=delay)}})
+    return "pending"
+
+
+def _final(db, outbox, doc, attempts, status, error, now):
+    update = {"$set": {"status": status, "attempts": attempts, "last_error": error, "finished_at": now}}
+    if status == "delivered":
+        update["$unset"] = {"to_enc": ""}  # the contact is not needed any more
+
+    def txn(session):
+        if store.settle(db.dispatches, doc, update, session=session):
+            _announce(outbox, session, dict(doc, attempts=attempts), error)
+    transaction(db, txn)
+    return status
+
+
+def _announce(outbox, session, doc, error):
+    """``notification_delivered`` or, with an ``error``, ``notification_failed``, in the caller's transaction."""
+    if error is None:
+        outbox.add(session, "notification_delivered", domain.outcome_data(doc), subject=doc["notification_id"])
+    else:
+        outbox.add(session, "notification_failed", domain.outcome_data(doc, error), subject=doc["notification_id"])
+
+
+def send_now(db, settings, outbox, body):
+    """Send an SMS at once (the login code): retried with backoff within ``NOTIFY_OTP_BUDGET_SECONDS``; raises
+    ``ServiceUnavailable`` when the provider did not take it. Neither the code nor the text is stored."""
+    rendered = templates.render(body["template"], "sms", body["params"])
+    message = {"to": body["to"], "template": body["template"], "params": body["params"], "text": rendered["text"]}
+    started = time.monotonic()
+    attempts, error = 0, None
+    while True:
+        attempts += 1
+        remaining = settings.otp_budget - (time.monotonic() - started)
+        try:
+            settings.sms.send(message, timeout=max(0.5, min(settings.provider_timeout, remaining)))
+            error = None
+            break
+        except ProviderError as exc:
+            error = str(exc)
+        delay = domain.backoff_seconds(attempts, 0.2, 1.0)
+        if attempts >= settings.otp_attempts or time.monotonic() - started + delay >= settings.otp_budget:
+            break
+        eventlet.sleep(delay)
+    now = domain.CLOCK.now()
+    status = "delivered" if error is None else "failed"
+    record = {"_id": domain.new_id(now), "dedupe": "direct:%s" % domain.new_id(now), "notification_id": None,
+              "user_id": None, "channel": "sms", "template": body["template"],
+              "category": domain.FLOWS[body["template"]].category, "to_masked": mask_phone(body["to"]),
+              "status": status, "attempts": attempts, "last_error": error, "created_at": now, "finished_at": now,
+              "due_at": now, "lease_until": None}
+    record["notification_id"] = record["_id"]
+
+    def txn(session):
+        store.add_dispatch_record(db, record, session)
+        _announce(outbox, session, record, error)
+    transaction(db, txn)
+    if error is not None:
+        log.warning("%s SMS to %s failed after %d attempt(s): %s", body["template"], mask_phone(body["to"]),
+                    attempts, error)
+        raise ServiceUnavailable("The SMS provider did not take the message; try again.", code="SMS_UNAVAILABLE")
+    return {"id": record["_id"], "status": "sent", "attempts": attempts}

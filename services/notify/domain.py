@@ -1,0 +1,350 @@
+"""Notify's rules, free of broker and store: flows and channels, preferences and quiet hours, backoff, audiences,
+webhook targets, ids and cursors, and the JSON views of what notify keeps.
+"""
+import base64
+import binascii
+import datetime
+import ipaddress
+import random
+import re
+import secrets
+import socket
+import urllib.parse
+from collections import namedtuple
+
+from unionhub_kit import catalog, regions
+from unionhub_kit.errors import Forbidden, NotFound, validation_error
+from unionhub_kit.events import rfc3339, utcnow
+
+UTC = datetime.timezone.utc
+CST = datetime.timezone(datetime.timedelta(hours=8), "CST")  # quiet hours are China Standard Time (no DST)
+
+# ---- flows ----------------------------------------------------------------------------------------------------
+Flow = namedtuple("Flow", "category channels event")
+
+# template name -> its category, channels (inbox always first when present) and originating catalogue event
+FLOWS = {
+    "otp": Flow("account", ("sms",), None),
+    "member_joined": Flow("membership", ("inbox", "sms", "push"), ("membership", "member_joined")),
+    "member_rejected": Flow("membership", ("inbox", "push"), ("membership", "member_rejected")),
+    "member_transferred": Flow("membership", ("inbox", "push"), ("membership", "member_transferred")),
+    "coupon_claimed": Flow("benefits", ("inbox", "push"), ("benefits", "coupon_claimed")),
+    "coupon_redeemed": Flow("benefits", ("inbox", "push"), ("benefits", "coupon_redeemed")),
+    "application_status_changed": Flow("jobs", ("inbox", "push"), ("jobs", "application_status_changed")),
+    "job_alert_matched": Flow("jobs", ("inbox", "push"), ("jobs", "job_alert_matched")),
+    "announcement": Flow("announcements", ("inbox", "push"), None),
+}
+SMS_TEMPLATES = tuple(sorted(name for name, f in FLOWS.items() if "sms" in f.channels))
+PROVIDER_CHANNELS = ("sms", "push")
+
+
+# ---- clock ----------------------------------------------------------------------------------------------------
+class Clock:
+    """Notify's notion of now: the real UTC time plus ``offset``.
+
+    ``NOTIFY_CLOCK_OFFSET_SECONDS`` sets the offset at start; tests move ``CLOCK.offset`` to pass quiet hours and
+    backoff delays without waiting.
+    """
+
+    def __init__(self):
+        self.offset = datetime.timedelta(0)
+
+    def now(self):
+        return utcnow() + self.offset
+
+
+CLOCK = Clock()
+
+
+# ---- preferences and quiet hours ------------------------------------------------------------------------------
+DEFAULT_PREFS = {"sms": True, "push": True, "muted_categories": [], "quiet_hours": None, "language": "zh"}
+
+
+def prefs_view(doc):
+    """A member's preferences with the defaults filled in."""
+    out = dict(DEFAULT_PREFS)
+    for key in DEFAULT_PREFS:
+        if doc and doc.get(key) is not None:
+            out[key] = doc[key]
+    out["muted_categories"] = list(out["muted_categories"])
+    return out
+
+
+def provider_channels(template, prefs):
+    """The SMS / push channels a notification goes out on, given the member's preferences.
+
+    Muting a category silences its SMS and push; the inbox keeps the entry (it is the record of what happened).
+    """
+    flow = FLOWS[template]
+    if flow.category in prefs["muted_categories"]:
+        return []
+    return [c for c in flow.channels if c in PROVIDER_CHANNELS and prefs.get(c, True)]
+
+
+def _minutes(hhmm):
+    h, m = hhmm.split(":")
+    return int(h) * 60 + int(m)
+
+
+def quiet_until(now, quiet_hours):
+    """If ``now`` (aware UTC) falls in the quiet hours (``{"start", "end"}`` "HH:MM" China time, the window may
+    cross midnight; start inclusive, end exclusive), the UTC time they end; otherwise None."""
+    if not quiet_hours:
+        return None
+    start, end = _minutes(quiet_hours["start"]), _minutes(quiet_hours["end"])
+    local = now.astimezone(CST)
+    cur = local.hour * 60 + local.minute
+    inside = (start <= cur < end) if start < end else (cur >= start or cur < end)
+    if not inside:
+        return None
+    ends = local.replace(hour=end // 60, minute=end % 60, second=0, microsecond=0)
+    if ends <= local:
+        ends += datetime.timedelta(days=1)
+    return ends.astimezone(UTC)
+
+
+# ---- retries --------------------------------------------------------------------------------------------------
+def backoff_seconds(attempt, base, cap, rng=random):
+    """Exponential backoff with jitter: ``base * 2^(attempt-1)``, capped, times U(0.5, 1.5)."""
+    return min(cap, base * (2 ** max(0, attempt - 1))) * rng.uniform(0.5, 1.5)
+
+
+# ---- ids and cursors ------------------------------------------------------------------------------------------
+def new_id(now=None):
+    """A 24-character id whose order is creation order (milliseconds, then 48 random bits)."""
+    now = now or CLOCK.now()
+    return "%012x%s" % (int(now.timestamp() * 1000), secrets.token_hex(6))
+
+
+ID_RE = re.compile(r"^[0-9a-f]{24}$")
+
+
+def encode_cursor(last_id):
+    return base64.urlsafe_b64encode(("n1:" + last_id).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor):
+    """The id a cursor points after; a malformed cursor is a 400."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raw = ""
+    if not raw.startswith("n1:") or not ID_RE.match(raw[3:]):
+        raise validation_error({"cursor": ["is not a cursor this list gave out."]})
+    return raw[3:]
+
+
+def page(docs, limit, view):
+    """``{"items", "next_cursor"}`` from ``limit + 1`` documents fetched in list order."""
+    more = len(docs) > limit
+    docs = docs[:limit]
+    return {"items": [view(d) for d in docs], "next_cursor": encode_cursor(docs[-1]["_id"]) if more else None}
+
+
+# ---- inbox and provider messages ------------------------------------------------------------------------------
+def notification_doc(user_id, template, rendered, dedupe, now, announcement_id=None):
+    doc = {"_id": new_id(now), "user_id": user_id, "category": FLOWS[template].category, "template": template,
+           "title": rendered["title"], "body": rendered["body"], "read": False, "created_at": now,
+           "dedupe": dedupe}
+    if announcement_id:
+        doc["announcement_id"] = announcement_id
+    return doc
+
+
+def dispatch_doc(user_id, notification_id, template, channel, rendered, to_enc, to_masked, dedupe, now, due_at,
+                 platform=None):
+    """An SMS or push message waiting for its provider (held until ``due_at`` during quiet hours)."""
+    doc = {"_id": new_id(now), "dedupe": dedupe, "notification_id": notification_id, "user_id": user_id,
+           "channel": channel, "template": template, "category": FLOWS[template].category,
+           "params": rendered["params"], "to_enc": to_enc, "to_masked": to_masked, "status": "pending",
+           "attempts": 0, "due_at": due_at, "held": due_at > now, "created_at": now, "lease_until": None}
+    if channel == "sms":
+        doc["text"] = rendered["text"]
+    else:
+        doc.update(title=rendered["title"], body=rendered["body"], platform=platform)
+    return doc
+
+
+def provider_message(doc, to):
+    """The JSON a provider receives (API.md: ``{to, template, params, text}`` for SMS)."""
+    if doc["channel"] == "sms":
+        return {"to": to, "template": doc["template"], "params": doc["params"], "text": doc["text"]}
+    return {"to": to, "platform": doc.get("platform"), "template": doc["template"], "params": doc["params"],
+            "title": doc["title"], "body": doc["body"]}
+
+
+def outcome_data(doc, error=None):
+    """``notification_delivered`` / ``notification_failed`` data (no phone, no code)."""
+    data = {"notification_id": doc.get("notification_id") or doc["_id"], "user_id": doc.get("user_id"),
+            "channel": doc["channel"], "category": doc["category"], "template": doc["template"],
+            "attempts": doc["attempts"]}
+    if error is not None:
+        data["error"] = error[:500]
+    return data
+
+
+def notification_view(doc):
+    return {"id": doc["_id"], "category": doc["category"], "title": doc["title"], "body": doc["body"],
+            "created_at": rfc3339(doc["created_at"]), "read": bool(doc.get("read"))}
+
+
+def device_view(doc):
+    token = doc["token"]
+    return {"id": doc["_id"], "platform": doc["platform"],
+            "token_masked": token[:4] + "…" + token[-4:] if len(token) > 12 else "…",
+            "created_at": rfc3339(doc["created_at"])}
+
+
+# ---- actors ---------------------------------------------------------------------------------------------------
+def require_role(actor, *roles):
+    """Services check the role again (the gateway already did): an RPC caller is not always the gateway."""
+    if not actor or actor.get("role") not in roles or not actor.get("sub"):
+        raise Forbidden("This is for %s." % " or ".join(roles), code="FORBIDDEN")
+    return actor
+
+
+# ---- announcements --------------------------------------------------------------------------------------------
+def check_audience_scope(audience, scope, union_codes):
+    """Every region prefix and every known union of the audience must lie in the admin's scope (else 403).
+
+    ``union_codes`` maps the audience's union ids to their codes as far as the projection knows them; a union notify
+    has not seen yet has no members to reach, and the fan-out is limited to the scope anyway.
+    """
+    outside = [p for p in audience["region_codes"] if not regions.in_scope(p, scope)]
+    outside += [uid for uid, code in union_codes.items() if code and not regions.in_scope(code, scope)]
+    if outside:
+        raise Forbidden("The audience reaches outside your scope (%s): %s." % (scope, ", ".join(outside)),
+                        code="OUT_OF_SCOPE")
+
+
+def audience_filter(audience, scope):
+    """The projection query for the active members of an audience inside ``scope`` (dimensions AND together)."""
+    f = {"status": "active", "union_code": {"$regex": "^" + re.escape(regions.normalize_prefix(scope))}}
+    if audience.get("region_codes"):
+        alts = "|".join(re.escape(regions.normalize_prefix(p)) for p in audience["region_codes"])
+        f["region_code"] = {"$regex": "^(?:%s)" % alts}
+    if audience.get("occupation_groups"):
+        f["occupation_group"] = {"$in": list(audience["occupation_groups"])}
+    if audience.get("union_ids"):
+        f["union_id"] = {"$in": list(audience["union_ids"])}
+    return f
+
+
+def announcement_doc(actor, body, now):
+    return {"_id": new_id(now), "title": body["title"], "body": body["body"], "audience": body["audience"],
+            "scope": regions.normalize_prefix(actor["scope"]), "created_by": actor["sub"], "status": "pending",
+            "recipients": None, "delivered": 0, "cursor": None, "created_at": now, "started_at": None,
+            "finished_at": None, "lease_until": None}
+
+
+def announcement_view(doc):
+    return {"id": doc["_id"], "status": doc["status"], "recipients": doc["recipients"] or 0,
+            "delivered": doc["delivered"], "title": doc["title"], "audience": doc["audience"],
+            "created_at": rfc3339(doc["created_at"]), "finished_at": rfc3339(doc.get("finished_at"))}
+
+
+def own_announcement(doc, actor):
+    """Admins see the announcements sent inside their scope."""
+    if doc is None or not regions.in_scope(doc["scope"], actor.get("scope")):
+        raise NotFound("No such announcement.")
+    return doc
+
+
+# ---- webhooks -------------------------------------------------------------------------------------------------
+def event_type_names():
+    """Webhook event types: ``<service>.<event>``, the channel names of ``/asyncapi.json``."""
+    return sorted("%s.%s" % key for key in catalog.EVENTS)
+
+
+def normalize_event_types(values):
+    """Map each given type to ``<service>.<event>``; the bare event name is accepted where it is unambiguous.
+
+    Returns ``(types, errors)``; ``errors`` lists the unknown ones.
+    """
+    known = set(event_type_names())
+    by_name = {}
+    for service, event in catalog.EVENTS:
+        by_name.setdefault(event, []).append("%s.%s" % (service, event))
+    out, unknown = [], []
+    for v in values:
+        if v in known:
+            name = v
+        elif len(by_name.get(v, ())) == 1:
+            name = by_name[v][0]
+        else:
+            unknown.append(v)
+            continue
+        if name not in out:
+            out.append(name)
+    return out, unknown
+
+
+def url_problem(url):
+    """Why a webhook URL is not acceptable (shape only: scheme, host, no credentials), or None."""
+    try:
+        u = urllib.parse.urlsplit(url)
+        port = u.port
+    except ValueError:
+        return "is not a valid URL."
+    if u.scheme not in ("http", "https"):
+        return "must be an http or https URL."
+    if u.username is not None or u.password is not None or "@" in u.netloc:
+        return "must not carry credentials."
+    if not u.hostname:
+        return "must name a host."
+    if port == 0:
+        return "must name a valid port."
+    if u.fragment:
+        return "must not carry a fragment."
+    return None
+
+
+def _private(address):
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
+            or ip.is_unspecified or not ip.is_global)
+
+
+def target_problem(url, allow_private, resolve=socket.getaddrinfo):
+    """``url_problem`` plus name resolution: a loopback, private or otherwise non-public address is refused
+    unless ``allow_private`` (development)."""
+    problem = url_problem(url)
+    if problem:
+        return problem
+    u = urllib.parse.urlsplit(url)
+    try:
+        infos = resolve(u.hostname, u.port or (443 if u.scheme == "https" else 80), proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError, OSError):
+        return "names a host that does not resolve."
+    addresses = {info[4][0] for info in infos}
+    if not addresses:
+        return "names a host that does not resolve."
+    if not allow_private and any(_private(a) for a in addresses):
+        return "resolves to a loopback or private address."
+    return None
+
+
+def webhook_view(doc):
+    return {"id": doc["_id"], "url": doc["url"], "event_types": doc["event_types"],
+            "created_at": rfc3339(doc["created_at"])}
+
+
+def delivery_doc(hook, envelope, now):
+    service_event = "%s.%s" % tuple(envelope["type"].split(".")[2:4])
+    return {"_id": new_id(now), "webhook_id": hook["_id"], "owner": hook["owner"], "event_id": envelope["id"],
+            "event_type": service_event, "envelope": envelope, "status": "pending", "attempts": 0, "replays": 0,
+            "due_at": now, "last_status": None, "last_error": None, "created_at": now, "last_attempt_at": None,
+            "lease_until": None}
+
+
+def delivery_view(doc):
+    return {"id": doc["_id"], "webhook_id": doc["webhook_id"], "event_id": doc["event_id"],
+            "event_type": doc["event_type"], "status": doc["status"], "attempts": doc["attempts"],
+            "last_status": doc["last_status"], "last_error": doc["last_error"],
+            "created_at": rfc3339(doc["created_at"]), "last_attempt_at": rfc3339(doc.get("last_attempt_at")),
+            "next_attempt_at": rfc3339(doc["due_at"]) if doc["status"] == "pending" else None,
+            "replays": doc.get("replays", 0)}

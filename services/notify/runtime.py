@@ -1,0 +1,140 @@
+"""Notify's runtime pieces: its settings (read once at container setup, templates checked there), and ``@poll``,
+a timer entrypoint that a worker can wake early.
+
+``@poll(interval)`` runs its method every ``interval`` seconds, at once again while the method returns True (more
+work is waiting), and as soon as a worker that called ``self.wake("method")`` has finished (its writes are
+committed by then). Like nameko's ``@timer`` it never runs two ticks of one method at once in a container; the
+methods lease their work items, so replicas share the work.
+"""
+import os
+import uuid
+from datetime import timedelta
+
+from eventlet.event import Event
+from eventlet.queue import Empty, LightQueue
+from nameko.extensions import DependencyProvider, Entrypoint
+
+from unionhub_kit import config as kit_config
+
+from . import domain, providers, templates
+
+
+class Poller(Entrypoint):
+    """``interval`` seconds between idle runs (``NOTIFY_POLL_SECONDS`` in the config or environment overrides it)."""
+
+    def __init__(self, interval, **kwargs):
+        self.interval = interval
+        self._wake = LightQueue(maxsize=1)
+        self._stopping = False
+        self.gt = None
+        super().__init__(**kwargs)
+
+    def setup(self):
+        given = self.container.config.get("NOTIFY_POLL_SECONDS") or kit_config.get("NOTIFY_POLL_SECONDS")
+        if given:
+            self.interval = float(given)
+
+    def start(self):
+        self._stopping = False
+        self.gt = self.container.spawn_managed_thread(self._run, identifier="poll-%s" % self.method_name)
+
+    def stop(self):
+        self._stopping = True
+        self.wake()
+        if self.gt is not None:
+            self.gt.wait()
+
+    def kill(self):
+        self._stopping = True
+        if self.gt is not None:
+            self.gt.kill()
+
+    def wake(self):
+        try:
+            self._wake.put_nowait(1)
+        except Exception:  # already woken
+            pass
+
+    def _run(self):
+        while not self._stopping:
+            more = self._tick()
+            if self._stopping:
+                break
+            if more:
+                continue
+            try:
+                self._wake.get(timeout=self.interval)
+            except Empty:
+                pass
+
+    def _tick(self):
+        done = Event()
+
+        def handle_result(worker_ctx, result, exc_info):
+            done.send(bool(result) and exc_info is None)
+            return result, exc_info
+        self.container.spawn_worker(self, (), {}, handle_result=handle_result)
+        return done.wait()
+
+
+poll = Poller.decorator
+
+
+class Wake(DependencyProvider):
+    """``self.wake("deliver_due", ...)``: wake those ``@poll`` methods when this worker has finished."""
+
+    def get_dependency(self, worker_ctx):
+        def wake(*names):
+            worker_ctx.data.setdefault("_notify_wake", set()).update(names)
+        return wake
+
+    def worker_teardown(self, worker_ctx):
+        names = worker_ctx.data.pop("_notify_wake", None)
+        if names:
+            for ep in self.container.entrypoints:
+                if isinstance(ep, Poller) and ep.method_name in names:
+                    ep.wake()
+
+
+class Settings:
+    """What notify reads from its configuration (nameko config first, then the environment)."""
+
+    def __init__(self, get):
+        f = lambda name, default: float(get(name) or default)  # noqa: E731
+        self.sms = providers.build("sms", get)
+        self.push = providers.build("push", get)
+        self.max_attempts = int(f("NOTIFY_MAX_ATTEMPTS", 5))
+        self.retry_base = f("NOTIFY_RETRY_BASE_SECONDS", 2)
+        self.retry_cap = f("NOTIFY_RETRY_CAP_SECONDS", 300)
+        self.otp_attempts = int(f("NOTIFY_OTP_ATTEMPTS", 3))
+        self.otp_budget = f("NOTIFY_OTP_BUDGET_SECONDS", 3.5)
+        self.provider_timeout = f("NOTIFY_PROVIDER_TIMEOUT", 5)
+        self.lease_seconds = f("NOTIFY_LEASE_SECONDS", 30)
+        self.batch = int(f("NOTIFY_FANOUT_BATCH", 1000))
+        self.tick_budget = f("NOTIFY_TICK_BUDGET_SECONDS", 5)
+        self.concurrency = int(f("NOTIFY_SEND_CONCURRENCY", 20))
+        self.webhook_allow_private = (get("WEBHOOK_ALLOW_PRIVATE") or "0").lower() in ("1", "true", "yes")
+        self.webhook_max_attempts = int(f("WEBHOOK_MAX_ATTEMPTS", 8))
+        self.webhook_retry_base = f("WEBHOOK_RETRY_BASE_SECONDS", 2)
+        self.webhook_retry_cap = f("WEBHOOK_RETRY_CAP_SECONDS", 600)
+        self.webhook_timeout = f("WEBHOOK_TIMEOUT_SECONDS", 5)
+        self.owner = "notify-%s-%s" % (os.getpid(), uuid.uuid4().hex[:8])
+        offset = get("NOTIFY_CLOCK_OFFSET_SECONDS")
+        if offset:
+            domain.CLOCK.offset = timedelta(seconds=float(offset))
+
+
+class SettingsProvider(DependencyProvider):
+    """Injects ``Settings``; setup fails (the service does not start) when a template is missing."""
+
+    def setup(self):
+        templates.check()
+        cfg = self.container.config
+
+        def get(name):
+            value = cfg.get(name)
+            return str(value) if value not in (None, "") else kit_config.get(name)
+        self.settings = Settings(get)
+
+    def get_dependency(self, worker_ctx):
+        return self.settings

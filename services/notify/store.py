@@ -1,0 +1,329 @@
+"""Every MongoDB access of notify, and its indexes.
+
+Collections: ``members`` (the projection of membership's events, by user id), ``notifications`` (the inbox),
+``preferences`` (by user id), ``devices``, ``dispatches`` (SMS / push messages and their delivery state),
+``announcements``, ``webhooks``, ``webhook_deliveries``, plus the kit's ``idempotency``, ``outbox`` and
+``processed_events``.
+
+Concurrency: work items (dispatches, webhook deliveries, announcements) are leased with a guarded update before
+they are worked on, so replicas never work on one item at once; the inbox and the dispatches carry a unique
+``dedupe`` key, so a resumed fan-out or a replayed event cannot write an entry twice.
+"""
+import hashlib
+import json
+import uuid
+from datetime import timedelta
+
+from pymongo import ASCENDING as ASC, DESCENDING as DESC, ReturnDocument
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from unionhub_kit import crypto
+from unionhub_kit.errors import AppError
+from unionhub_kit.events import utcnow
+from unionhub_kit.mongo import transaction
+
+DUPLICATE_KEY = 11000
+
+
+def ensure_indexes(db):
+    db.members.create_index([("union_id", ASC)])
+    db.notifications.create_index([("dedupe", ASC)], unique=True)
+    db.notifications.create_index([("user_id", ASC), ("_id", DESC)])
+    db.devices.create_index([("user_id", ASC)])
+    db.dispatches.create_index([("dedupe", ASC)], unique=True)
+    db.dispatches.create_index([("status", ASC), ("due_at", ASC)])
+    db.dispatches.create_index([("user_id", ASC), ("status", ASC)])
+    db.announcements.create_index([("status", ASC), ("_id", ASC)])
+    db.webhooks.create_index([("owner", ASC), ("_id", DESC)])
+    db.webhooks.create_index([("event_types", ASC)])
+    db.webhook_deliveries.create_index([("webhook_id", ASC), ("_id", DESC)])
+    db.webhook_deliveries.create_index([("status", ASC), ("due_at", ASC)])
+
+
+def insert_new(coll, docs):
+    """``insert_many`` that skips documents whose unique key exists already; returns how many were inserted."""
+    if not docs:
+        return 0
+    try:
+        return len(coll.insert_many(docs, ordered=False).inserted_ids)
+    except BulkWriteError as exc:
+        others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
+        if others:
+            raise
+        return exc.details.get("nInserted", 0)
+
+
+# ---- idempotency keys -----------------------------------------------------------------------------------------
+def run_idempotent(db, caller, key, payload, fn):
+    """Run ``fn(session)`` in a transaction; with an Idempotency-Key remember ``(caller, key) -> result`` in it, so
+    the same key returns the first result again (a different payload under the same key is a 409)."""
+    if key is None:
+        return transaction(db, fn)
+    _id = "%s|%s" % (caller, key)
+    fp = hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+    def replay():
+        stored = db.idempotency.find_one({"_id": _id})
+        if stored is None or "result" not in stored:
+            return None
+        if stored["fp"] != fp:
+            raise AppError("This Idempotency-Key was used with a different request.", code="IDEMPOTENCY_KEY_REUSED",
+                           status=422)
+        return stored["result"]
+
+    found = replay()
+    if found is not None:
+        return found
+
+    def txn(session):
+        db.idempotency.insert_one({"_id": _id, "fp": fp, "created_at": utcnow()}, session=session)
+        result = fn(session)
+        db.idempotency.update_one({"_id": _id}, {"$set": {"result": result}}, session=session)
+        return result
+    try:
+        return transaction(db, txn)
+    except DuplicateKeyError:
+        found = replay()
+        if found is None:
+            raise
+        return found
+
+
+# ---- leases ---------------------------------------------------------------------------------------------------
+def claim_due(coll, now, limit, lease_seconds, owner):
+    """Lease up to ``limit`` pending items whose ``due_at`` has come; return the documents this caller got."""
+    free = {"status": "pending", "due_at": {"$lte": now},
+            "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]}
+    ids = [d["_id"] for d in coll.find(free, {"_id": 1}).sort("due_at", ASC).limit(limit)]
+    if not ids:
+        return []
+    token = "%s:%s" % (owner, uuid.uuid4().hex[:8])
+    coll.update_many(dict(free, _id={"$in": ids}),
+                     {"$set": {"lease_until": now + timedelta(seconds=lease_seconds), "lease": token}})
+    return list(coll.find({"_id": {"$in": ids}, "lease": token}))
+
+
+def settle(coll, doc, update, session=None):
+    """Apply ``update`` to a leased item if the lease is still ours; True when it was."""
+    update = dict(update)
+    update.setdefault("$unset", {})["lease"] = ""
+    update.setdefault("$set", {})["lease_until"] = None
+    return coll.update_one({"_id": doc["_id"], "lease": doc["lease"]}, update, session=session).matched_count == 1
+
+
+# ---- member projection ----------------------------------------------------------------------------------------
+def project_member(db, session, user_id, fields, as_of, unset=()):
+    """Apply a membership event to the projection unless a newer one was applied already (events of different
+    types travel on different queues and may arrive out of order). Returns whether it was applied."""
+    current = db.members.find_one({"_id": user_id}, {"as_of": 1}, session=session)
+    if current and current.get("as_of") and current["as_of"] > as_of:
+        return False
+    update = {"$set": dict(fields, as_of=as_of)}
+    if unset:
+        update["$unset"] = {k: "" for k in unset}
+    db.members.update_one({"_id": user_id}, update, upsert=True, session=session)
+    return True
+
+
+def phones_of(db, user_ids, session=None):
+    """user id -> encrypted phone, for the members whose phone the projection has."""
+    docs = db.members.find({"_id": {"$in": list(user_ids)}, "phone_enc": {"$exists": True}},
+                           {"phone_enc": 1, "phone_masked": 1}, session=session)
+    return {d["_id"]: (d["phone_enc"], d.get("phone_masked")) for d in docs}
+
+
+def union_codes(db, union_ids):
+    """union id -> its code, as far as the projection has seen the union."""
+    out = {}
+    for uid in union_ids:
+        doc = db.members.find_one({"union_id": uid}, {"union_code": 1})
+        out[uid] = doc["union_code"] if doc else None
+    return out
+
+
+def erase_member(db, session, user_id):
+    """A member left and asked for erasure: drop what notify holds about them."""
+    db.notifications.delete_many({"user_id": user_id}, session=session)
+    db.devices.delete_many({"user_id": user_id}, session=session)
+    db.preferences.delete_one({"_id": user_id}, session=session)
+    db.dispatches.update_many({"user_id": user_id, "status": "pending"},
+                              {"$set": {"status": "cancelled"}, "$unset": {"to_enc": "", "params": "", "text": ""}},
+                              session=session)
+
+
+def audience_page(db, query, after, limit):
+    """User ids of the audience after ``after``, in id order."""
+    if after is not None:
+        query = dict(query, _id={"$gt": after})
+    return [d["_id"] for d in db.members.find(query, {"_id": 1}).sort("_id", ASC).limit(limit)]
+
+
+def count_audience(db, query):
+    return db.members.count_documents(query)
+
+
+# ---- inbox ----------------------------------------------------------------------------------------------------
+def add_notifications(db, session, docs):
+    if docs:
+        db.notifications.insert_many(docs, session=session)
+
+
+def list_notifications(db, user_id, unread, after, limit):
+    q = {"user_id": user_id}
+    if unread is True:
+        q["read"] = False
+    elif unread is False:
+        q["read"] = True
+    if after is not None:
+        q["_id"] = {"$lt": after}
+    return list(db.notifications.find(q).sort("_id", DESC).limit(limit + 1))
+
+
+def mark_read(db, user_id, notification_id, now):
+    """The member's entry, marked read; None when there is no such entry of theirs."""
+    return db.notifications.find_one_and_update(
+        {"_id": notification_id, "user_id": user_id}, {"$set": {"read": True, "read_at": now}},
+        return_document=ReturnDocument.AFTER)
+
+
+def count_announcement_entries(db, announcement_id):
+    return db.notifications.count_documents({"dedupe": {"$regex": "^ann:%s:" % announcement_id}})
+
+
+# ---- preferences and devices ----------------------------------------------------------------------------------
+def get_preferences(db, user_id):
+    return db.preferences.find_one({"_id": user_id})
+
+
+def preferences_of(db, user_ids, session=None):
+    return {d["_id"]: d for d in db.preferences.find({"_id": {"$in": list(user_ids)}}, session=session)}
+
+
+def update_preferences(db, user_id, fields, now):
+    return db.preferences.find_one_and_update(
+        {"_id": user_id}, {"$set": dict(fields, updated_at=now)}, upsert=True, return_document=ReturnDocument.AFTER)
+
+
+def register_device(db, session, user_id, platform, token, now):
+    """One document per (platform, token): registering a known token moves it to this member."""
+    _id = crypto.keyed_hash("%s:%s" % (platform, token), "device")[:32]
+    return db.devices.find_one_and_update(
+        {"_id": _id}, {"$set": {"user_id": user_id, "platform": platform, "token": token, "updated_at": now},
+                       "$setOnInsert": {"created_at": now}},
+        upsert=True, return_document=ReturnDocument.AFTER, session=session)
+
+
+def devices_of(db, user_ids, session=None):
+    return list(db.devices.find({"user_id": {"$in": list(user_ids)}}, session=session))
+
+
+# ---- dispatches (SMS / push) ----------------------------------------------------------------------------------
+def add_dispatches(db, session, docs):
+    if docs:
+        db.dispatches.insert_many(docs, session=session)
+
+
+def add_dispatch_record(db, doc, session=None):
+    db.dispatches.insert_one(doc, session=session)
+
+
+def get_dispatch(db, _id):
+    return db.dispatches.find_one({"_id": _id})
+
+
+# ---- announcements --------------------------------------------------------------------------------------------
+def add_announcement(db, session, doc):
+    db.announcements.insert_one(doc, session=session)
+
+
+def get_announcement(db, _id):
+    return db.announcements.find_one({"_id": _id})
+
+
+def claim_announcement(db, now, lease_seconds, owner):
+    """Lease the oldest unfinished announcement that nobody (else) holds; return it as it was before the claim."""
+    return db.announcements.find_one_and_update(
+        {"status": {"$in": ["pending", "running"]},
+         "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}, {"lease_owner": owner}]},
+        {"$set": {"lease_until": now + timedelta(seconds=lease_seconds), "lease_owner": owner}},
+        sort=[("_id", ASC)], return_document=ReturnDocument.BEFORE)
+
+
+def start_announcement(db, _id, owner, recipients, now):
+    return db.announcements.update_one(
+        {"_id": _id, "lease_owner": owner, "status": "pending"},
+        {"$set": {"status": "running", "recipients": recipients, "started_at": now}}).matched_count == 1
+
+
+def reset_delivered(db, _id, owner, delivered):
+    return db.announcements.update_one({"_id": _id, "lease_owner": owner},
+                                       {"$set": {"delivered": delivered}}).matched_count == 1
+
+
+def checkpoint_announcement(db, _id, owner, cursor, inserted, lease_until):
+    """Record progress after a batch; False if the lease was lost (another replica took over)."""
+    return db.announcements.update_one(
+        {"_id": _id, "lease_owner": owner},
+        {"$set": {"cursor": cursor, "lease_until": lease_until}, "$inc": {"delivered": inserted}}).matched_count == 1
+
+
+def finish_announcement(db, _id, owner, now):
+    doc = db.announcements.find_one({"_id": _id, "lease_owner": owner}, {"delivered": 1})
+    if doc is None:
+        return False
+    return db.announcements.update_one(
+        {"_id": _id, "lease_owner": owner},
+        {"$set": {"status": "done", "finished_at": now, "recipients": doc["delivered"], "lease_until": None}},
+    ).matched_count == 1
+
+
+# ---- webhooks -------------------------------------------------------------------------------------------------
+def add_webhook(db, session, doc):
+    db.webhooks.insert_one(doc, session=session)
+
+
+def get_webhook(db, _id):
+    return db.webhooks.find_one({"_id": _id})
+
+
+def list_webhooks(db, owner, after, limit):
+    q = {"owner": owner}
+    if after is not None:
+        q["_id"] = {"$lt": after}
+    return list(db.webhooks.find(q).sort("_id", DESC).limit(limit + 1))
+
+
+def delete_webhook(db, owner, _id):
+    return db.webhooks.delete_one({"_id": _id, "owner": owner}).deleted_count == 1
+
+
+def webhooks_for(db, event_type, session=None):
+    return list(db.webhooks.find({"event_types": event_type}, session=session))
+
+
+def add_deliveries(db, session, docs):
+    if docs:
+        db.webhook_deliveries.insert_many(docs, session=session)
+
+
+def webhook_secret(hook):
+    return crypto.decrypt(hook["secret_enc"], "webhook-secret")
+
+
+def list_deliveries(db, webhook_id, status, after, limit):
+    q = {"webhook_id": webhook_id}
+    if status:
+        q["status"] = status
+    if after is not None:
+        q["_id"] = {"$lt": after}
+    return list(db.webhook_deliveries.find(q).sort("_id", DESC).limit(limit + 1))
+
+
+def replay_delivery(db, webhook_id, delivery_id, now):
+    """Send one delivery again from scratch (its attempts start over); None if the webhook has no such delivery."""
+    return db.webhook_deliveries.find_one_and_update(
+        {"_id": delivery_id, "webhook_id": webhook_id},
+        {"$set": {"status": "pending", "attempts": 0, "due_at": now, "lease_until": None},
+         "$unset": {"lease": ""}, "$inc": {"replays": 1}},
+        return_document=ReturnDocument.AFTER)
+
