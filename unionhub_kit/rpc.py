@@ -47,7 +47,10 @@ class TimedMethodProxy(MethodProxy):
         try:
             self.publisher.publish({"args": args, "kwargs": kwargs}, exchange=exchange, routing_key=routing_key,
                                    mandatory=True, reply_to=listener.routing_key, correlation_id=correlation_id,
-                                   extra_headers=self.get_message_headers(self.worker_ctx))
+                                   extra_headers=self.get_message_headers(self.worker_ctx),
+                                   # a request nobody took within the timeout is dropped by the broker, so a
+                                   # call the caller already answered 504 is not carried out later
+                                   expiration=self.timeout)
         except UndeliverableMessage:
             listener._reply_events.pop(correlation_id, None)
             raise ServiceUnavailable("%s is not running." % self.service_name)
@@ -66,6 +69,16 @@ class TimedServiceProxy(ServiceProxy):
     def __getattr__(self, name):
         return TimedMethodProxy(self.worker_ctx, self.service_name, name, self.reply_listener,
                                 timeout=self.timeout, **self.options)
+
+
+def rpc(fn=None, **kwargs):
+    """nameko's ``@rpc`` with ``AppError`` as an expected exception (a client error is not logged as a crash)."""
+    from nameko.rpc import rpc as nameko_rpc
+
+    from .errors import AppError
+    kwargs.setdefault("expected_exceptions", AppError)
+    decorator = nameko_rpc(**kwargs)
+    return decorator if fn is None else decorator(fn)
 
 
 class Rpc(RpcProxy):

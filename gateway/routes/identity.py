@@ -6,13 +6,13 @@ from ..framework import route
 TAGS = ["Identity"]
 
 
-@route("POST", "/api/v1/auth/otp", body=schemas.OtpRequest, status=202, tags=TAGS,
+@route("POST", "/api/v1/auth/otp", body=schemas.OtpRequest, status=202, tags=TAGS, response=schemas.OtpAnswer,
        summary="Send a one-time login code to a mainland mobile by SMS", errors=("429 RATE_LIMITED",))
 def request_otp(gw, call):
     return gw.membership.request_otp(call.body)
 
 
-@route("POST", "/api/v1/auth/token", body=schemas.TokenRequest, tags=TAGS,
+@route("POST", "/api/v1/auth/token", body=schemas.TokenRequest, tags=TAGS, response=schemas.TokenAnswer,
        summary="Exchange {phone, code} (members) or {username, password} (staff, merchants, employers, "
                "integrators) for a bearer token", errors=("401 INVALID_CODE", "401 INVALID_CREDENTIALS"))
 def issue_token(gw, call):
@@ -20,7 +20,8 @@ def issue_token(gw, call):
 
 
 @route("POST", "/api/v1/admin/accounts", roles=["union_admin"], body=schemas.AccountCreate, status=201,
-       idempotent=True, tags=TAGS, summary="Create a staff, merchant, employer or integrator account in your scope",
+       idempotent=True, tags=TAGS, response=schemas.AccountAnswer,
+       summary="Create a staff, merchant, employer or integrator account in your scope",
        errors=("403 OUT_OF_SCOPE", "409 USERNAME_TAKEN", "422 IDEMPOTENCY_KEY_REUSED"))
 def create_account(gw, call):
     return gw.membership.create_account(call.actor, call.body, call.idempotency_key)

@@ -1,6 +1,6 @@
 """Marshmallow schemas of membership: the gateway validates HTTP bodies and queries with them, the service validates
 its RPC payloads with the very same classes."""
-from marshmallow import ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from unionhub_kit import ids
 from unionhub_kit.schema import Id, OccupationGroup, Phone, StrictBoolean, StrictSchema, Text, Uscc
@@ -141,3 +141,115 @@ class TransferListArgs(TransferFilter, Page):
 class StatsQuery(StrictSchema):
     group_by = fields.String(load_default="prefecture", validate=validate.OneOf(domain.STATS_GROUPS))
     status = fields.String(load_default="active", validate=validate.OneOf(domain.MEMBER_STATUSES))
+
+
+# ---- answers (documentation of the responses in /openapi.json) -------------------------------------------------
+S, B, Int, DT = fields.String, fields.Boolean, fields.Integer, fields.String  # DT: RFC 3339 UTC
+
+
+def _nullable(field_cls, **kw):
+    return field_cls(allow_none=True, **kw)
+
+
+class OtpAnswer(Schema):
+    expires_in = Int(metadata={"description": "Seconds the code stays valid."})
+
+
+class TokenAnswer(Schema):
+    access_token = S()
+    token_type = S(metadata={"example": "Bearer"})
+    expires_in = Int()
+    role = S(validate=validate.OneOf(("member",) + ACCOUNT_ROLES))
+
+
+class AccountAnswer(Schema):
+    id = S()
+    username = S()
+    role = S()
+    scope = _nullable(S)
+    merchant_id = _nullable(S)
+    employer_id = _nullable(S)
+    created_at = DT()
+
+
+class UnionAnswer(Schema):
+    id = S()
+    code = S(metadata={"description": "Organisation code: the region code, or county/prefecture + 4 digits."})
+    name = S()
+    level = S(validate=validate.OneOf(domain.LEVELS))
+    parent_id = _nullable(S)
+    region_code = S()
+    auto_approve = B()
+    uscc = _nullable(S)
+
+
+class UnionPage(Schema):
+    items = fields.List(fields.Nested(UnionAnswer))
+    next_cursor = _nullable(S)
+
+
+class JoinAnswer(Schema):
+    id = S()
+    status = S(validate=validate.OneOf(domain.LIVE_STATUSES))
+    card_no = _nullable(S)
+    union_id = S()
+
+
+class TransferAnswer(Schema):
+    id = S()
+    member_id = S()
+    from_union_id = S()
+    to_union_id = S()
+    status = S(validate=validate.OneOf(domain.TRANSFER_STATUSES))
+    created_at = DT()
+    decided_at = _nullable(DT)
+    reason = _nullable(S)
+
+
+class TransferPage(Schema):
+    items = fields.List(fields.Nested(TransferAnswer))
+    next_cursor = _nullable(S)
+
+
+class MemberAnswer(Schema):
+    id = S()
+    name = _nullable(S, metadata={"description": "null once erased"})
+    id_number_masked = _nullable(S, metadata={"example": "5101**********1236"})
+    phone_masked = _nullable(S, metadata={"example": "138****5678"})
+    union_id = S()
+    union_code = S()
+    status = S(validate=validate.OneOf(domain.MEMBER_STATUSES))
+    card_no = _nullable(S)
+    occupation_group = S()
+    employer = _nullable(S)
+    joined_at = _nullable(DT)
+    created_at = DT()
+    reject_reason = _nullable(S)
+    erased = B()
+    pending_transfer = fields.Nested(TransferAnswer, allow_none=True, metadata={"description": "GET /members/me"})
+
+
+class MemberPage(Schema):
+    items = fields.List(fields.Nested(MemberAnswer))
+    next_cursor = _nullable(S)
+
+
+class ReviewAnswer(Schema):
+    id = S()
+    status = S(validate=validate.OneOf(("active", "rejected")))
+    card_no = S(metadata={"description": "approve"})
+    reason = S(metadata={"description": "reject"})
+
+
+class StatsItem(Schema):
+    key = S()
+    name = S()
+    count = Int()
+
+
+class StatsAnswer(Schema):
+    group_by = S()
+    status = S()
+    scope = S()
+    total = Int()
+    items = fields.List(fields.Nested(StatsItem))

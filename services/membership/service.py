@@ -6,14 +6,12 @@ schemas the gateway uses. Every state change that announces an event writes the 
 transaction. Resident ID numbers are kept only as a keyed hash (uniqueness) and an encrypted copy; they are never
 logged, returned or put on an event.
 """
-from nameko.rpc import rpc
-
 from unionhub_kit import crypto, events, ids, regions, tokens
 from unionhub_kit.errors import AppError, Conflict, NotFound, RateLimited, ServiceUnavailable, Unauthorized
 from unionhub_kit.mongo import Mongo, transaction
 from unionhub_kit.outbox import Outbox
 from unionhub_kit.ping import ping as _ping
-from unionhub_kit.rpc import Rpc
+from unionhub_kit.rpc import Rpc, rpc
 from unionhub_kit.schema import load
 
 from . import domain, schemas, seed, store
@@ -162,8 +160,7 @@ class MembershipService:
         status = domain.initial_status(union)
         id_hash = crypto.keyed_hash(p["id_number"], "resident-id")
         year = _now().year
-        if status == "active":
-            store.ensure_card_counter(self.db, year)
+        card = domain.card_no(year, store.next_card_seq(self.db, year)) if status == "active" else None
 
         def txn(session):
             now = _now()
@@ -176,7 +173,7 @@ class MembershipService:
                    "consent": {"version": domain.CONSENT_VERSION, "at": now}, "created_at": now, "updated_at": now,
                    "live_id": id_hash, "live_user": actor["sub"]}
             if status == "active":
-                doc.update(card_no=domain.card_no(year, store.next_card_seq(self.db, session, year)), joined_at=now)
+                doc.update(card_no=card, joined_at=now)
             store.insert_member(self.db, session, doc)
             if status == "active":
                 self.outbox.add(session, "member_joined", domain.joined_data(doc, phone), subject=doc["_id"])
@@ -300,11 +297,10 @@ class MembershipService:
         domain.check_transition(m["status"], "approve")
         phone = self._phone_of(m["user_id"])
         year = _now().year
-        store.ensure_card_counter(self.db, year)
+        card = domain.card_no(year, store.next_card_seq(self.db, year))
 
         def txn(session):
             now = _now()
-            card = domain.card_no(year, store.next_card_seq(self.db, session, year))
             active = store.activate(self.db, session, member_id, card, now)
             if active is None:
                 raise Conflict("The member is no longer pending.", code="NOT_PENDING")

@@ -233,20 +233,16 @@ def consume_otp(db, key, code_hash):
 
 
 # ---- members ----------------------------------------------------------------------------------------------------
-def ensure_card_counter(db, year):
-    """Create the year's card counter outside any transaction (a transaction's snapshot would not see it, and
-    concurrent upserts inside transactions would conflict)."""
-    try:
-        db.counters.update_one({"_id": "card-%d" % year}, {"$setOnInsert": {"seq": 0}}, upsert=True)
-    except DuplicateKeyError:
-        pass
-
-
-def next_card_seq(db, session, year):
-    """The next card sequence number of ``year`` (``ensure_card_counter`` first)."""
-    doc = db.counters.find_one_and_update({"_id": "card-%d" % year}, {"$inc": {"seq": 1}}, return_document=AFTER,
-                                          session=session)
-    return doc["seq"]
+def next_card_seq(db, year):
+    """The next card sequence number of ``year``: an atomic increment outside any transaction, so concurrent
+    activations do not conflict on one hot counter (a number left unused by a failed transaction is a gap)."""
+    for attempt in (1, 2):
+        try:
+            return db.counters.find_one_and_update({"_id": "card-%d" % year}, {"$inc": {"seq": 1}}, upsert=True,
+                                                   return_document=AFTER)["seq"]
+        except DuplicateKeyError:  # two first-ever increments raced to create the counter
+            if attempt == 2:
+                raise
 
 
 def insert_member(db, session, doc):

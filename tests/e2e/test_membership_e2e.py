@@ -97,10 +97,15 @@ def test_walk_through(stack):
     # 5. the admin finds and approves it; a card number is issued
     pending = get(stack, "/api/v1/admin/members", admin, union_id=union["id"], status="pending").json()["items"]
     assert [m["id"] for m in pending] == [joined["id"]] and id_number not in json.dumps(pending)
-    r = post(stack, "/api/v1/admin/members/%s/approve" % joined["id"], token=admin)
-    assert r.status_code == 200, r.text
+    request_id = "walk-%s" % uuid.uuid4().hex
+    r = post(stack, "/api/v1/admin/members/%s/approve" % joined["id"], token=admin,
+             headers={"X-Request-Id": request_id})
+    assert r.status_code == 200 and r.headers["X-Request-Id"] == request_id, r.text
     approved = r.json()
     assert approved["status"] == "active" and approved["card_no"].startswith("SC")
+    event = stack.db("membership").outbox.find_one({"type": "member_joined", "envelope.subject": joined["id"]})
+    assert event["envelope"]["requestid"] == request_id  # the request id travelled through RPC into the event
+    assert id_number not in json.dumps(event["envelope"])
 
     # 6. the profile, masked; a welcome in the inbox
     r = get(stack, "/api/v1/members/me", member)
@@ -271,3 +276,13 @@ def test_lists_and_statistics(stack):
     problem(get(stack, "/api/v1/admin/stats/members", zigong, group_by="planet"), 400, "VALIDATION_ERROR")
     problem(get(stack, "/api/v1/unions", level="galaxy"), 400, "VALIDATION_ERROR")
     problem(get(stack, "/api/v1/unions/un_nope"), 404, "NOT_FOUND")
+
+
+def test_replicas_starting_together_seed_once(make_stack):
+    s = make_stack(replicas={"membership": 3})
+    db = s.db("membership")
+    assert db.unions.count_documents({}) == 205
+    assert db.accounts.count_documents({"username": "admin"}) == 1
+    token, joined, _ = new_member(s)
+    assert joined["status"] == "active"
+    assert get(s, "/api/v1/members/me", token).json()["card_no"] == joined["card_no"]

@@ -14,7 +14,6 @@ from nameko.rpc import rpc
 from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.testing.services import entrypoint_hook
 
-from services.membership import domain
 from services.membership.service import MembershipService
 from unionhub_kit import crypto, events, ids, tokens, topology
 from unionhub_kit.errors import AppError
@@ -425,6 +424,23 @@ def test_join_idempotency_key(svc):
     assert svc.db.members.count_documents({}) == 1 and svc.db.outbox.count_documents({"type": "member_joined"}) == 1
 
 
+def test_concurrent_repeats_of_one_idempotency_key_join_once(svc):
+    union = svc.union(auto_approve=True)
+    member = svc.member()
+    body = join_body(union["id"])
+    results = svc.concurrently("join", [(member, body, "same-key")] * 4)
+    assert all(r == results[0] for r in results) and results[0]["status"] == "active"
+    assert svc.db.members.count_documents({}) == 1 and svc.db.outbox.count_documents({"type": "member_joined"}) == 1
+
+
+def test_concurrent_approvals_activate_once(svc):
+    union = svc.union(auto_approve=False)
+    joined = svc.join(svc.member(), join_body(union["id"]))
+    results = svc.concurrently("approve_member", [(ADMIN, joined["id"])] * 4)
+    assert sorted(r if isinstance(r, str) else r["status"] for r in results) == ["NOT_PENDING"] * 3 + ["active"]
+    assert svc.db.outbox.count_documents({"type": "member_joined"}) == 1
+
+
 def test_reject_then_apply_again(svc, tap):
     union = svc.union(auto_approve=False)
     member = svc.member()
@@ -472,6 +488,23 @@ def test_transfer_to_auto_approve_union_completes_at_once(svc, tap):
     joined = svc.join(member, join_body(home["id"]))
     assert svc.request_transfer(member, {"to_union_id": away["id"]})["status"] == "completed"
     assert tap.wait("member_transferred", joined["id"])["data"]["union_id"] == away["id"]
+
+
+def test_rejected_transfer_leaves_the_member_where_it_was(svc):
+    home = svc.union(auto_approve=True)
+    away = svc.union(auto_approve=False, parent_id="un_510300")
+    member = svc.member()
+    joined = svc.join(member, join_body(home["id"]))
+    t = svc.request_transfer(member, {"to_union_id": away["id"]})
+    raises("OUT_OF_SCOPE", svc.reject_transfer, dict(ADMIN, scope="5101"), t["id"], {"reason": "x"})
+    raises("VALIDATION_ERROR", svc.reject_transfer, ADMIN, t["id"], {})
+    done = svc.reject_transfer(dict(ADMIN, scope="5103"), t["id"], {"reason": "名额已满"})
+    assert done["status"] == "rejected" and done["reason"] == "名额已满"
+    me = svc.get_me(member)
+    assert me["union_id"] == home["id"] and me["pending_transfer"] is None
+    assert svc.db.outbox.count_documents({"type": "member_transferred"}) == 0
+    assert svc.request_transfer(member, {"to_union_id": away["id"]})["status"] == "pending"  # may ask again
+    assert joined["status"] == "active"
 
 
 def test_transfer_needs_an_active_membership(svc):
