@@ -41,7 +41,10 @@ from deploy.stack import Stack, free_port, mongo_ok  # noqa: E402
 from unionhub_kit import broker, config, tokens, topology  # noqa: E402
 
 RESULTS_DIR = os.path.join(ROOT, "bench", "results")
-ADMIN_PASSWORD = "Admin-Bench-Passw0rd"
+import logging  # noqa: E402
+
+logging.getLogger("amqp").setLevel(logging.ERROR)  # "Received method ... during closing channel" on proxy close
+ADMIN_PASSWORD = "Admin-Test-Passw0rd"  # = tests.e2e.helpers.ADMIN_PASSWORD, so those helpers work here
 
 
 # ---- sizes from the environment ---------------------------------------------------------------------------------
@@ -243,6 +246,48 @@ def admin_token(st):
     return r.json()["access_token"]
 
 
+def new_members(st, n, concurrency=8, occupation_group="courier"):
+    """``n`` active members the way the app makes them (OTP by SMS, token, join an auto-approve union), joined
+    ``concurrency`` at a time; returns ``[(token, member_json, phone)]``. Needs membership and notify."""
+    from tests.e2e import helpers
+    helpers.auto_union(st)
+    out = []
+
+    def one(_):
+        out.append(helpers.new_member(st, occupation_group=occupation_group))
+    pool = eventlet.GreenPool(concurrency)
+    for i in range(n):
+        pool.spawn_n(one, i)
+    pool.waitall()
+    return out
+
+
+def rfc3339_in(seconds):
+    import datetime
+    t = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+    return t.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def create_campaign(st, admin, quota=1000, per_member_limit=1, starts_in=-5, title=None, **extra):
+    """A merchant (once per stack) and a live campaign through the gateway; returns the campaign JSON."""
+    from tests.e2e import helpers
+    merchant = getattr(st, "_bench_merchant", None)
+    if merchant is None:
+        r = requests.post(st.url + "/api/v1/merchants", json={"name": "蜀味餐饮 bench", "uscc": helpers.new_uscc(),
+                                                              "region_code": "510104"},
+                          headers=helpers.auth(admin), timeout=15)
+        assert r.status_code == 201, r.text
+        merchant = st._bench_merchant = r.json()
+    body = {"title": title or "午餐满30减10 %s" % uuid.uuid4().hex[:6], "merchant_id": merchant["id"],
+            "face_value_cents": 1000, "min_spend_cents": 3000, "quota": quota, "per_member_limit": per_member_limit,
+            "claim_starts_at": rfc3339_in(starts_in), "claim_ends_at": rfc3339_in(3600 * 24),
+            "redeem_ends_at": rfc3339_in(3600 * 24 * 30), "eligibility": {}, "welcome": False}
+    body.update(extra)
+    r = requests.post(st.url + "/api/v1/campaigns", json=body, headers=helpers.auth(admin), timeout=15)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
 # ---- the stack --------------------------------------------------------------------------------------------------
 def mgmt(method, path, **kw):
     base = config.get("RABBIT_API_URI", "http://guest:guest@localhost:15672")
@@ -316,6 +361,14 @@ class BenchStack:
                 with open(os.path.join(self.log_dir, name), encoding="utf-8", errors="replace") as f:
                     out.append(f.read())
         return "\n".join(out)
+
+    def sms_outbox(self):
+        """Lines of the development SMS sink (what ``tests.e2e.helpers`` reads login codes from)."""
+        path = self.env["SMS_SINK_FILE"]
+        if not os.path.exists(path):
+            return []
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
 
     def stop(self):
         if self._client is not None:
@@ -398,6 +451,101 @@ def queue_depth(st, queue):
     vhost = broker.vhost_of(st.amqp_uri)
     r = mgmt("GET", "queues/%s/%s" % (urllib.parse.quote(vhost, safe=""), urllib.parse.quote(queue, safe="")))
     return r.json().get("messages", 0) if r.ok else 0
+
+
+# ---- CPU cost per request ----------------------------------------------------------------------------------------
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid):
+    try:
+        with open("/proc/%s/stat" % pid) as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return int(rest[2]), (int(rest[11]) + int(rest[12])) / _TICK  # pgrp, utime + stime
+    except (OSError, IndexError, ValueError):
+        return None, 0.0
+
+
+def _rabbit_pid():
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    if b"beam.smp" in f.read() and b"rabbit" in open("/proc/%s/cmdline" % pid, "rb").read():
+                        return int(pid)
+            except OSError:
+                pass
+    return None
+
+
+def opcounters(st):
+    try:
+        return dict(st.mongo.admin.command("serverStatus").get("opcounters") or {})
+    except Exception:
+        return None
+
+
+class CpuMeter:
+    """CPU seconds used by each process of a stack (services by process group, the store, RabbitMQ, this driver).
+
+    The broker is shared with whatever else runs on the machine, so its figure is an upper bound."""
+
+    def __init__(self, st, groups=None):
+        self.groups = {}
+        for name, procs in (st.stack.procs if groups is None else groups).items():
+            for p in procs:
+                self.groups.setdefault(name, []).append(p.pid)
+        self.singles = {"client": os.getpid()}
+        if st._store_proc is not None:
+            self.singles["store"] = st._store_proc.pid
+        rabbit = _rabbit_pid()
+        if rabbit:
+            self.singles["broker"] = rabbit
+
+    def snapshot(self):
+        by_group = {}
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                pgrp, cpu = _stat(pid)
+                if pgrp is not None:
+                    by_group[pgrp] = by_group.get(pgrp, 0.0) + cpu
+        out = {name: sum(by_group.get(pg, 0.0) for pg in pgs) for name, pgs in self.groups.items()}
+        for name, pid in self.singles.items():
+            out[name] = _stat(pid)[1]
+        return out
+
+    @staticmethod
+    def per_request(before, after, requests):
+        """CPU milliseconds per request of each component between two snapshots."""
+        if not requests:
+            return {}
+        return {k: round((after[k] - before.get(k, 0.0)) * 1000.0 / requests, 3) for k in after
+                if after[k] - before.get(k, 0.0) > 0}
+
+
+def measured_load(st, load, idle_seconds=3.0, groups=None):
+    """Run ``load()`` (returns a ``run_concurrent`` result) and add ``cpu_ms_per_request`` by component.
+
+    The CPU each component burns while idle (pollers; on a shared machine, other people's use of the broker) is
+    measured for ``idle_seconds`` first and subtracted, so the figure is the marginal cost of one request."""
+    meter = CpuMeter(st, groups)
+    a, oa = meter.snapshot(), opcounters(st)
+    time.sleep(idle_seconds)
+    b, ob = meter.snapshot(), opcounters(st)
+    t0 = time.perf_counter()
+    res = load()
+    elapsed = time.perf_counter() - t0
+    c, oc = meter.snapshot(), opcounters(st)
+    n = res.get("ok") or res.get("requests")
+    if oa and ob and oc and n:  # store operations per request (what sizes a MongoDB primary)
+        res["store_ops_per_request"] = {k: round(max(0.0, (oc[k] - ob[k]) - (ob[k] - oa[k]) / idle_seconds * elapsed)
+                                                 / n, 2) for k in oc}
+    idle = {k: (b[k] - a.get(k, 0.0)) / idle_seconds for k in b}
+    res["cpu_ms_per_request"] = {k: round(max(0.0, (c[k] - b.get(k, 0.0)) - idle.get(k, 0.0) * elapsed)
+                                          * 1000.0 / n, 3) for k in c if n} if n else {}
+    res["cpu_idle_share"] = {k: round(v, 3) for k, v in idle.items() if v > 0.005}
+    res["cpu_cores_busy"] = {k: round((c[k] - b.get(k, 0.0)) / elapsed, 3) for k in c}
+    return res
 
 
 # ---- results ----------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from nameko.extensions import DependencyProvider
 from nameko.web.handlers import http
 
 from unionhub_kit.errors import AppError
+from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.rpc import Rpc
 
 from . import metrics
@@ -66,6 +67,7 @@ class GatewayService:
     jobs = TimedRpc("jobs")
     notify = TimedRpc("notify")
     set_request_id = RequestId()
+    service_metrics = ServiceMetrics()  # access log with the request id; :METRICS_PORT/metrics
 
     @http("GET,POST,PUT,PATCH,DELETE", "/<path:path>")
     def handle(self, request, path):

@@ -15,12 +15,14 @@ PHONE_RE = re.compile(r"(?<!\d)(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
 JWT_RE = re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
 BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9_\-\.=]+")
 CODE_RE = re.compile(r"""(?i)(["']?(?:code|otp|password|secret|token)["']?\s*[:=]\s*["']?)([^"',\s}]+)""")
+COUPON_PATH_RE = re.compile(r"(/coupons/)[^/\s\"'?]+")  # a coupon code is a bearer secret, also in request paths
 
 
 def redact(text):
     text = JWT_RE.sub("[token]", text)
     text = BEARER_RE.sub(r"\1[token]", text)
     text = CODE_RE.sub(r"\1[redacted]", text)
+    text = COUPON_PATH_RE.sub(r"\1[code]", text)
     text = ID_RE.sub(lambda m: m.group(1)[:4] + "*" * 10 + m.group(3)[-4:], text)
     text = PHONE_RE.sub(r"\1****\3", text)
     return text

@@ -1,10 +1,12 @@
 """Benefits rules without a broker or a store: claim windows, eligibility, scopes, coupon codes and states, the views
 returned to callers and the data of the events benefits publishes.
 
-How the quota holds (see ``store``): a campaign hands out *slots* ``0 .. quota-1`` by an atomic conditional
-``$inc`` (or pops a returned slot), and a coupon carries its slot under a unique ``(campaign_id, slot)`` index, so no
-concurrency, replica count or retry can issue more than ``quota`` coupons. A claim that fails after taking a slot
-gives it back; a slot lost to a crash is found and given back by the maintenance timer.
+How the quota holds (see ``store``): a campaign's quota is split over a few *stock buckets* (documents with a
+``left`` count that add up to the quota). A claim is one transaction: the member's guarded claim count, the coupon,
+the event in the outbox and, last, a guarded ``left > 0`` decrement of one bucket picked at random. Two claims that
+take from the same bucket at once conflict and one is retried, so no concurrency, replica count or retry issues
+more than the quota, and a claim that fails anywhere leaves every count as it was. Spreading the quota over buckets
+keeps concurrent claims off one hot document (with one document they abort each other in a storm of retries).
 """
 import base64
 import binascii
@@ -22,6 +24,7 @@ MAX_PER_MEMBER = 100
 CAMPAIGN_STATUSES = ("live", "upcoming", "ended")
 COUPON_STATUSES = ("unused", "redeemed", "expired")
 STATS_SHARDS = 8  # redemption counters are spread over this many documents per campaign
+STOCK_BUCKETS = 32  # a campaign's quota is spread over up to this many stock documents
 
 # coupon codes: RFC 4648 base32 letters (upper case and digits 2-7: QR alphanumeric mode, no 0/1/8/9 look-alikes);
 # 20 characters from ``secrets`` = 100 bits, not guessable
@@ -127,21 +130,30 @@ def status_filter(status, now):
     return {}
 
 
-def claimed(c):
-    """Coupons handed out: slots taken and not given back (a claim in flight counts)."""
-    return min(c.get("next_slot", 0), c["quota"]) - len(c.get("free_slots") or [])
+def stock_buckets(campaign_id, quota):
+    """The stock documents of a new campaign: ``min(quota, STOCK_BUCKETS)`` buckets whose ``left`` add up to the
+    quota, at evenly spaced ``pos`` in [0, 1) so a uniformly random start picks each with the same chance."""
+    n = min(quota, STOCK_BUCKETS)
+    base, extra = divmod(quota, n)
+    return [{"_id": "%s|%02d" % (campaign_id, k), "campaign_id": campaign_id, "pos": k / n,
+             "left": base + (1 if k < extra else 0)} for k in range(n)]
 
 
-def remaining(c):
-    return max(0, c["quota"] - claimed(c))
+def remaining(c, left):
+    """``left`` is the campaign's stock summed over its buckets (None when unknown: nothing claimed yet)."""
+    return c["quota"] if left is None else left
+
+
+def claimed(c, left):
+    return c["quota"] - remaining(c, left)
 
 
 def new_campaign(payload, actor, scope, merchant, now):
     elig = payload["eligibility"]
     areas = areas_of(elig["region_codes"], scope)
     return dict(payload, _id=new_id("cmp"), merchant_name=merchant["name"], scope=scope, areas=areas,
-                area_path=area_path(areas), next_slot=0, free_slots=[], created_at=now, created_by=actor["sub"],
-                sold_out_at=None)
+                area_path=area_path(areas), buckets=min(payload["quota"], STOCK_BUCKETS), exhausted=0,
+                created_at=now, created_by=actor["sub"], sold_out_at=None)
 
 
 # ---- eligibility and claims -----------------------------------------------------------------------------------
@@ -172,7 +184,7 @@ def held(member, campaign_id):
 
 
 def check_claim(campaign, member, now):
-    """The checks a claim passes before it takes a slot, in the order API.md names them (403, then 409)."""
+    """The checks a claim passes before its transaction, in the order API.md names them (403, then 409)."""
     why = ineligibility(campaign, member)
     if why:
         raise not_eligible(why)
@@ -198,9 +210,9 @@ def limit_reached(campaign):
                     % campaign["per_member_limit"], code="LIMIT_REACHED")
 
 
-def new_coupon(campaign, user_id, slot, now, welcome=False):
+def new_coupon(campaign, user_id, now, welcome=False):
     return {"_id": new_id("cpn"), "code": new_code(), "campaign_id": campaign["_id"],
-            "merchant_id": campaign["merchant_id"], "user_id": user_id, "slot": slot, "shard": slot % STATS_SHARDS,
+            "merchant_id": campaign["merchant_id"], "user_id": user_id, "shard": secrets.randbelow(STATS_SHARDS),
             "status": "unused", "title": campaign["title"], "face_value_cents": campaign["face_value_cents"],
             "min_spend_cents": campaign["min_spend_cents"], "claimed_at": now, "expires_at": campaign["redeem_ends_at"],
             "welcome": bool(welcome), "redeemed_at": None}
@@ -271,13 +283,13 @@ def merchant_view(m):
             "created_at": events.rfc3339(m["created_at"])}
 
 
-def campaign_view(c, now):
+def campaign_view(c, now, left=None):
     return {"id": c["_id"], "title": c["title"], "merchant_id": c["merchant_id"],
             "merchant_name": c.get("merchant_name"), "face_value_cents": c["face_value_cents"],
             "min_spend_cents": c["min_spend_cents"], "quota": c["quota"], "per_member_limit": c["per_member_limit"],
             "claim_starts_at": events.rfc3339(c["claim_starts_at"]), "claim_ends_at": events.rfc3339(c["claim_ends_at"]),
             "redeem_ends_at": events.rfc3339(c["redeem_ends_at"]), "eligibility": c["eligibility"],
-            "welcome": bool(c["welcome"]), "status": campaign_status(c, now), "remaining": remaining(c),
+            "welcome": bool(c["welcome"]), "status": campaign_status(c, now), "remaining": remaining(c, left),
             "created_at": events.rfc3339(c["created_at"])}
 
 
@@ -297,11 +309,11 @@ def redeemed_view(cp):
             "redeemed_at": events.rfc3339(cp["redeemed_at"])}
 
 
-def stats_view(c, counters, now):
+def stats_view(c, left, counters, now):
     """Per campaign: claimed, redeemed and redeemed value (``counters``: the summed redemption shards)."""
-    n = claimed(c)
     return {"campaign_id": c["_id"], "title": c["title"], "merchant_id": c["merchant_id"],
-            "status": campaign_status(c, now), "quota": c["quota"], "claimed": n, "remaining": remaining(c),
+            "status": campaign_status(c, now), "quota": c["quota"], "claimed": claimed(c, left),
+            "remaining": remaining(c, left),
             "redeemed": counters.get("redeemed", 0), "redeemed_value_cents": counters.get("redeemed_value_cents", 0),
             "face_value_cents": c["face_value_cents"]}
 

@@ -71,25 +71,32 @@ def contains_id_number(text):
 def alert_conditions(region_codes, categories, keywords):
     """An alert as stored: its dimensions, each keyword's tokens, and the anchor keys it is looked up by.
 
-    Dimensions combine with AND, values inside one with OR; an empty dimension does not restrict. The anchors are
-    the values of one dimension a matching posting must carry among its search keys (regions first, the most
-    selective), so a new posting finds its candidate alerts with one indexed ``$in``.
+    Dimensions combine with AND, values inside one with OR; an empty dimension does not restrict, and neither does
+    the province (``51``: every posting is in it). The anchors are the values of one dimension a matching posting
+    must carry among its search keys (regions first, the most selective; ``*`` when nothing restricts), so a new
+    posting finds its candidate alerts with one indexed ``$in``.
     """
     keyword_tokens = [search.query_tokens(k) for k in keywords]
-    if region_codes:
+    if region_codes and not any(_province(r) for r in region_codes):
         anchors = ["r:" + r for r in region_codes]
     elif categories:
         anchors = ["c:" + c for c in categories]
-    else:
+    elif keywords:
         anchors = sorted({"w:" + t[0] for t in keyword_tokens if t})
+    else:
+        anchors = ["*"]
     return {"region_codes": region_codes, "categories": categories, "keywords": keywords,
             "keyword_tokens": keyword_tokens, "anchors": anchors}
+
+
+def _province(prefix):
+    return len(prefix) == 2
 
 
 def alert_matches(alert, posting_keys):
     """Whether a posting with ``posting_keys`` (its search keys) satisfies an alert."""
     have = set(posting_keys)
-    if alert["region_codes"] and not any("r:" + r in have for r in alert["region_codes"]):
+    if alert["region_codes"] and not any(_province(r) or "r:" + r in have for r in alert["region_codes"]):
         return False
     if alert["categories"] and not any("c:" + c in have for c in alert["categories"]):
         return False

@@ -111,7 +111,7 @@ def posting(rng, emps, counties, now, days, weights):
            "salary_min": salary_min, "salary_max": salary_min + rng.randrange(500, 4000, 100),
            "headcount": rng.choice((1, 2, 3, 5, 10, 20, 50)), "education": rng.choice(domain.EDUCATION[:7]),
            "experience_years": rng.choice((0, 0, 1, 2, 3, 5)),
-           "description": "招聘%s：%s，%s。%s，%s。" % (title, duties[0], duties[1], *rng.sample(BENEFITS, 2)),
+           "description": "%s，%s。%s，%s。" % (duties[0], duties[1], *rng.sample(BENEFITS, 2)),
            "valid_until": now + rng.randint(7, 180) * DAY, "status": "open", "created_at": created,
            "order_key": None, "applications": 0}
     doc["order_key"] = search.order_key(store.now_ms(created), doc["_id"])

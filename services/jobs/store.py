@@ -29,7 +29,9 @@ NO_STATS_SINCE_DAYS = 400
 
 def ensure_indexes(db):
     db.employers.create_index("uscc", unique=True)
-    db.jobs.create_index([("search_keys", ASC), ("order_key", DESC)], name="search")
+    # ascending order_key: the store inverts every entry of a descending field (a cost at 20M+ entries); scans are
+    # ranges of a window and sorted after, and MongoDB walks an ascending index backwards for a descending sort
+    db.jobs.create_index([("search_keys", ASC), ("order_key", ASC)], name="search_keys_order")
     db.jobs.create_index([("status", ASC), ("valid_until", ASC)], name="expiry")
     db.jobs.create_index([("employer_id", ASC), ("order_key", DESC)], name="by_employer")
     db.applications.create_index([("job_id", ASC), ("user_id", ASC)], unique=True, name="one_per_member")
@@ -323,7 +325,7 @@ def delete_alert(db, user_id):
 
 def alert_candidates(db, posting_keys, session=None):
     """Alerts anchored on one of a posting's keys (an indexed ``$in``); the caller checks each fully."""
-    anchors = [k for k in posting_keys if k[:2] in ("r:", "c:", "w:")]
+    anchors = [k for k in posting_keys if k == "*" or k[:2] in ("r:", "c:", "w:")]
     return db.alerts.find({"anchors": {"$in": anchors}}, {"updated_at": 0}, session=session)
 
 

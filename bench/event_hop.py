@@ -1,0 +1,202 @@
+"""Event hop latency.
+
+* **kit hop**: a state change committed with its event in the outbox (one transaction) -> the relay publishes it with
+  confirms -> the reliable, idempotent handler of another process records it (its own transaction). Latency = the
+  handler's commit time minus the outbox row's commit time, for events emitted one at a time (no queueing), and the
+  end-to-end rate of a burst. Two ``nameko run`` processes (``benchhop`` emits ``membership.member_joined`` into its
+  outbox; ``benchsink`` handles it), on the same broker and store.
+* **join -> welcome inbox** (needs membership and notify): ``POST /api/v1/members`` answered -> the welcome message
+  visible in ``GET /api/v1/members/me/notifications`` (membership's outbox, the broker, notify's handler).
+
+    python -m bench.event_hop
+
+Sizes: ``BENCH_HOP_EVENTS`` (single events, default 200), ``BENCH_HOP_BURST`` (default 1000),
+``BENCH_JOINS`` (join -> welcome samples, default 20).
+"""
+from bench import common  # noqa: I001  (monkey-patches first)
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from nameko.rpc import rpc  # noqa: E402
+
+from unionhub_kit import events, topology  # noqa: E402
+from unionhub_kit.consumer import idempotent, on_event  # noqa: E402
+from unionhub_kit.mongo import Mongo, transaction  # noqa: E402
+from unionhub_kit.outbox import Outbox  # noqa: E402
+
+SINK = topology.Subscription("benchsink", "on_member_joined", [("membership", "member_joined")])
+if SINK not in topology.SUBSCRIPTIONS:  # both processes import this module: the relay declares the sink's queue
+    topology.SUBSCRIPTIONS.append(SINK)
+
+MEMBER = {"user_id": "usr_bench", "union_id": "uni_bench", "union_code": "5101040001", "region_code": "510104",
+          "occupation_group": "courier", "status": "active", "card_no": "C1", "joined_at": "2026-01-01T00:00:00Z",
+          "phone_masked": "138****5678", "phone_sealed": "x"}
+
+
+class HopSource:
+    """Emits ``member_joined`` through the kit's outbox (its relay publishes to ``membership.events``)."""
+    name = "membership"  # only in the benchmark's own vhost and database prefix
+    db = Mongo()
+    outbox = Outbox()
+
+    @rpc
+    def emit(self, n, tag):
+        for i in range(n):
+            mid = "%s-%06d" % (tag, i)
+
+            def txn(session, mid=mid):
+                self.db.hop_state.insert_one({"_id": mid, "at": events.utcnow()}, session=session)
+                self.outbox.add(session, "member_joined", dict(MEMBER, member_id=mid), subject=mid)
+            transaction(self.db, txn)
+        return n
+
+
+class HopSink:
+    name = "benchsink"
+    db = Mongo()
+
+    @on_event("membership", "member_joined")
+    @idempotent
+    def on_member_joined(self, event, session):
+        self.db.hops.insert_one({"_id": event["data"]["member_id"], "at": events.utcnow()}, session=session)
+
+
+def _start(st, cls, prefix):
+    env = dict(st.stack.env, UNIONHUB_DB_PREFIX=prefix)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    log = open(os.path.join(st.log_dir, "bench-hop-%s.log" % cls), "ab")
+    return subprocess.Popen(["nameko", "run", "--config", "deploy/nameko.yaml", "bench.event_hop:%s" % cls],
+                            cwd=common.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kit_hop(st, singles, burst):
+    from nameko.standalone.rpc import ClusterRpcProxy
+    prefix = st.prefix + "hop"
+    # a vhost of its own: the stand-in "membership" must not meet the real one
+    vhost = "uh_bench_hop_%s" % os.urandom(4).hex()
+    common.create_vhost(vhost)
+    amqp = "amqp://guest:guest@localhost:5672/%s" % vhost
+    import types
+    st2 = types.SimpleNamespace(stack=types.SimpleNamespace(env=dict(st.stack.env, AMQP_URI=amqp)),
+                                log_dir=st.log_dir)
+    procs = [_start(st2, "HopSink", prefix), _start(st2, "HopSource", prefix)]
+    src_db = st.mongo["%s_membership" % prefix]
+    sink_db = st.mongo["%s_benchsink" % prefix]
+    try:
+        with ClusterRpcProxy({"AMQP_URI": amqp, "serializer": "json"}, timeout=300) as cluster:
+            deadline = time.time() + 60
+            while True:
+                try:
+                    cluster.membership.emit(1, "warm")
+                    break
+                except Exception:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.5)
+            _wait(lambda: sink_db.hops.count_documents({}) >= 1, 60)
+            lat = []
+            for i in range(singles):
+                tag = "single%06d" % i
+                cluster.membership.emit(1, tag)
+                mid = "%s-%06d" % (tag, 0)
+                _wait(lambda: sink_db.hops.find_one({"_id": mid}), 30, 0.002)
+            relay, deliver = [], []
+            for d in sink_db.hops.find({"_id": {"$regex": "^single"}}):
+                src = src_db.hop_state.find_one({"_id": d["_id"]})
+                row = src_db.outbox.find_one({"envelope.subject": d["_id"]})
+                lat.append((d["at"] - src["at"]).total_seconds())
+                if row and row.get("published_at"):
+                    relay.append((row["published_at"] - row["created_at"]).total_seconds())
+                    deliver.append((d["at"] - row["published_at"]).total_seconds())
+            t0 = time.perf_counter()
+            cluster.membership.emit(burst, "burst")
+            emitted = time.perf_counter() - t0
+            _wait(lambda: sink_db.hops.count_documents({"_id": {"$regex": "^burst"}}) >= burst, 300, 0.05)
+            elapsed = time.perf_counter() - t0
+            dup = sink_db.processed_events.count_documents({}) - sink_db.hops.count_documents({})
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        common.delete_vhost(vhost)
+    single = common.percentiles(lat)
+    burst_res = {"events": burst, "elapsed_s": round(elapsed, 2), "emit_s": round(emitted, 2),
+                 "events_per_s": round(burst / elapsed, 1), "duplicates": dup}
+    return {"hop_single": single, "hop_commit_to_published": common.percentiles(relay),
+            "hop_published_to_handled": common.percentiles(deliver), "hop_burst": burst_res}
+
+
+def _wait(fn, timeout, every=0.01):
+    deadline = time.time() + timeout
+    while not fn():
+        if time.time() > deadline:
+            raise TimeoutError("timed out")
+        time.sleep(every)
+
+
+def join_to_welcome(st, samples):
+    """Seconds from a join's 201 to the welcome message in the member's inbox."""
+    from tests.e2e import helpers
+    helpers.auto_union(st)
+    lat = []
+    for _ in range(samples):
+        token = helpers.member_token(st)
+        h = common.Http(st.url, token=token)
+        status, _ = h.request("POST", "/api/v1/members", body={
+            "name": "王五", "id_number": helpers.new_id_number(), "union_id": helpers.auto_union(st)["id"],
+            "employer": "成都某某物流有限公司", "occupation_group": "delivery_rider", "consent": True})
+        assert status == 201, status
+        t0 = time.perf_counter()
+        while True:
+            status, body = h.request("GET", "/api/v1/members/me/notifications")
+            if status == 200 and body["items"]:
+                break
+            if time.perf_counter() - t0 > 30:
+                raise TimeoutError("no welcome message within 30 s")
+            time.sleep(0.002)
+        lat.append(time.perf_counter() - t0)
+        h.close()
+    return common.percentiles(lat)
+
+
+def run(st=None):
+    own = st is None
+    if own:
+        st = common.start_stack()
+    res = {}
+    try:
+        common.say("event_hop: outbox -> broker -> reliable handler ...")
+        res.update(kit_hop(st, common.env_int("BENCH_HOP_EVENTS", 200), common.env_int("BENCH_HOP_BURST", 1000)))
+        try:
+            common.say("event_hop: join -> welcome inbox ...")
+            res["join_to_welcome"] = join_to_welcome(st, common.env_int("BENCH_JOINS", 20))
+        except Exception as exc:
+            common.say("event_hop: join -> welcome skipped: %r" % exc)
+            res["join_to_welcome_error"] = repr(exc)[:300]
+    finally:
+        if own:
+            st.stop()
+    common.write_result("event_hop", res)
+    return res
+
+
+def figures(res):
+    rows = [("event hop outbox->handler, p50/p99", "%s / %s" % (res["hop_single"]["p50_ms"],
+                                                                 res["hop_single"]["p99_ms"]), "ms"),
+            ("event burst outbox->handler", res["hop_burst"]["events_per_s"], "events/s")]
+    if "join_to_welcome" in res:
+        j = res["join_to_welcome"]
+        rows.append(("join -> welcome in inbox, p50/p99", "%s / %s" % (j["p50_ms"], j["p99_ms"]), "ms"))
+    return rows
+
+
+if __name__ == "__main__":
+    r = run()
+    print(common.table(figures(r), ["figure", "value", "unit"]))

@@ -1,0 +1,220 @@
+"""Every pymongo call of benefits, and its indexes.
+
+Collections: ``merchants``; ``campaigns``; ``stock`` (a campaign's quota in buckets, ``left`` each, see ``domain``);
+``coupons`` (unique ``code``; at most one welcome coupon per campaign and member); ``members`` (the projection of
+membership's events, with the per-campaign claim counts ``claims.<campaign_id>``); ``welcome_grants`` (one per
+campaign and member, ever); ``redemptions`` (redemption counters, sharded); ``idempotency`` (caller + key -> first
+result).
+
+Every write that must hold with others is made inside the caller's transaction (``session``) with a guard in its
+filter; nothing reads and then writes outside one.
+"""
+import pymongo
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError  # noqa: F401  (callers catch it from here)
+
+from . import domain
+
+ASC, DESC = pymongo.ASCENDING, pymongo.DESCENDING
+
+
+def ensure_indexes(db):
+    db.merchants.create_index([("uscc", ASC)], unique=True)
+    db.campaigns.create_index([("area_path", ASC), ("_id", DESC)])
+    db.campaigns.create_index([("areas", ASC)])
+    db.campaigns.create_index([("welcome", ASC), ("claim_ends_at", ASC)])
+    db.campaigns.create_index([("redeem_ends_at", ASC), ("expiry_done", ASC)])
+    db.stock.create_index([("campaign_id", ASC), ("pos", ASC)])
+    db.coupons.create_index([("code", ASC)], unique=True)
+    db.coupons.create_index([("campaign_id", ASC), ("user_id", ASC)], unique=True,
+                            partialFilterExpression={"welcome": True}, name="one_welcome_coupon")
+    db.coupons.create_index([("user_id", ASC), ("_id", DESC)])
+    db.coupons.create_index([("campaign_id", ASC), ("status", ASC)])
+    db.redemptions.create_index([("campaign_id", ASC)])
+
+
+# ---- idempotency ----------------------------------------------------------------------------------------------
+def idempotent_result(db, key_id):
+    return db.idempotency.find_one({"_id": key_id})
+
+
+def remember_result(db, key_id, fingerprint, result, now, session):
+    """Raises ``DuplicateKeyError`` when the same key won a race (the transaction then aborts)."""
+    db.idempotency.insert_one({"_id": key_id, "fingerprint": fingerprint, "result": result, "created_at": now},
+                              session=session)
+
+
+# ---- merchants ------------------------------------------------------------------------------------------------
+def insert_merchant(db, doc, session):
+    db.merchants.insert_one(doc, session=session)
+
+
+def merchant(db, merchant_id):
+    return db.merchants.find_one({"_id": merchant_id})
+
+
+# ---- campaigns and their stock --------------------------------------------------------------------------------
+def insert_campaign(db, doc, session):
+    db.campaigns.insert_one(doc, session=session)
+    db.stock.insert_many(domain.stock_buckets(doc["_id"], doc["quota"]), session=session)
+
+
+def campaign(db, campaign_id):
+    return db.campaigns.find_one({"_id": campaign_id})
+
+
+def campaigns_page(db, flt, cursor, limit):
+    q = dict(flt)
+    if cursor:
+        q["_id"] = {"$lt": cursor}
+    return list(db.campaigns.find(q).sort("_id", DESC).limit(limit + 1))
+
+
+def campaign_filter(args, now):
+    """The store filter of a list query (status, region, merchant, welcome)."""
+    flt = domain.status_filter(args.get("status"), now)
+    if args.get("region_code"):
+        broader, narrower = domain.region_overlap(args["region_code"])
+        flt["$or"] = [{"areas": {"$in": broader}}, {"areas": {"$regex": "^%s" % narrower}}]
+    if args.get("merchant_id"):
+        flt["merchant_id"] = args["merchant_id"]
+    if args.get("welcome") is not None:
+        flt["welcome"] = args["welcome"]
+    return flt
+
+
+def live_welcome_campaigns(db, now):
+    return list(db.campaigns.find({"welcome": True, "claim_starts_at": {"$lte": now},
+                                   "claim_ends_at": {"$gt": now}}))
+
+
+def stock_left(db, campaign_ids):
+    """campaign id -> coupons left (summed over its buckets)."""
+    out = dict.fromkeys(campaign_ids, 0)
+    for d in db.stock.find({"campaign_id": {"$in": list(campaign_ids)}}, {"campaign_id": 1, "left": 1}):
+        out[d["campaign_id"]] += d["left"]
+    return out
+
+
+def take_stock(db, campaign_id, start, session):
+    """One coupon's worth off a bucket with some left, from ``start`` in [0, 1) on (wrapping round); the bucket
+    after the decrement, or None when the campaign has nothing left."""
+    for pos in ({"$gte": start}, {"$lt": start}):
+        doc = db.stock.find_one_and_update({"campaign_id": campaign_id, "left": {"$gt": 0}, "pos": pos},
+                                           {"$inc": {"left": -1}}, sort=[("pos", ASC)],
+                                           return_document=ReturnDocument.AFTER, session=session)
+        if doc is not None:
+            return doc
+    return None
+
+
+def count_exhausted_bucket(db, campaign_id, now, session):
+    """A bucket ran out: count it on the campaign; True for the one transaction that empties the last bucket
+    (which then marks the campaign sold out). Written only once per bucket, so the campaign stays cool."""
+    doc = db.campaigns.find_one_and_update({"_id": campaign_id}, {"$inc": {"exhausted": 1}},
+                                           projection={"exhausted": 1, "buckets": 1},
+                                           return_document=ReturnDocument.AFTER, session=session)
+    if doc["exhausted"] < doc["buckets"]:
+        return False
+    db.campaigns.update_one({"_id": campaign_id}, {"$set": {"sold_out_at": now}}, session=session)
+    return True
+
+
+# ---- members (projection) -------------------------------------------------------------------------------------
+def member(db, user_id, session=None):
+    return db.members.find_one({"_id": user_id}, session=session)
+
+
+def apply_member_event(db, user_id, fields, event_time, session):
+    """Upsert the projection unless a newer event was applied already; return the member document after it."""
+    current = db.members.find_one({"_id": user_id}, session=session)
+    if current is not None and current.get("event_time") and current["event_time"] > event_time:
+        return current
+    update = dict(fields, event_time=event_time)
+    return db.members.find_one_and_update({"_id": user_id}, {"$set": update}, upsert=True,
+                                          return_document=ReturnDocument.AFTER, session=session)
+
+
+def count_claim(db, user_id, campaign_id, limit, session):
+    """+1 on the member's count for the campaign if the member is active and below ``limit``; False otherwise."""
+    field = "claims.%s" % campaign_id
+    res = db.members.update_one({"_id": user_id, "status": "active", field: {"$not": {"$gte": limit}}},
+                                {"$inc": {field: 1}}, session=session)
+    return res.matched_count == 1
+
+
+def grant_welcome(db, campaign_id, user_id, now, session):
+    """Record that the member got (or was considered for) the campaign's welcome coupon; False if ever before.
+
+    An upsert, not an insert: a duplicate-key error would abort the surrounding transaction.
+    """
+    res = db.welcome_grants.update_one(
+        {"_id": "%s|%s" % (campaign_id, user_id)},
+        {"$setOnInsert": {"campaign_id": campaign_id, "user_id": user_id, "created_at": now}},
+        upsert=True, session=session)
+    return res.upserted_id is not None
+
+
+# ---- coupons --------------------------------------------------------------------------------------------------
+def insert_coupon(db, coupon, session):
+    db.coupons.insert_one(coupon, session=session)
+
+
+def coupon_by_code(db, code):
+    return db.coupons.find_one({"code": code})
+
+
+def redeem(db, coupon_id, merchant_id, now, session):
+    """unused -> redeemed, only before the deadline; the updated coupon, or None when it was not unused."""
+    return db.coupons.find_one_and_update(
+        {"_id": coupon_id, "status": "unused", "merchant_id": merchant_id, "expires_at": {"$gt": now}},
+        {"$set": {"status": "redeemed", "redeemed_at": now}}, return_document=ReturnDocument.AFTER, session=session)
+
+
+def count_redemption(db, coupon, session):
+    key = "%s|%d" % (coupon["campaign_id"], coupon["shard"])
+    db.redemptions.update_one({"_id": key}, {"$inc": {"redeemed": 1, "redeemed_value_cents": coupon["face_value_cents"]},
+                                             "$set": {"campaign_id": coupon["campaign_id"]}},
+                              upsert=True, session=session)
+
+
+def redemption_totals(db, campaign_ids):
+    """campaign id -> {redeemed, redeemed_value_cents} summed over its shards."""
+    out = {}
+    for d in db.redemptions.find({"campaign_id": {"$in": list(campaign_ids)}}):
+        t = out.setdefault(d["campaign_id"], {"redeemed": 0, "redeemed_value_cents": 0})
+        t["redeemed"] += d.get("redeemed", 0)
+        t["redeemed_value_cents"] += d.get("redeemed_value_cents", 0)
+    return out
+
+
+def coupons_page(db, user_id, status, cursor, limit, now):
+    q = {"user_id": user_id}
+    if status == "unused":
+        q.update(status="unused", expires_at={"$gt": now})
+    elif status == "expired":
+        q["$or"] = [{"status": "expired"}, {"status": "unused", "expires_at": {"$lte": now}}]
+    elif status:
+        q["status"] = status
+    if cursor:
+        q["_id"] = {"$lt": cursor}
+    return list(db.coupons.find(q).sort("_id", DESC).limit(limit + 1))
+
+
+def campaigns_due_for_expiry(db, before, limit=20):
+    return list(db.campaigns.find({"redeem_ends_at": {"$lt": before}, "expiry_done": {"$ne": True}},
+                                  {"_id": 1, "redeem_ends_at": 1}).limit(limit))
+
+
+def expire_batch(db, campaign_id, now, batch):
+    """unused -> expired for up to ``batch`` coupons of a campaign past its deadline; how many changed."""
+    ids = [d["_id"] for d in db.coupons.find({"campaign_id": campaign_id, "status": "unused"}, {"_id": 1}).limit(batch)]
+    if not ids:
+        return 0
+    res = db.coupons.update_many({"_id": {"$in": ids}, "status": "unused"},
+                                 {"$set": {"status": "expired", "expired_at": now}})
+    return res.modified_count
+
+
+def mark_expiry_done(db, campaign_id):
+    db.campaigns.update_one({"_id": campaign_id}, {"$set": {"expiry_done": True}})

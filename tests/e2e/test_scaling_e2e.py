@@ -1,0 +1,105 @@
+"""Independent scaling: two replicas of one service (started the way ``NOTIFY_REPLICAS=2 make run`` starts them)
+share its RPC queue and its event queues as competing consumers, both do some of the work, and nothing is done
+twice."""
+import collections
+import time
+import urllib.parse
+
+import pytest
+import requests
+from kombu import Connection
+from nameko.standalone.rpc import ClusterRpcProxy
+
+from unionhub_kit import crypto, events, topology
+
+pytestmark = pytest.mark.e2e
+
+N_EVENTS = 40
+N_CALLS = 40
+
+
+def joined(i):
+    user = "usr_scale_%03d" % i
+    phone = "1390000%04d" % i
+    return events.build("membership", "member_joined", {
+        "member_id": "mbr_scale_%03d" % i, "user_id": user, "union_id": "uni_scale", "union_code": "5101040099",
+        "region_code": "510104", "occupation_group": "courier", "status": "active", "card_no": "C%06d" % i,
+        "joined_at": events.rfc3339(events.utcnow()), "phone_masked": phone[:3] + "****" + phone[-4:],
+        "phone_sealed": crypto.seal(phone)}, subject="mbr_scale_%03d" % i)
+
+
+def queue_stats(amqp_uri, queue):
+    vhost = urllib.parse.unquote(urllib.parse.urlparse(amqp_uri).path.lstrip("/")) or "/"
+    r = requests.get("http://localhost:15672/api/queues/%s/%s" % (urllib.parse.quote(vhost, safe=""),
+                                                                  urllib.parse.quote(queue, safe="")),
+                     auth=("guest", "guest"), timeout=10)
+    r.raise_for_status()
+    return r.json()
+
+
+def wait_for(fn, timeout=60, every=0.25):
+    deadline = time.time() + timeout
+    while True:
+        value = fn()
+        if value or time.time() > deadline:
+            return value
+        time.sleep(every)
+
+
+def test_two_replicas_share_rpc_and_event_work_and_process_nothing_twice(make_stack):
+    st = make_stack(replicas={"notify": 2})
+    assert len(st.stack.procs["notify"]) == 2 and len(st.stack.procs["membership"]) == 1
+    amqp = st.env["AMQP_URI"]
+
+    # RPC: one queue, two consumers; every call answered once, by one replica or the other
+    assert wait_for(lambda: queue_stats(amqp, "rpc-notify")["consumers"] == 2, 30)
+    with ClusterRpcProxy({"AMQP_URI": amqp, "serializer": "json"}, timeout=10) as cluster:
+        answers = [cluster.notify.ping() for _ in range(N_CALLS)]
+        pending = [cluster.notify.ping.call_async() for _ in range(N_CALLS)]
+        answers += [p.result() for p in pending]
+    by_replica = collections.Counter(a["replica"] for a in answers)
+    assert set(by_replica) == {"notify-0", "notify-1"}, by_replica
+    assert sum(by_replica.values()) == 2 * N_CALLS
+    assert len({a["pid"] for a in answers}) == 2
+
+    # events: publish N member_joined straight to membership's exchange (as its outbox relay would)
+    queue = topology.queue_name(topology.find("notify", "on_member_joined"))
+    assert wait_for(lambda: queue_stats(amqp, queue)["consumers"] == 2, 30)
+    sent = [joined(i) for i in range(N_EVENTS)]
+    with Connection(amqp, transport_options={"confirm_publish": True}) as conn:
+        producer = conn.Producer(serializer="json")
+        for env in sent:
+            producer.publish(env, exchange=topology.event_exchange("membership"), routing_key="member_joined",
+                             headers={"nameko.event_id": env["id"]}, message_id=env["id"], retry=True)
+
+    db = st.db("notify")
+    keys = ["on_member_joined|/unionhub/membership|%s" % env["id"] for env in sent]
+    done = lambda: db.processed_events.count_documents({"_id": {"$in": keys}}) == N_EVENTS  # noqa: E731
+    assert wait_for(done, 60), db.processed_events.count_documents({"_id": {"$in": keys}})
+    records = list(db.processed_events.find({"_id": {"$in": keys}}))
+    by = collections.Counter(r["by"] for r in records)
+    assert set(by) == {"notify-0", "notify-1"}, by  # both replicas did some of the work
+    assert sum(by.values()) == N_EVENTS
+
+    # nothing done twice: one welcome inbox entry per member, and the broker delivered each message once
+    users = [env["data"]["user_id"] for env in sent]
+    assert wait_for(lambda: db.notifications.count_documents({"user_id": {"$in": users}}) >= N_EVENTS, 20)
+    time.sleep(1.0)
+    per_user = collections.Counter(n["user_id"] for n in db.notifications.find({"user_id": {"$in": users}}))
+    assert per_user == {u: 1 for u in users}, per_user
+    assert db.members.count_documents({"_id": {"$in": users}}) == N_EVENTS
+
+    def delivered_once():
+        stats = queue_stats(amqp, queue)
+        ms = stats.get("message_stats") or {}
+        return stats if ms.get("ack", 0) >= N_EVENTS else None
+    stats = wait_for(delivered_once, 30, 1.0)  # management statistics refresh every few seconds
+    assert stats, "the broker did not report the acks"
+    ms = stats["message_stats"]
+    assert ms.get("redeliver", 0) == 0
+    assert ms.get("deliver_get", ms.get("deliver", 0)) == N_EVENTS
+    assert stats["messages"] == 0
+
+    # ... and the catch-all webhook handler of the same replicas saw each event once too
+    any_keys = ["on_any_event|/unionhub/membership|%s" % env["id"] for env in sent]
+    assert wait_for(lambda: db.processed_events.count_documents({"_id": {"$in": any_keys}}) == N_EVENTS, 30)

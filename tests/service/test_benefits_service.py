@@ -1,0 +1,465 @@
+"""The benefits service on the real broker and store: merchants, campaigns, claims, welcome coupons, redemption,
+expiry, sell-out and statistics (RPC through nameko entrypoints, events through RabbitMQ)."""
+import datetime
+import uuid
+
+import eventlet
+import pytest
+from nameko.standalone.events import event_dispatcher
+from nameko.testing.services import entrypoint_hook
+
+from services.benefits import service as benefits_service
+from services.benefits import store
+from services.benefits.service import BenefitsService
+from unionhub_kit import events, ids
+from unionhub_kit.errors import AppError
+
+ADMIN = {"sub": "acc_admin", "role": "union_admin", "scope": "51", "merchant_id": None, "employer_id": None}
+CHENGDU_ADMIN = dict(ADMIN, sub="acc_cd", scope="5101")
+JINJIANG_ADMIN = dict(ADMIN, sub="acc_jj", scope="510104")
+
+
+def now():
+    return events.utcnow()
+
+
+def iso(dt):
+    return events.rfc3339(dt)
+
+
+def new_uscc():
+    return ids.make_uscc("91510104" + "%09d" % (uuid.uuid4().int % 10 ** 9))
+
+
+def member_actor(user_id):
+    return {"sub": user_id, "role": "member", "scope": None, "merchant_id": None, "employer_id": None}
+
+
+def merchant_actor(merchant_id):
+    return {"sub": "acc_" + merchant_id, "role": "merchant", "scope": None, "merchant_id": merchant_id,
+            "employer_id": None}
+
+
+def joined_event(user_id, region="510104", union_code=None, group="courier", status="active", event_id=None):
+    union_code = union_code or region + "0001"
+    data = {"member_id": "mbr_" + user_id, "user_id": user_id, "union_id": "un_" + union_code,
+            "union_code": union_code, "region_code": region, "occupation_group": group, "status": status,
+            "card_no": "SC1", "joined_at": iso(now()), "phone_masked": "138****5678", "phone_sealed": "sealed"}
+    return events.build("membership", "member_joined", data, subject=data["member_id"], event_id=event_id)
+
+
+def left_event(user_id, union_code="5101040001"):
+    data = {"member_id": "mbr_" + user_id, "user_id": user_id, "union_id": "un_" + union_code, "erased": False}
+    return events.build("membership", "member_left", data, subject=data["member_id"])
+
+
+def wait_for(fn, timeout=15):
+    with eventlet.Timeout(timeout):
+        while True:
+            v = fn()
+            if v:
+                return v
+            eventlet.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    benefits_service._campaigns.clear()
+    benefits_service._sold_out.clear()  # each test has its own database; the process remembers across them
+
+
+@pytest.fixture
+def svc(container_factory, config):
+    container = container_factory(BenefitsService, config)
+    container.start()
+    return container
+
+
+@pytest.fixture
+def call(svc):
+    def call(method, *args):
+        with entrypoint_hook(svc, method) as fn:
+            return fn(*args)
+    return call
+
+
+@pytest.fixture
+def fails(call):
+    """``fails(status, code, method, *args)``: the call raises the AppError with that status and code."""
+    def fails(status, code, method, *args):
+        with pytest.raises(AppError) as exc:
+            call(method, *args)
+        assert (exc.value.status, exc.value.code) == (status, code), exc.value
+        return exc.value
+    return fails
+
+
+@pytest.fixture
+def db(db_of):
+    return db_of("benefits")
+
+
+@pytest.fixture
+def publish(config):
+    dispatch = event_dispatcher(config)
+    return lambda env: dispatch("membership", env["type"].split(".")[3], env)
+
+
+@pytest.fixture
+def members(publish, db):
+    """``members(n, **kw)``: n fresh active members projected into benefits; returns their user ids."""
+    def make(n=1, **kw):
+        users = ["usr_%s" % uuid.uuid4().hex[:12] for _ in range(n)]
+        for u in users:
+            publish(joined_event(u, **kw))
+        wait_for(lambda: db.members.count_documents({"_id": {"$in": users}, "status": "active"}) == n)
+        return users
+    return make
+
+
+@pytest.fixture
+def merchant(call):
+    return call("create_merchant", ADMIN, {"name": "蜀味面馆", "uscc": new_uscc(), "region_code": "510104"})
+
+
+@pytest.fixture
+def campaign(call, merchant):
+    """``campaign(**overrides)``: a live campaign of ``merchant``."""
+    def make(actor=ADMIN, **kw):
+        body = {"title": "满50减10", "merchant_id": merchant["id"], "face_value_cents": 1000, "min_spend_cents": 5000,
+                "quota": 5, "per_member_limit": 1, "claim_starts_at": iso(now() - datetime.timedelta(minutes=1)),
+                "claim_ends_at": iso(now() + datetime.timedelta(days=1)),
+                "redeem_ends_at": iso(now() + datetime.timedelta(days=7)),
+                "eligibility": {"region_codes": [], "occupation_groups": [], "union_ids": []}, "welcome": False}
+        body.update(kw)
+        return call("create_campaign", actor, body)
+    return make
+
+
+def outbox_events(db, event):
+    return [d["envelope"] for d in db.outbox.find({"type": event})]
+
+
+# ---- merchants and campaigns ----------------------------------------------------------------------------------
+def test_merchant_and_campaign_are_created_and_published(call, db, campaign, merchant):
+    assert merchant["id"].startswith("mer_") and merchant["region_code"] == "510104"
+    c = campaign(quota=7, eligibility={"region_codes": ["510100"], "occupation_groups": ["courier"]})
+    assert c["remaining"] == 7 and c["status"] == "live" and c["eligibility"]["region_codes"] == ["5101"]
+    assert call("get_campaign", None, c["id"])["id"] == c["id"]
+    published = outbox_events(db, "campaign_published")
+    assert [e["data"]["campaign_id"] for e in published] == [c["id"]]
+    assert published[0]["data"]["quota"] == 7
+
+
+def test_bad_campaigns_are_refused_and_nothing_is_written(call, fails, db, campaign, merchant):
+    soon = now() + datetime.timedelta(hours=1)
+    cases = [
+        dict(quota=0), dict(quota=-3), dict(per_member_limit=0), dict(face_value_cents=10.5),
+        dict(face_value_cents="1000"), dict(min_spend_cents=True), dict(quota=2.0),
+        dict(claim_starts_at=iso(soon), claim_ends_at=iso(soon)),  # empty window
+        dict(claim_starts_at=iso(soon + datetime.timedelta(hours=1)), claim_ends_at=iso(soon)),  # wrong order
+        dict(claim_ends_at=iso(soon + datetime.timedelta(days=30))),  # after redeem_ends_at
+        dict(claim_starts_at=iso(now() - datetime.timedelta(days=2)),
+             claim_ends_at=iso(now() - datetime.timedelta(days=1))),  # already over
+        dict(claim_ends_at="2030-01-01T10:00:00"),  # no zone
+        dict(eligibility={"region_codes": ["5199"]}), dict(eligibility={"region_codes": ["110101"]}),
+        dict(eligibility={"occupation_groups": ["astronaut"]}), dict(eligibility={"colour": ["red"]}),
+        dict(surprise=1),
+    ]
+    for overrides in cases:
+        with pytest.raises(AppError) as exc:
+            campaign(**overrides)
+        assert (exc.value.status, exc.value.code) == (400, "VALIDATION_ERROR"), overrides
+    with pytest.raises(AppError) as exc:
+        campaign(merchant_id="mer_nope")
+    assert (exc.value.status, exc.value.code) == (404, "NOT_FOUND")
+    with pytest.raises(AppError) as exc:  # a Chengdu admin cannot reach Mianyang
+        campaign(actor=CHENGDU_ADMIN, eligibility={"region_codes": ["5107"]})
+    assert (exc.value.status, exc.value.code) == (403, "OUT_OF_SCOPE")
+    fails(403, "FORBIDDEN", "create_campaign", member_actor("usr_x"), {})
+    assert db.campaigns.count_documents({}) == 0 and db.outbox.count_documents({"type": "campaign_published"}) == 0
+
+
+def test_bad_merchants_are_refused(call, fails, db, merchant):
+    fails(400, "VALIDATION_ERROR", "create_merchant", ADMIN, {"name": "x店", "uscc": "91512081MA62K0260F",
+                                                              "region_code": "510104"})
+    fails(400, "VALIDATION_ERROR", "create_merchant", ADMIN, {"name": "x店", "uscc": new_uscc(),
+                                                              "region_code": "5101"})
+    fails(403, "OUT_OF_SCOPE", "create_merchant", JINJIANG_ADMIN, {"name": "绵阳店", "uscc": new_uscc(),
+                                                                   "region_code": "510703"})
+    fails(409, "MERCHANT_EXISTS", "create_merchant", ADMIN, {"name": "again", "uscc": merchant["uscc"],
+                                                             "region_code": "510104"})
+    assert db.merchants.count_documents({}) == 1
+
+
+def test_idempotency_key_on_create_returns_the_first_result(call, fails, db):
+    body = {"name": "火锅店", "uscc": new_uscc(), "region_code": "510104"}
+    first = call("create_merchant", ADMIN, body, "key-1")
+    assert call("create_merchant", ADMIN, body, "key-1") == first
+    fails(422, "IDEMPOTENCY_KEY_REUSED", "create_merchant", ADMIN, dict(body, name="另一家"), "key-1")
+    assert db.merchants.count_documents({}) == 1
+
+
+def test_campaign_list_filters_by_status_and_region(call, campaign):
+    live = campaign(eligibility={"region_codes": ["510104"]})
+    later = campaign(claim_starts_at=iso(now() + datetime.timedelta(hours=1)),
+                     eligibility={"region_codes": ["5107"]})
+    everywhere = campaign()
+    ids_of = lambda page: [c["id"] for c in page["items"]]  # noqa: E731
+    assert set(ids_of(call("list_campaigns", None, {"status": "live"}))) == {live["id"], everywhere["id"]}
+    assert ids_of(call("list_campaigns", None, {"status": "upcoming"})) == [later["id"]]
+    assert set(ids_of(call("list_campaigns", None, {"region_code": "5101"}))) == {live["id"], everywhere["id"]}
+    assert set(ids_of(call("list_campaigns", None, {"region_code": "510703"}))) == {later["id"], everywhere["id"]}
+    first = call("list_campaigns", None, {"limit": 2})
+    assert len(first["items"]) == 2 and first["next_cursor"]
+    rest = call("list_campaigns", None, {"limit": 2, "cursor": first["next_cursor"]})
+    assert ids_of(rest) == [live["id"]] and rest["next_cursor"] is None
+    with pytest.raises(AppError) as exc:
+        call("list_campaigns", None, {"cursor": "%%%"})
+    assert exc.value.code == "VALIDATION_ERROR"
+
+
+# ---- claims ---------------------------------------------------------------------------------------------------
+def test_claim_issues_a_coupon_and_announces_it_without_the_code(call, db, campaign, members):
+    c = campaign(quota=3, per_member_limit=2)
+    (user,) = members(1)
+    coupon = call("claim", member_actor(user), c["id"])
+    assert coupon["status"] == "unused" and coupon["campaign_id"] == c["id"] and len(coupon["code"]) == 20
+    assert coupon["expires_at"] == c["redeem_ends_at"]
+    claimed = outbox_events(db, "coupon_claimed")
+    assert len(claimed) == 1 and claimed[0]["data"]["user_id"] == user
+    assert coupon["code"] not in str(claimed[0])
+    assert call("get_campaign", None, c["id"])["remaining"] == 2
+    mine = call("my_coupons", member_actor(user), {})
+    assert [x["code"] for x in mine["items"]] == [coupon["code"]]
+
+
+def test_claim_refusals_in_api_order_change_no_count(call, fails, db, campaign, members, publish):
+    (user, other) = members(2)
+    (far,) = members(1, region="510703")
+    (driver,) = members(1, group="truck_driver")
+    c = campaign(quota=2, eligibility={"region_codes": ["5101"], "occupation_groups": ["courier"]})
+    fails(403, "NOT_ELIGIBLE", "claim", member_actor("usr_never_joined"), c["id"])
+    fails(403, "NOT_ELIGIBLE", "claim", member_actor(far), c["id"])
+    fails(403, "NOT_ELIGIBLE", "claim", member_actor(driver), c["id"])
+    fails(404, "NOT_FOUND", "claim", member_actor(user), "cmp_nope")
+    later = campaign(claim_starts_at=iso(now() + datetime.timedelta(hours=1)))
+    fails(409, "NOT_OPEN", "claim", member_actor(user), later["id"])
+    call("claim", member_actor(user), c["id"])
+    fails(409, "LIMIT_REACHED", "claim", member_actor(user), c["id"])
+    publish(left_event(other))
+    wait_for(lambda: db.members.find_one({"_id": other, "status": "left"}))
+    fails(403, "NOT_ELIGIBLE", "claim", member_actor(other), c["id"])
+    fails(403, "FORBIDDEN", "claim", ADMIN, c["id"])
+    assert db.coupons.count_documents({"campaign_id": c["id"]}) == 1
+    assert call("get_campaign", None, c["id"])["remaining"] == 1
+    assert call("get_campaign", None, later["id"])["remaining"] == 5
+
+
+def test_sold_out_is_refused_and_announced_once(call, fails, db, campaign, members):
+    c = campaign(quota=3)
+    users = members(5)
+    for u in users[:3]:
+        call("claim", member_actor(u), c["id"])
+    fails(409, "SOLD_OUT", "claim", member_actor(users[3]), c["id"])
+    benefits_service._sold_out.clear()  # and without this process's memory of it
+    fails(409, "SOLD_OUT", "claim", member_actor(users[4]), c["id"])
+    assert db.coupons.count_documents({"campaign_id": c["id"]}) == 3
+    sold = outbox_events(db, "campaign_sold_out")
+    assert [e["data"] for e in sold] == [{"campaign_id": c["id"], "quota": 3}]
+    assert call("get_campaign", None, c["id"])["remaining"] == 0
+
+
+def test_idempotency_key_on_claim_returns_the_same_coupon(call, fails, db, campaign, members):
+    c = campaign(quota=5, per_member_limit=3)
+    other = campaign(quota=5)
+    (user,) = members(1)
+    first = call("claim", member_actor(user), c["id"], "grab-1")
+    again = call("claim", member_actor(user), c["id"], "grab-1")
+    assert again == first
+    fails(422, "IDEMPOTENCY_KEY_REUSED", "claim", member_actor(user), other["id"], "grab-1")
+    assert db.coupons.count_documents({"user_id": user}) == 1
+    assert call("get_campaign", None, c["id"])["remaining"] == 4
+
+
+def test_concurrent_claims_never_exceed_quota_or_limit(svc, config, db, campaign, members, container_factory):
+    """Two containers (two replicas), 40 members each trying 3 times at once, quota 25, limit 2."""
+    from nameko.standalone.rpc import ClusterRpcProxy
+    second = container_factory(BenefitsService, config)
+    second.start()
+    c = campaign(quota=25, per_member_limit=2)
+    users = members(40)
+    outcomes = []
+
+    def grab(user):
+        with ClusterRpcProxy(config) as rpc:
+            for _ in range(3):
+                try:
+                    rpc.benefits.claim(member_actor(user), c["id"])
+                    outcomes.append("ok")
+                except AppError as exc:
+                    outcomes.append(exc.code)
+    pool = eventlet.GreenPool(40)
+    for u in users:
+        pool.spawn(grab, u)
+    pool.waitall()
+    assert outcomes.count("ok") == 25
+    assert set(outcomes) <= {"ok", "SOLD_OUT", "LIMIT_REACHED"}
+    assert db.coupons.count_documents({"campaign_id": c["id"]}) == 25
+    per_user = {}
+    for cp in db.coupons.find({"campaign_id": c["id"]}):
+        per_user[cp["user_id"]] = per_user.get(cp["user_id"], 0) + 1
+    assert max(per_user.values()) <= 2
+    assert sum(b["left"] for b in db.stock.find({"campaign_id": c["id"]})) == 0
+    assert sum(sum(m.get("claims", {}).values()) for m in db.members.find({"_id": {"$in": users}})) == 25
+    assert len(outbox_events(db, "campaign_sold_out")) == 1
+
+
+def test_a_claim_failing_half_way_leaves_the_quota_as_it_was(call, db, campaign, members, monkeypatch):
+    c = campaign(quota=2)
+    a, b, d = members(3)
+    real = store.take_stock
+
+    def broken(*args, **kwargs):
+        real(*args, **kwargs)  # the stock is taken, then the store falls over before the commit
+        raise RuntimeError("store fell over")
+    monkeypatch.setattr(store, "take_stock", broken)
+    with pytest.raises(Exception):
+        call("claim", member_actor(a), c["id"])
+    monkeypatch.setattr(store, "take_stock", real)
+    assert db.coupons.count_documents({"campaign_id": c["id"]}) == 0
+    assert not db.members.find_one({"_id": a}).get("claims")
+    assert db.outbox.count_documents({"type": "coupon_claimed"}) == 0
+    assert call("get_campaign", None, c["id"])["remaining"] == 2
+    for u in (a, b):
+        call("claim", member_actor(u), c["id"])
+    with pytest.raises(AppError) as exc:
+        call("claim", member_actor(d), c["id"])
+    assert exc.value.code == "SOLD_OUT"
+    assert db.coupons.count_documents({"campaign_id": c["id"]}) == 2
+
+
+def test_the_quota_is_spread_over_stock_buckets(call, db, campaign):
+    c = campaign(quota=100)
+    buckets = list(db.stock.find({"campaign_id": c["id"]}))
+    assert len(buckets) == 32 and sum(b["left"] for b in buckets) == 100
+    small = campaign(quota=3)
+    assert db.stock.count_documents({"campaign_id": small["id"]}) == 3
+
+
+# ---- welcome coupons ------------------------------------------------------------------------------------------
+def test_welcome_coupon_once_despite_redelivery_and_a_second_replica(svc, config, container_factory, db, campaign,
+                                                                      publish):
+    second = container_factory(BenefitsService, config)
+    second.start()
+    welcome = campaign(welcome=True, quota=10, eligibility={"region_codes": ["5101"]})
+    campaign(welcome=True, quota=10, eligibility={"region_codes": ["5107"]})  # not for Chengdu members
+    campaign(welcome=False)
+    user = "usr_%s" % uuid.uuid4().hex[:12]
+    env = joined_event(user)
+    for _ in range(3):  # the same event delivered three times
+        publish(env)
+    publish(joined_event(user))  # and another member_joined for the same person (a rejoin)
+    wait_for(lambda: db.coupons.find_one({"user_id": user}))
+    wait_for(lambda: db.processed_events.count_documents({}) == 2)
+    coupons = list(db.coupons.find({"user_id": user}))
+    assert len(coupons) == 1 and coupons[0]["campaign_id"] == welcome["id"] and coupons[0]["welcome"] is True
+    claimed = outbox_events(db, "coupon_claimed")
+    assert len(claimed) == 1 and claimed[0]["data"]["welcome"] is True
+    assert db.welcome_grants.count_documents({"user_id": user}) == 1
+
+
+def test_welcome_campaigns_cannot_be_claimed_by_hand(fails, campaign, members):
+    welcome = campaign(welcome=True)
+    (user,) = members(1)
+    fails(403, "NOT_ELIGIBLE", "claim", member_actor(user), welcome["id"])
+
+
+def test_no_welcome_coupon_from_a_sold_out_campaign_and_the_member_is_still_projected(db, campaign, members,
+                                                                                     publish):
+    welcome = campaign(welcome=True, quota=2)
+    first = members(2)
+    wait_for(lambda: db.coupons.count_documents({"campaign_id": welcome["id"]}) == 2)
+    (late,) = members(1)
+    assert db.processed_events.count_documents({}) == 3
+    assert db.coupons.count_documents({"campaign_id": welcome["id"]}) == 2
+    assert not db.coupons.find_one({"user_id": late})
+    assert {cp["user_id"] for cp in db.coupons.find({"campaign_id": welcome["id"]})} == set(first)
+    assert len(outbox_events(db, "campaign_sold_out")) == 1
+
+
+# ---- redemption and expiry ------------------------------------------------------------------------------------
+def test_redeem_by_the_campaign_merchant_once(call, fails, db, campaign, members, merchant):
+    c = campaign(quota=3)
+    (user,) = members(1)
+    coupon = call("claim", member_actor(user), c["id"])
+    fails(403, "FORBIDDEN", "redeem", merchant_actor("mer_other"), coupon["code"])
+    fails(404, "NOT_FOUND", "redeem", merchant_actor(merchant["id"]), "A" * 20)
+    fails(404, "NOT_FOUND", "redeem", merchant_actor(merchant["id"]), "not-a-code")
+    fails(403, "FORBIDDEN", "redeem", member_actor(user), coupon["code"])
+    done = call("redeem", merchant_actor(merchant["id"]), coupon["code"].lower())
+    assert done["status"] == "redeemed" and done["coupon_id"] == coupon["id"]
+    fails(409, "ALREADY_REDEEMED", "redeem", merchant_actor(merchant["id"]), coupon["code"])
+    redeemed = outbox_events(db, "coupon_redeemed")
+    assert len(redeemed) == 1 and coupon["code"] not in str(redeemed[0])
+    stats = call("stats", ADMIN, {})
+    row = [r for r in stats["items"] if r["campaign_id"] == c["id"]][0]
+    assert (row["claimed"], row["redeemed"], row["redeemed_value_cents"]) == (1, 1, 1000)
+
+
+def test_concurrent_redemptions_of_one_code_redeem_it_once(config, db, campaign, members, merchant, call):
+    from nameko.standalone.rpc import ClusterRpcProxy
+    c = campaign(quota=3)
+    (user,) = members(1)
+    coupon = call("claim", member_actor(user), c["id"])
+    outcomes = []
+
+    def redeem():
+        with ClusterRpcProxy(config) as rpc:
+            try:
+                rpc.benefits.redeem(merchant_actor(merchant["id"]), coupon["code"])
+                outcomes.append("ok")
+            except AppError as exc:
+                outcomes.append(exc.code)
+    pool = eventlet.GreenPool(10)
+    for _ in range(10):
+        pool.spawn(redeem)
+    pool.waitall()
+    assert outcomes.count("ok") == 1 and outcomes.count("ALREADY_REDEEMED") == 9
+    assert len(outbox_events(db, "coupon_redeemed")) == 1
+    assert sum(d["redeemed"] for d in db.redemptions.find({"campaign_id": c["id"]})) == 1
+
+
+def test_unused_coupons_expire_after_the_deadline(call, fails, db, campaign, members, merchant):
+    c = campaign(quota=5, per_member_limit=2)
+    a, b = members(2)
+    kept = call("claim", member_actor(a), c["id"])
+    used = call("claim", member_actor(b), c["id"])
+    call("redeem", merchant_actor(merchant["id"]), used["code"])
+    # the deadline passes (the store's clock is moved, not the test's)
+    past = now() - datetime.timedelta(seconds=1)
+    db.campaigns.update_one({"_id": c["id"]}, {"$set": {"redeem_ends_at": past, "claim_ends_at": past}})
+    db.coupons.update_many({"campaign_id": c["id"]}, {"$set": {"expires_at": past}})
+    fails(410, "EXPIRED", "redeem", merchant_actor(merchant["id"]), kept["code"])
+    assert call("my_coupons", member_actor(a), {})["items"][0]["status"] == "expired"
+    call("maintain")
+    assert db.coupons.find_one({"_id": kept["id"]})["status"] == "expired"
+    assert db.coupons.find_one({"_id": used["id"]})["status"] == "redeemed"
+    call("maintain")
+    assert db.coupons.count_documents({"campaign_id": c["id"], "status": "expired"}) == 1
+    fails(410, "EXPIRED", "redeem", merchant_actor(merchant["id"]), kept["code"])
+    assert call("my_coupons", member_actor(a), {"status": "expired"})["items"][0]["id"] == kept["id"]
+    assert call("my_coupons", member_actor(a), {"status": "unused"})["items"] == []
+
+
+# ---- statistics -----------------------------------------------------------------------------------------------
+def test_stats_only_cover_campaigns_in_scope(call, fails, campaign):
+    province = campaign()
+    chengdu = campaign(actor=CHENGDU_ADMIN)
+    jinjiang = campaign(eligibility={"region_codes": ["510104"]})
+    ids_of = lambda actor: {r["campaign_id"] for r in call("stats", actor, {})["items"]}  # noqa: E731
+    assert ids_of(ADMIN) == {province["id"], chengdu["id"], jinjiang["id"]}
+    assert ids_of(CHENGDU_ADMIN) == {chengdu["id"], jinjiang["id"]}
+    assert ids_of(JINJIANG_ADMIN) == {jinjiang["id"]}
+    assert ids_of(dict(ADMIN, scope="5107")) == set()
+    fails(403, "FORBIDDEN", "stats", member_actor("usr_x"), {})
