@@ -122,7 +122,7 @@ def main():
         open_now = (db.search_stats.find_one({"_id": "*"}) or {}).get("n")
         point, store_level = raw_store(db)
         results = {"postings": postings, "open_postings": open_now, "concurrency": concurrency,
-                   "duration_s": duration, "phases": {}}
+                   "duration_s": duration, "load_average_before": os.getloadavg(), "phases": {}}
         for name, make in query_mix(rng).items():
             sizes = []
             common.say("phase %s ..." % name)
@@ -135,6 +135,7 @@ def main():
         results["raw_store_point_lookup"] = point
         results["store_level_search"] = store_level
         base = point["p50_ms"] or 1
+        results["load_average_after"] = os.getloadavg()
         results["ratios_p50_vs_point_lookup"] = {n: round(r["p50_ms"] / base, 1) for n, r in
                                                  results["phases"].items() if r.get("p50_ms")}
     path = common.write_result("search", results)
@@ -146,8 +147,9 @@ def main():
     rows.append(("store search (no gateway)", store_level["per_s"], store_level["p50_ms"], store_level["p95_ms"],
                  store_level["p99_ms"], ""))
     rows.append(("raw store find_one", point["per_s"], point["p50_ms"], point["p95_ms"], point["p99_ms"], ""))
-    print("search over %s postings (%s open), %d connections, %.0fs per phase" % (
-        postings, open_now, concurrency, duration))
+    print("search over %s postings (%s open), %d connections, %.0fs per phase, load average %.1f -> %.1f" % (
+        postings, open_now, concurrency, duration, results["load_average_before"][0],
+        results["load_average_after"][0]))
     print(common.table(rows, ["phase", "q/s", "p50 ms", "p95 ms", "p99 ms", "status"]))
     print("written to %s" % path)
 

@@ -12,15 +12,15 @@ import os
 import random
 import time
 
-from nameko.rpc import rpc
 from nameko.timer import timer
 
 from unionhub_kit import events
 from unionhub_kit.consumer import idempotent, on_event
-from unionhub_kit.errors import AppError, Conflict, NotFound
+from unionhub_kit.errors import Conflict, NotFound
 from unionhub_kit.mongo import Mongo, transaction
 from unionhub_kit.outbox import Outbox
 from unionhub_kit.ping import ping as _ping
+from unionhub_kit.rpc import rpc
 from unionhub_kit.schema import load
 
 from . import domain, schemas, store
@@ -29,6 +29,7 @@ log = logging.getLogger("unionhub.benefits")
 
 SWEEP_SECONDS = float(os.environ.get("BENEFITS_SWEEP_SECONDS", "10"))
 CAMPAIGN_CACHE_SECONDS = 30.0
+LEFT_CACHE_SECONDS = 1.0
 CACHE_MAX = 5000
 EXPIRY_BATCH = 500
 EXPIRY_BATCHES_PER_TICK = 20
@@ -36,6 +37,7 @@ EXPIRY_GRACE = datetime.timedelta(minutes=5)  # claims still in flight at a dead
 
 _campaigns = {}  # campaign id -> (valid until, document): immutable fields only are read from it
 _sold_out = set()  # campaigns this process saw sold out (final: the stock never grows back)
+_left = {}  # campaign id -> (valid until, coupons left): for lists only
 
 
 class _Refused(Exception):
@@ -60,7 +62,7 @@ class BenefitsService:
         return _ping(self.name, self.db)
 
     # ---- merchants and campaigns (union staff) ----------------------------------------------------------------
-    @rpc(expected_exceptions=AppError)
+    @rpc
     def create_merchant(self, actor, payload, idempotency_key=None):
         scope = domain.scope_of(actor)
         data = load(schemas.MerchantCreate, payload)
@@ -78,7 +80,7 @@ class BenefitsService:
             return domain.merchant_view(doc)
         return self._idempotent(actor, "merchant", idempotency_key, data, work)
 
-    @rpc(expected_exceptions=AppError)
+    @rpc
     def create_campaign(self, actor, payload, idempotency_key=None):
         scope = domain.scope_of(actor)
         data = load(schemas.CampaignCreate, payload)
@@ -98,24 +100,24 @@ class BenefitsService:
         log.info("campaign %s published (quota %d)", result["id"], result["quota"])
         return result
 
-    @rpc(expected_exceptions=AppError)
+    @rpc
     def list_campaigns(self, actor, args=None):
         args = load(schemas.CampaignListArgs, args or {})
         now = events.utcnow()
         docs = store.campaigns_page(self.db, store.campaign_filter(args, now), domain.decode_cursor(args["cursor"]),
                                     args["limit"])
-        left = store.stock_left(self.db, [c["_id"] for c in docs])
+        left = self._stock_left([c["_id"] for c in docs])
         return domain.page([domain.campaign_view(c, now, left[c["_id"]]) for c in docs], args["limit"],
                            lambda v: v["id"])
 
-    @rpc(expected_exceptions=AppError)
+    @rpc
     def get_campaign(self, actor, campaign_id):
         doc = store.campaign(self.db, campaign_id) if isinstance(campaign_id, str) else None
         if doc is None:
             raise NotFound("No campaign has the id %s." % campaign_id, code="NOT_FOUND")
         return domain.campaign_view(doc, events.utcnow(), store.stock_left(self.db, [campaign_id])[campaign_id])
 
-    @rpc(expected_exceptions=AppError)
+    @rpc
     def stats(self, actor, args=None):
         """Claimed, redeemed and redeemed value per campaign, for campaigns in the caller's scope."""
         scope = domain.scope_of(actor)
@@ -129,7 +131,7 @@ class BenefitsService:
         return domain.page(items, args["limit"], lambda v: v["campaign_id"])
 
     # ---- claims (members) -------------------------------------------------------------------------------------
-    @rpc(expected_exceptions=AppError)
+    @rpc
     def claim(self, actor, campaign_id, idempotency_key=None):
         domain.require_role(actor, "member")
         user_id = actor["sub"]
@@ -147,9 +149,9 @@ class BenefitsService:
             raise domain.sold_out()
         coupon = domain.new_coupon(campaign, user_id, now)
         try:
-            transaction(self.db, lambda session: self._issue(session, campaign, coupon, key_id, fingerprint))
+            bucket = transaction(self.db, lambda session: self._issue(session, campaign, coupon, key_id, fingerprint))
         except _SoldOut:
-            _sold_out.add(campaign_id)
+            self._announce_sold_out(campaign)
             raise domain.sold_out()
         except _Refused:
             why = domain.ineligibility(campaign, store.member(self.db, user_id))
@@ -158,11 +160,14 @@ class BenefitsService:
             if key_id and _is_dup(exc, "_id"):  # the same key won a race: answer what it answered
                 return self._repeat(store.idempotent_result(self.db, key_id), fingerprint)
             raise
+        if bucket["left"] == 0:  # this claim emptied a stock bucket: perhaps the last one
+            self._announce_sold_out(campaign)
         return domain.coupon_view(coupon, now)
 
     def _issue(self, session, campaign, coupon, key_id=None, fingerprint=None):
         """In a claim's transaction: the guarded count, the coupon, the remembered answer, the event, and last the
-        stock (the write most likely to meet a concurrent claim, so it is held for the shortest time)."""
+        stock (the write most likely to meet a concurrent claim, so it is held for the shortest time). Returns the
+        stock bucket after the decrement."""
         if not store.count_claim(self.db, coupon["user_id"], campaign["_id"], campaign["per_member_limit"], session):
             raise _Refused()
         store.insert_coupon(self.db, coupon, session)
@@ -173,16 +178,27 @@ class BenefitsService:
         bucket = store.take_stock(self.db, campaign["_id"], random.random(), session)
         if bucket is None:
             raise _SoldOut()
-        self._took(session, campaign, bucket, coupon["claimed_at"])
+        return bucket
 
-    def _took(self, session, campaign, bucket, now):
-        """After a bucket decrement: the transaction that empties the campaign's last bucket announces the
-        sell-out (exactly once: each bucket reaches zero once, and the count of empty buckets is guarded)."""
-        if bucket["left"] == 0 and store.count_exhausted_bucket(self.db, campaign["_id"], now, session):
+    def _announce_sold_out(self, campaign):
+        """``campaign_sold_out``, exactly once: a guarded mark in the event's own transaction, tried after the
+        commit of each claim that emptied a stock bucket (the last of these to commit sees all the stock gone) and
+        by a claim that found nothing left. A process that saw the campaign sold out remembers it for good."""
+        if campaign["_id"] in _sold_out:
+            return
+
+        def txn(session):
+            return self._mark_sold_out(session, campaign)
+        transaction(self.db, txn)
+        if store.campaign(self.db, campaign["_id"]).get("sold_out_at"):
+            _sold_out.add(campaign["_id"])
+
+    def _mark_sold_out(self, session, campaign):
+        if store.mark_sold_out(self.db, campaign["_id"], events.utcnow(), session):
             self.outbox.add(session, "campaign_sold_out", domain.sold_out_data(campaign), subject=campaign["_id"])
             log.info("campaign %s sold out (quota %d)", campaign["_id"], campaign["quota"])
 
-    @rpc(expected_exceptions=AppError)
+    @rpc
     def my_coupons(self, actor, args=None):
         domain.require_role(actor, "member")
         args = load(schemas.CouponListArgs, args or {})
@@ -192,7 +208,7 @@ class BenefitsService:
         return domain.page([domain.coupon_view(c, now) for c in docs], args["limit"], lambda v: v["id"])
 
     # ---- redemption (merchants) -------------------------------------------------------------------------------
-    @rpc(expected_exceptions=AppError)
+    @rpc
     def redeem(self, actor, code):
         """unused -> redeemed, once, by the campaign's merchant, before the deadline."""
         domain.require_role(actor, "merchant")
@@ -235,6 +251,8 @@ class BenefitsService:
         """A welcome coupon inside the handler's transaction. The stock comes first here: when the campaign is sold
         out nothing has been written for it and the handler goes on (its other writes must not be undone)."""
         bucket = store.take_stock(self.db, campaign["_id"], random.random(), session)
+        if bucket is None or bucket["left"] == 0:
+            self._mark_sold_out(session, campaign)
         if bucket is None:
             return
         if not store.count_claim(self.db, user_id, campaign["_id"], campaign["per_member_limit"], session):
@@ -242,7 +260,6 @@ class BenefitsService:
         coupon = domain.new_coupon(campaign, user_id, now, welcome=True)
         store.insert_coupon(self.db, coupon, session)
         self.outbox.add(session, "coupon_claimed", domain.claimed_data(coupon), subject=coupon["_id"])
-        self._took(session, campaign, bucket, now)
 
     @on_event("membership", "member_transferred")
     @idempotent
@@ -290,6 +307,24 @@ class BenefitsService:
             _campaigns.clear()
         _campaigns[campaign_id] = (time.monotonic() + CAMPAIGN_CACHE_SECONDS, doc)
         return doc
+
+    def _stock_left(self, campaign_ids):
+        """What is left of each campaign, for lists: read at most once a second per campaign and process (a list
+        page would otherwise sum every stock bucket of every campaign on it); a single campaign is read fresh."""
+        now = time.monotonic()
+        out = {cid: 0 for cid in campaign_ids if cid in _sold_out}
+        for cid in campaign_ids:
+            hit = _left.get(cid)
+            if cid not in out and hit is not None and hit[0] > now:
+                out[cid] = hit[1]
+        missing = [cid for cid in campaign_ids if cid not in out]
+        if missing:
+            if len(_left) >= CACHE_MAX:
+                _left.clear()
+            for cid, left in store.stock_left(self.db, missing).items():
+                _left[cid] = (now + LEFT_CACHE_SECONDS, left)
+                out[cid] = left
+        return out
 
     def _repeat(self, prior, fingerprint):
         if prior["fingerprint"] != fingerprint:

@@ -59,8 +59,8 @@ def insert_campaign(db, doc, session):
     db.stock.insert_many(domain.stock_buckets(doc["_id"], doc["quota"]), session=session)
 
 
-def campaign(db, campaign_id):
-    return db.campaigns.find_one({"_id": campaign_id})
+def campaign(db, campaign_id, session=None):
+    return db.campaigns.find_one({"_id": campaign_id}, session=session)
 
 
 def campaigns_page(db, flt, cursor, limit):
@@ -108,16 +108,14 @@ def take_stock(db, campaign_id, start, session):
     return None
 
 
-def count_exhausted_bucket(db, campaign_id, now, session):
-    """A bucket ran out: count it on the campaign; True for the one transaction that empties the last bucket
-    (which then marks the campaign sold out). Written only once per bucket, so the campaign stays cool."""
-    doc = db.campaigns.find_one_and_update({"_id": campaign_id}, {"$inc": {"exhausted": 1}},
-                                           projection={"exhausted": 1, "buckets": 1},
-                                           return_document=ReturnDocument.AFTER, session=session)
-    if doc["exhausted"] < doc["buckets"]:
+def mark_sold_out(db, campaign_id, now, session):
+    """True for the one transaction that marks the campaign sold out: none of its stock is left (stock only ever
+    goes down, so that stays true) and no one marked it before."""
+    if db.stock.find_one({"campaign_id": campaign_id, "left": {"$gt": 0}}, {"_id": 1}, session=session):
         return False
-    db.campaigns.update_one({"_id": campaign_id}, {"$set": {"sold_out_at": now}}, session=session)
-    return True
+    res = db.campaigns.update_one({"_id": campaign_id, "sold_out_at": None}, {"$set": {"sold_out_at": now}},
+                                  session=session)
+    return res.modified_count == 1
 
 
 # ---- members (projection) -------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from nameko.timer import timer
 from unionhub_kit import config, events, regions
 from unionhub_kit.consumer import idempotent, on_event
 from unionhub_kit.errors import Conflict, Forbidden, NotFound
+from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo, transaction
 from unionhub_kit.outbox import Outbox
 from unionhub_kit.ping import ping as _ping
@@ -44,6 +45,7 @@ class JobsService:
     name = "jobs"
     db = Mongo(indexes=store.ensure_indexes)
     outbox = Outbox()
+    metrics = ServiceMetrics()  # latency histograms, access log with the request id
 
     @rpc
     def ping(self):

@@ -274,7 +274,9 @@ def test_staff_routes_keep_to_role_and_scope(stack):
 
 
 # ---- contention with two replicas -----------------------------------------------------------------------------
-def test_claims_at_once_with_two_replicas_issue_exactly_the_quota(make_stack):
+def test_claims_and_redemptions_at_once_with_two_replicas(make_stack):
+    """40 members claim 3 times each at once on quota 15, limit 2; ten tills redeem one code at once; member_joined
+    is redelivered: exactly the quota is issued, nobody over the limit, one redemption, one welcome coupon each."""
     stack = make_stack(replicas={"benefits": 2})
     merchant = new_merchant(stack)
     quota, limit = 15, 2
@@ -298,8 +300,9 @@ def test_claims_at_once_with_two_replicas_issue_exactly_the_quota(make_stack):
     for t in threads:
         t.join()
     coupons = stack.db("benefits").coupons
-    assert outcomes.count(201) == quota, outcomes
-    assert set(outcomes) <= {201, "SOLD_OUT", "LIMIT_REACHED"}
+    # the store is the judge: a claim the gateway gave up on (504 on a starved machine) may have been issued
+    assert set(outcomes) <= {201, "SOLD_OUT", "LIMIT_REACHED", "SERVICE_TIMEOUT"}, outcomes
+    assert "SOLD_OUT" in outcomes and outcomes.count(201) <= quota
     assert coupons.count_documents({"campaign_id": c["id"]}) == quota
     per_member = {}
     for cp in coupons.find({"campaign_id": c["id"]}):
@@ -309,6 +312,22 @@ def test_claims_at_once_with_two_replicas_issue_exactly_the_quota(make_stack):
     outbox = stack.db("benefits").outbox
     wait_for(lambda: outbox.count_documents({"type": "campaign_sold_out"}) == 1, what="campaign_sold_out")
     assert outbox.count_documents({"type": "campaign_sold_out", "envelope.data.campaign_id": c["id"]}) == 1
+
+    # one code redeemed from ten tills at once (two replicas): once
+    code = coupons.find_one({"campaign_id": c["id"]})["code"]
+    results = []
+
+    def redeem():
+        r = post(stack, "/api/v1/coupons/%s/redeem" % code, merchant_token(merchant["id"]))
+        with lock:
+            results.append(r.status_code if r.status_code == 200 else r.json()["code"])
+    tills = [threading.Thread(target=redeem) for _ in range(10)]
+    for t in tills:
+        t.start()
+    for t in tills:
+        t.join()
+    assert sorted(results, key=str) == [200] + ["ALREADY_REDEEMED"] * 9, results
+    assert sum(d["redeemed"] for d in stack.db("benefits").redemptions.find({"campaign_id": c["id"]})) == 1
 
     # every one of the 40 got one welcome coupon; the same member_joined delivered again (to either replica), and
     # a later member_joined of the same people, add none

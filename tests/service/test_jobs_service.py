@@ -163,13 +163,16 @@ def test_expiry_timer_closes_due_postings_once(jobs, db):
 
 
 # ---- search at a few thousand postings: windows and cursors against brute force ---------------------------------
-def test_paged_search_equals_brute_force_over_seeded_postings(jobs, db):
+@pytest.mark.parametrize("window_candidates", [search.WINDOW_CANDIDATES, 10])
+def test_paged_search_equals_brute_force_over_seeded_postings(jobs, db, monkeypatch, window_candidates):
     from services.jobs import seed_scale, store
+    monkeypatch.setattr(search, "WINDOW_CANDIDATES", window_candidates)  # 10: many small windows per page
     seed_scale.seed(db, 60, 3000, 0, batch=1000, days=60, rng_seed=7)
     now = events.utcnow()
     every = list(db.jobs.find({"status": "open"}))
     queries = [{"q": "焊工"}, {"q": "welding", "region_code": "5101"}, {"region_code": "5101", "category": "4"},
-               {"salary_min": 9000}, {"q": "叉车司机"}, {}, {"q": "国防教育", "region_code": "510104"}]
+               {"salary_min": 9000}, {"q": "叉车司机"}, {}, {"q": "国防教育", "region_code": "510104"},
+               {"region_code": "51", "category": "6"}]
     for query in queries:
         flt = {"tokens": search.query_tokens(query.get("q", "")), "region_code": query.get("region_code"),
                "category": query.get("category"), "salary_min": query.get("salary_min")}
