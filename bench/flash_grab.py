@@ -162,6 +162,56 @@ def verify(st, campaign_id, quota):
                                                        "envelope.data.campaign_id": campaign_id})}
 
 
+# ---- where the CPU went ------------------------------------------------------------------------------------------
+def _cpu_seconds(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _leaf(pid):
+    """The process a ``sh -c`` wrapper started (or the process itself)."""
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        return pid
+    return children[0] if len(children) == 1 else pid
+
+
+def processes(st):
+    """name -> pid of every process of the stack, the store, and the broker (shared by every vhost)."""
+    out = {"%s-%d" % (name, i): _leaf(p.pid) for name, ps in st.stack.procs.items() for i, p in enumerate(ps)}
+    if st._store_proc is not None:
+        out["store"] = st._store_proc.pid
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    if b"beam.smp" in f.read():
+                        out["rabbitmq"] = int(pid)
+            except OSError:
+                pass
+    return out
+
+
+def cpu_snapshot(pids):
+    return {name: _cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def cpu_used(before, after, requests):
+    """CPU seconds each process spent during the grab, and per request in ms."""
+    out = {}
+    for name, t0 in before.items():
+        t1 = after.get(name)
+        if t0 is not None and t1 is not None:
+            out[name] = {"cpu_s": round(t1 - t0, 2), "cpu_ms_per_request": round((t1 - t0) * 1000.0 / requests, 2)}
+    return out
+
+
 # ---- raw yardsticks, same run ---------------------------------------------------------------------------------
 def raw_rpc(st, seconds, concurrency=RAW_CONCURRENCY):
     """``benefits.ping`` round trips: one at a time (latency), then ``concurrency`` in flight (calls/s)."""
@@ -212,8 +262,13 @@ def run_once(cfg, replicas):
         common.say("flash_grab: %d members grab %d coupons at %d connections ..."
                    % (cfg["members"], cfg["quota"], cfg["concurrency"]))
         random.shuffle(user_tokens)
+        pids = processes(st)
+        before = cpu_snapshot(pids)
         started, samples = grab(st, target["id"], user_tokens, cfg["concurrency"])
+        after = cpu_snapshot(pids)
         result = summarise(started, samples, cfg["quota"])
+        result["cpu_during_grab"] = cpu_used(before, after, len(samples))
+        result["load_average_after"] = os.getloadavg()
         result["check"] = verify(st, target["id"], cfg["quota"])
         quiet(st)
         common.say("flash_grab: raw RPC and store, %ss each ..." % cfg["raw_seconds"])
@@ -269,6 +324,9 @@ def table(cfg, runs):
             (name, "claims/s ÷ raw store fau/s", r["ratios"]["claims_per_s / raw_store_fau_per_s"]),
         ]
         rows += [(name, "outcome %s" % k, v) for k, v in sorted(r["outcomes"].items())]
+        rows += [(name, "CPU ms/request: %s" % k, v["cpu_ms_per_request"])
+                 for k, v in sorted(r["cpu_during_grab"].items())]
+        rows.append((name, "load average after the grab", "%.1f %.1f %.1f" % tuple(r["load_average_after"])))
     return common.table(rows, ["run", "figure", "value"])
 
 

@@ -10,7 +10,7 @@ figure for the same kind of request on this kind of machine, that ratio is print
 Everything lands in ``bench/results/*.json`` (``summary.json`` holds the table). Sizes (defaults keep the whole run
 to a few minutes): ``BENCH_DURATION`` (s per load phase, 10), ``BENCH_CONCURRENCY`` (32), ``BENCH_CLAIM_MEMBERS``
 (64), ``BENCH_SKIP`` (comma-separated: raw, gateway_read, claim, event_hop, flash_grab, search, fanout),
-``BENCH_SEARCH_POSTINGS`` (50000 here), ``BENCH_FANOUT_MEMBERS`` (20000 here).
+``BENCH_SEARCH_POSTINGS`` (10000 here), ``BENCH_FANOUT_MEMBERS`` (10000 here).
 """
 from bench import common  # noqa: I001  (monkey-patches first)
 
@@ -152,7 +152,7 @@ def main():
                 traceback.print_exc()
     finally:
         st.stop()
-    defaults = {"BENCH_SEARCH_POSTINGS": "50000", "BENCH_FANOUT_MEMBERS": "20000"}
+    defaults = {"BENCH_SEARCH_POSTINGS": "10000", "BENCH_FANOUT_MEMBERS": "10000"}
     for k, v in defaults.items():
         os.environ.setdefault(k, v)
     for name in ("flash_grab", "search", "fanout"):

@@ -14,4 +14,6 @@ outbox      transactional outbox + relay that publishes with confirms and retrie
 consumer    reliable event handler: idempotent, bounded retry with backoff, then dead-letter queue
 rpc         RPC proxy with a timeout
 logs        structured JSON logging with redaction of personal data, codes and tokens
+metrics     ServiceMetrics: entrypoint latency/errors, outbox backlog, retries, dead letters; access log; /metrics
+cli         the operations CLI: python -m unionhub_kit queues | dlq | outbox | ping | create-account
 """

@@ -6,7 +6,7 @@ Add one line to a service class::
 
     class BenefitsService:
         name = "benefits"
-        metrics = ServiceMetrics()
+        service_metrics = ServiceMetrics()
 
 Every worker of every entrypoint of that service (RPC, event handler, HTTP, timer) is then
 

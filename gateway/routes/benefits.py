@@ -19,53 +19,56 @@ class StatsQuery(schemas.StatsFilter, ListQuery):
 
 
 @route("POST", "/api/v1/merchants", roles=["union_admin"], body=schemas.MerchantCreate, status=201, idempotent=True,
-       tags=TAGS, errors=("403 OUT_OF_SCOPE", "409 MERCHANT_EXISTS", "422 IDEMPOTENCY_KEY_REUSED"))
+       tags=TAGS, response=schemas.MerchantAnswer,
+       errors=("403 OUT_OF_SCOPE", "409 MERCHANT_EXISTS", "422 IDEMPOTENCY_KEY_REUSED"))
 def create_merchant(gw, call):
     """Register a merchant (USCC checked) in a region of the caller's scope"""
     return gw.benefits.create_merchant(call.actor, schemas.MerchantCreate().dump(call.body), call.idempotency_key)
 
 
 @route("POST", "/api/v1/campaigns", roles=["union_admin"], body=schemas.CampaignCreate, status=201, idempotent=True,
-       tags=TAGS, errors=("403 OUT_OF_SCOPE", "404 NOT_FOUND", "422 IDEMPOTENCY_KEY_REUSED"))
+       tags=TAGS, response=schemas.CampaignAnswer, errors=("403 OUT_OF_SCOPE", "404 NOT_FOUND", "422 IDEMPOTENCY_KEY_REUSED"))
 def create_campaign(gw, call):
     """Publish a coupon campaign for regions in the caller's scope"""
     return gw.benefits.create_campaign(call.actor, schemas.CampaignCreate().dump(call.body), call.idempotency_key)
 
 
-@route("GET", "/api/v1/campaigns", query=CampaignListQuery, tags=TAGS)
+@route("GET", "/api/v1/campaigns", query=CampaignListQuery, tags=TAGS, response=schemas.CampaignPage)
 def list_campaigns(gw, call):
     """Campaigns, newest first, each with `remaining`"""
     return gw.benefits.list_campaigns(call.actor, call.query)
 
 
-@route("GET", "/api/v1/campaigns/<campaign_id>", tags=TAGS, errors=("404 NOT_FOUND",))
+@route("GET", "/api/v1/campaigns/<campaign_id>", tags=TAGS, response=schemas.CampaignAnswer, errors=("404 NOT_FOUND",))
 def get_campaign(gw, call):
     """One campaign with `remaining`"""
     return gw.benefits.get_campaign(call.actor, call.path_params["campaign_id"])
 
 
 @route("POST", "/api/v1/campaigns/<campaign_id>/claims", roles=["member"], status=201, idempotent=True, tags=TAGS,
-       errors=("403 NOT_ELIGIBLE", "404 NOT_FOUND", "409 NOT_OPEN", "409 SOLD_OUT", "409 LIMIT_REACHED",
-               "422 IDEMPOTENCY_KEY_REUSED"))
+       response=schemas.CouponAnswer, errors=("403 NOT_ELIGIBLE", "404 NOT_FOUND", "409 NOT_OPEN", "409 SOLD_OUT",
+                                              "409 LIMIT_REACHED", "422 IDEMPOTENCY_KEY_REUSED"))
 def claim(gw, call):
     """Claim a coupon: `{code, campaign_id, status: "unused", expires_at}`"""
     return gw.benefits.claim(call.actor, call.path_params["campaign_id"], call.idempotency_key)
 
 
-@route("GET", "/api/v1/members/me/coupons", roles=["member"], query=CouponListQuery, tags=TAGS)
+@route("GET", "/api/v1/members/me/coupons", roles=["member"], query=CouponListQuery, tags=TAGS,
+       response=schemas.CouponPage)
 def my_coupons(gw, call):
     """The caller's coupons, newest first"""
     return gw.benefits.my_coupons(call.actor, call.query)
 
 
-@route("POST", "/api/v1/coupons/<code>/redeem", roles=["merchant"], tags=TAGS,
+@route("POST", "/api/v1/coupons/<code>/redeem", roles=["merchant"], tags=TAGS, response=schemas.RedeemAnswer,
        errors=("404 NOT_FOUND", "409 ALREADY_REDEEMED", "410 EXPIRED"))
 def redeem(gw, call):
     """Redeem a coupon by its code (the campaign's merchant only)"""
     return gw.benefits.redeem(call.actor, call.path_params["code"])
 
 
-@route("GET", "/api/v1/admin/stats/benefits", roles=["union_admin"], query=StatsQuery, tags=TAGS)
+@route("GET", "/api/v1/admin/stats/benefits", roles=["union_admin"], query=StatsQuery, tags=TAGS,
+       response=schemas.StatsPage)
 def stats(gw, call):
     """Claimed, redeemed and redeemed value per campaign in the caller's scope"""
     return gw.benefits.stats(call.actor, call.query)

@@ -102,3 +102,92 @@ class StatsFilter(StrictSchema):
 
 class StatsArgs(StatsFilter, Page):
     pass
+
+
+# ---- answers (documentation of the responses in the OpenAPI document) -----------------------------------------
+S, Int, B = fields.String, fields.Integer, fields.Boolean
+
+
+def _nullable(field, **kw):
+    return field(allow_none=True, **kw)
+
+
+class MerchantAnswer(StrictSchema):
+    id = S()
+    name = S()
+    uscc = S()
+    region_code = S()
+    created_at = S()
+
+
+class CampaignAnswer(StrictSchema):
+    id = S()
+    title = S()
+    merchant_id = S()
+    merchant_name = S()
+    face_value_cents = Int()
+    min_spend_cents = Int()
+    quota = Int()
+    per_member_limit = Int()
+    claim_starts_at = S()
+    claim_ends_at = S()
+    redeem_ends_at = S()
+    eligibility = fields.Nested(Eligibility)
+    welcome = B()
+    status = S(validate=validate.OneOf(domain.CAMPAIGN_STATUSES))
+    remaining = Int(metadata={"description": "Coupons not claimed yet."})
+    created_at = S()
+
+
+class CampaignPage(StrictSchema):
+    items = fields.List(fields.Nested(CampaignAnswer))
+    next_cursor = _nullable(S)
+
+
+class CouponAnswer(StrictSchema):
+    id = S()
+    code = S(metadata={"description": "The one-time code to show as a QR code (%d characters of RFC 4648 base32)."
+                                      % domain.CODE_LENGTH})
+    campaign_id = S()
+    merchant_id = S()
+    title = S()
+    face_value_cents = Int()
+    min_spend_cents = Int()
+    status = S(validate=validate.OneOf(domain.COUPON_STATUSES))
+    welcome = B()
+    claimed_at = S()
+    expires_at = S()
+    redeemed_at = _nullable(S)
+
+
+class CouponPage(StrictSchema):
+    items = fields.List(fields.Nested(CouponAnswer))
+    next_cursor = _nullable(S)
+
+
+class RedeemAnswer(StrictSchema):
+    status = S(validate=validate.Equal("redeemed"))
+    coupon_id = S()
+    campaign_id = S()
+    title = S()
+    face_value_cents = Int()
+    min_spend_cents = Int()
+    redeemed_at = S()
+
+
+class CampaignStats(StrictSchema):
+    campaign_id = S()
+    title = S()
+    merchant_id = S()
+    status = S(validate=validate.OneOf(domain.CAMPAIGN_STATUSES))
+    quota = Int()
+    claimed = Int()
+    remaining = Int()
+    redeemed = Int()
+    redeemed_value_cents = Int()
+    face_value_cents = Int()
+
+
+class StatsPage(StrictSchema):
+    items = fields.List(fields.Nested(CampaignStats))
+    next_cursor = _nullable(S)

@@ -150,21 +150,23 @@ class BenefitsService:
         coupon = domain.new_coupon(campaign, user_id, now)
         try:
             bucket = transaction(self.db, lambda session: self._issue(session, campaign, coupon, key_id, fingerprint))
-        except _SoldOut:
-            self._announce_sold_out(campaign)
-            raise domain.sold_out()
-        except _Refused:
-            why = domain.ineligibility(campaign, store.member(self.db, user_id))
-            raise domain.not_eligible(why) if why else domain.limit_reached(campaign)
-        except store.DuplicateKeyError as exc:
-            if key_id and _is_dup(exc, "_id"):  # the same key won a race: answer what it answered
-                return self._repeat(store.idempotent_result(self.db, key_id), fingerprint)
+        except (_SoldOut, _Refused, store.DuplicateKeyError) as exc:
+            # the same Idempotency-Key may have won a race (and taken the last coupon or the member's last claim)
+            prior = store.idempotent_result(self.db, key_id) if key_id else None
+            if prior is not None:
+                return self._repeat(prior, fingerprint)
+            if isinstance(exc, _SoldOut):
+                self._announce_sold_out(campaign)
+                raise domain.sold_out()
+            if isinstance(exc, _Refused):
+                why = domain.ineligibility(campaign, store.member(self.db, user_id))
+                raise domain.not_eligible(why) if why else domain.limit_reached(campaign)
             raise
         if bucket["left"] == 0:  # this claim emptied a stock bucket: perhaps the last one
             self._announce_sold_out(campaign)
         return domain.coupon_view(coupon, now)
 
-    def _issue(self, session, campaign, coupon, key_id=None, fingerprint=None):
+    def _issue(self, session, campaign, coupon, key_id, fingerprint):
         """In a claim's transaction: the guarded count, the coupon, the remembered answer, the event, and last the
         stock (the write most likely to meet a concurrent claim, so it is held for the shortest time). Returns the
         stock bucket after the decrement."""
@@ -186,10 +188,7 @@ class BenefitsService:
         by a claim that found nothing left. A process that saw the campaign sold out remembers it for good."""
         if campaign["_id"] in _sold_out:
             return
-
-        def txn(session):
-            return self._mark_sold_out(session, campaign)
-        transaction(self.db, txn)
+        transaction(self.db, lambda session: self._mark_sold_out(session, campaign))
         if store.campaign(self.db, campaign["_id"]).get("sold_out_at"):
             _sold_out.add(campaign["_id"])
 

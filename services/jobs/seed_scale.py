@@ -17,6 +17,7 @@ import sys
 import time
 
 import pymongo
+import pymongo.errors
 from pymongo import UpdateOne
 
 from unionhub_kit import config, ids, regions
@@ -188,7 +189,12 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=44)
     ap.add_argument("--drop", action="store_true", help="empty employers, postings, stats and resumes first")
     args = ap.parse_args(argv)
-    client = pymongo.MongoClient(config.get("MONGO_URI"), tz_aware=True)
+    client = pymongo.MongoClient(config.get("MONGO_URI"), tz_aware=True, serverSelectionTimeoutMS=5000)
+    try:
+        client.admin.command("ping")
+    except pymongo.errors.PyMongoError:
+        print("no store answers at %s: start one (make run) or set MONGO_URI" % config.get("MONGO_URI"))
+        return 2
     db = client[config.db_name("jobs")]
     print("seeding %s: %d employers, %d postings, %d resumes" % (db.name, args.employers, args.postings,
                                                                args.resumes), flush=True)

@@ -283,6 +283,23 @@ def test_idempotency_key_on_claim_returns_the_same_coupon(call, fails, db, campa
     assert call("get_campaign", None, c["id"])["remaining"] == 4
 
 
+def test_one_idempotency_key_sent_five_times_at_once_claims_once(config, db, campaign, members):
+    from nameko.standalone.rpc import ClusterRpcProxy
+    c = campaign(quota=5, per_member_limit=1)
+    (user,) = members(1)
+    answers = []
+
+    def claim():
+        with ClusterRpcProxy(config) as rpc:
+            answers.append(rpc.benefits.claim(member_actor(user), c["id"], "tap-tap-tap"))
+    pool = eventlet.GreenPool(5)
+    for _ in range(5):
+        pool.spawn(claim)
+    pool.waitall()
+    assert len(answers) == 5 and len({a["code"] for a in answers}) == 1
+    assert db.coupons.count_documents({"user_id": user}) == 1
+
+
 def test_concurrent_claims_never_exceed_quota_or_limit(svc, config, db, campaign, members, container_factory):
     """Two containers (two replicas), 40 members each trying 3 times at once, quota 25, limit 2."""
     from nameko.standalone.rpc import ClusterRpcProxy

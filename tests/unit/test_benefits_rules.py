@@ -205,3 +205,19 @@ def test_cursors_round_trip_and_garbage_is_a_400():
         assert exc.value.code == "VALIDATION_ERROR"
     page = domain.page([{"id": "a_1"}, {"id": "a_2"}, {"id": "a_3"}], 2, lambda v: v["id"])
     assert [i["id"] for i in page["items"]] == ["a_1", "a_2"] and domain.decode_cursor(page["next_cursor"]) == "a_2"
+
+
+def test_views_match_the_documented_answers():
+    c = dict(campaign(), merchant_name="面馆", eligibility={"region_codes": ["5101"], "occupation_groups": [],
+                                                            "union_ids": []})
+    cp = domain.new_coupon(c, "usr_1", NOW)
+    redeemed = dict(cp, status="redeemed", redeemed_at=NOW)
+    merchant = {"_id": "mer_1", "name": "面馆", "uscc": "91512081MA62K0260E", "region_code": "510104",
+                "created_at": NOW}
+    for schema, view in ((schemas.CampaignAnswer, domain.campaign_view(c, NOW, 3)),
+                         (schemas.CouponAnswer, domain.coupon_view(cp, NOW)),
+                         (schemas.RedeemAnswer, domain.redeemed_view(redeemed)),
+                         (schemas.MerchantAnswer, domain.merchant_view(merchant)),
+                         (schemas.CampaignStats, domain.stats_view(c, 3, {}, NOW))):
+        assert schema().validate(view) == {}, schema
+        assert set(view) == set(schema().fields), schema

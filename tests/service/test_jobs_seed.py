@@ -1,0 +1,34 @@
+"""``python -m services.jobs.seed_scale`` on the real store, at a size a test can afford."""
+import collections
+import re
+
+from services.jobs import domain, search, seed_scale
+from unionhub_kit import regions
+from unionhub_kit.config import db_name
+
+
+def test_seed_scale_loads_searchable_data(store_uri, db_prefix, mongo, monkeypatch, capsys):
+    monkeypatch.setenv("MONGO_URI", store_uri)
+    monkeypatch.setenv("UNIONHUB_DB_PREFIX", db_prefix)
+    assert seed_scale.main(["--employers", "12", "--postings", "600", "--resumes", "40", "--batch", "250"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"postings +600 / 600", out) and "done in" in out
+    db = mongo[db_name("jobs", {"DB_PREFIX": db_prefix})]
+    assert (db.employers.count_documents({}), db.jobs.count_documents({}), db.resumes.count_documents({})) == \
+        (12, 600, 40)
+    jobs = list(db.jobs.find())
+    open_ = [j for j in jobs if j["status"] == "open"]
+    # shaped as the service writes postings: its search keys, its order key, known regions and categories
+    for j in jobs:
+        assert regions.is_known_code(j["region_code"]) and j["category"] in domain.CATEGORIES
+        assert j["salary_min"] <= j["salary_max"] and j["headcount"] > 0
+        assert j["order_key"].endswith(j["_id"])
+        assert j["search_keys"] == (search.search_keys(j) if j["status"] == "open" else [])
+    # the planner's counts are exact after a seed
+    counts = collections.Counter(k for j in open_ for k in j["search_keys"])
+    stats = {d["_id"]: d["n"] for d in db.search_stats.find()}
+    assert stats == dict(counts)
+    assert len({j["title"] for j in jobs}) > 20 and {j["category"] for j in jobs} >= set("12456")
+    assert all("id_number" not in r for r in db.resumes.find())
+    # seeding again needs --drop
+    assert seed_scale.main(["--employers", "1", "--postings", "1", "--resumes", "0"]) == 1
