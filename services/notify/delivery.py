@@ -32,41 +32,39 @@ def seal_contact(value):
 def plan(db, session, template, user_ids, data, dedupe_prefix, now, phones=None, announcement_id=None):
     """``(inbox_docs, dispatch_docs)`` for ``user_ids``. ``phones`` (user id -> (encrypted, masked)) overrides the
     projection, for the event that brings the phone itself."""
-    prefs = store.preferences_of(db, user_ids, session)
-    inbox, wanted = [], {}
+    channels = domain.FLOWS[template].channels
+    devices = store.devices_of(db, user_ids, session) if "push" in channels else []
+    contacts = {}
+    if "sms" in channels:
+        contacts = dict(store.phones_of(db, [u for u in user_ids if u not in (phones or {})], session))
+        contacts.update(phones or {})
+    reachable = {d["user_id"] for d in devices} | set(contacts)
+    # preferences matter for the reachable members, and for everyone when the inbox text depends on the language
+    wanted = user_ids if not templates.language_neutral(template, "inbox") else list(reachable)
+    prefs = store.preferences_of(db, wanted, session) if wanted else {}
+    inbox, allowed = [], {}
     for uid in user_ids:
         p = domain.prefs_view(prefs.get(uid))
-        rendered = templates.render(template, "inbox", data, p["language"])
-        entry = domain.notification_doc(uid, template, rendered, "%s:%s" % (dedupe_prefix, uid), now,
-                                        announcement_id=announcement_id)
+        entry = domain.notification_doc(uid, template, templates.render(template, "inbox", data, p["language"]),
+                                        "%s:%s" % (dedupe_prefix, uid), now, announcement_id=announcement_id)
         inbox.append(entry)
-        channels = domain.provider_channels(template, p)
-        if channels:
-            wanted[uid] = (entry["_id"], p, channels)
-    if not wanted:
-        return inbox, []
-    sms_users = [u for u, (_, _, ch) in wanted.items() if "sms" in ch]
-    push_users = [u for u, (_, _, ch) in wanted.items() if "push" in ch]
-    contacts = dict(store.phones_of(db, [u for u in sms_users if u not in (phones or {})], session))
-    contacts.update(phones or {})
+        if uid in reachable:
+            allowed[uid] = (entry["_id"], p, domain.provider_channels(template, p))
     dispatches = []
-    for uid in sms_users:
-        if uid not in contacts:
-            continue  # no phone known for this member
-        notification_id, p, _ = wanted[uid]
-        rendered = templates.render(template, "sms", data, p["language"])
-        due = domain.quiet_until(now, p["quiet_hours"]) or now
-        enc, masked = contacts[uid]
-        dispatches.append(domain.dispatch_doc(uid, notification_id, template, "sms", rendered, enc, masked,
-                                              "%s:%s:sms" % (dedupe_prefix, uid), now, due))
-    for device in store.devices_of(db, push_users, session) if push_users else ():
-        notification_id, p, _ = wanted[device["user_id"]]
-        rendered = templates.render(template, "push", data, p["language"])
-        due = domain.quiet_until(now, p["quiet_hours"]) or now
-        dispatches.append(domain.dispatch_doc(
-            device["user_id"], notification_id, template, "push", rendered, seal_contact(device["token"]),
-            device["token"][:4] + "…", "%s:push:%s" % (dedupe_prefix, device["_id"]), now, due,
-            platform=device["platform"]))
+    for uid, (enc, masked) in contacts.items():
+        notification_id, p, chans = allowed[uid]
+        if "sms" in chans:
+            dispatches.append(domain.dispatch_doc(
+                uid, notification_id, template, "sms", templates.render(template, "sms", data, p["language"]),
+                enc, masked, "%s:%s:sms" % (dedupe_prefix, uid), now, domain.quiet_until(now, p["quiet_hours"]) or now))
+    for device in devices:
+        notification_id, p, chans = allowed[device["user_id"]]
+        if "push" in chans:
+            dispatches.append(domain.dispatch_doc(
+                device["user_id"], notification_id, template, "push",
+                templates.render(template, "push", data, p["language"]), seal_contact(device["token"]),
+                device["token"][:4] + "…", "%s:push:%s" % (dedupe_prefix, device["_id"]), now,
+                domain.quiet_until(now, p["quiet_hours"]) or now, platform=device["platform"]))
     return inbox, dispatches
 
 

@@ -219,12 +219,22 @@ def check_audience_scope(audience, scope, union_codes):
                         code="OUT_OF_SCOPE")
 
 
+def region_codes_under(prefix):
+    """The six-digit codes (province, prefectures, counties) that a region prefix covers."""
+    p = regions.normalize_prefix(prefix)
+    return sorted(c for c in regions.all_codes() if c.startswith(p))
+
+
 def audience_filter(audience, scope):
-    """The projection query for the active members of an audience inside ``scope`` (dimensions AND together)."""
+    """The projection query for the active members of an audience inside ``scope`` (dimensions AND together).
+
+    Region prefixes become the list of six-digit codes they cover (members carry their union's six-digit region
+    code), so the store answers them from the ``region_code`` index; the province prefix needs no condition.
+    """
     f = {"status": "active", "union_code": {"$regex": "^" + re.escape(regions.normalize_prefix(scope))}}
-    if audience.get("region_codes"):
-        alts = "|".join(re.escape(regions.normalize_prefix(p)) for p in audience["region_codes"])
-        f["region_code"] = {"$regex": "^(?:%s)" % alts}
+    prefixes = [regions.normalize_prefix(p) for p in audience.get("region_codes") or ()]
+    if prefixes and not any(len(p) == 2 for p in prefixes):
+        f["region_code"] = {"$in": sorted({c for p in prefixes for c in region_codes_under(p)})}
     if audience.get("occupation_groups"):
         f["occupation_group"] = {"$in": list(audience["occupation_groups"])}
     if audience.get("union_ids"):
@@ -235,7 +245,7 @@ def audience_filter(audience, scope):
 def announcement_doc(actor, body, now):
     return {"_id": new_id(now), "title": body["title"], "body": body["body"], "audience": body["audience"],
             "scope": regions.normalize_prefix(actor["scope"]), "created_by": actor["sub"], "status": "pending",
-            "recipients": None, "delivered": 0, "cursor": None, "created_at": now, "started_at": None,
+            "recipients": None, "delivered": 0, "scanned": 0, "created_at": now, "started_at": None,
             "finished_at": None, "lease_until": None}
 
 

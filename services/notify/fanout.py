@@ -1,12 +1,17 @@
 """Announcement fan-out: from the member projection to the inbox, in batches, resumable without duplicates.
 
-One replica at a time holds an announcement's lease. Each batch takes the next ``NOTIFY_FANOUT_BATCH`` members of
-the audience in user-id order, writes their inbox entries (and push messages) with ``insert_many``, then records
-the last user id as the checkpoint and renews the lease. The entries carry a unique ``dedupe`` key
-(``ann:<announcement>:<user>``): when a process dies between a batch and its checkpoint, whoever takes the
-announcement over after the lease expires re-counts the entries written so far, repeats that batch, and the
-duplicates are refused by the index. Progress (``recipients``, ``delivered``, ``status``) is readable throughout.
+One replica at a time holds an announcement's lease. It streams the audience from the projection with one cursor
+(the store serves a stream far better than repeated range queries), and for every ``NOTIFY_FANOUT_BATCH`` members
+writes their inbox entries (and push messages) with ``insert_many``, then checkpoints its progress and renews the
+lease. A run stops when its time is up and the next run of the same worker continues the same cursor.
+
+The entries carry a unique ``dedupe`` key (``ann:<announcement>:<user>``). When a worker dies or fails between a
+batch and its checkpoint, whoever takes the announcement over (after the lease expires, or the same worker after an
+error) re-counts the entries written so far and streams the audience again from the start, writing only the entries
+that are missing: nobody gets the announcement twice and nobody is skipped. Progress (``recipients``,
+``delivered``, ``status``) is readable throughout.
 """
+import itertools
 import logging
 import time
 from datetime import timedelta
@@ -15,10 +20,18 @@ from . import delivery, domain, store
 
 log = logging.getLogger("unionhub.notify.fanout")
 
-# (owner, announcement id) -> the checkpoint where this worker's last run stopped cleanly (its time was up); a
-# run that ended any other way (an error, a dead process) is resumed with a recount
-_clean = {}
-_NONE = object()
+
+class _Stream:
+    """A worker's open audience cursor, kept between its runs while they end cleanly."""
+
+    def __init__(self, cursor, scanned=0, resuming=False):
+        self.cursor, self.scanned, self.resuming = cursor, scanned, resuming
+
+    def next_batch(self, size):
+        return [d["_id"] for d in itertools.islice(self.cursor, size)]
+
+
+_streams = {}  # (owner, announcement id) -> _Stream where this worker's last run stopped because its time was up
 
 
 def run(db, settings, budget=None):
@@ -32,42 +45,45 @@ def run(db, settings, budget=None):
         return False, 0
     aid = before["_id"]
     query = domain.audience_filter(before["audience"], before["scope"])
+    stream = _streams.pop((owner, aid), None)
     if before["status"] == "pending":
         recipients = store.count_audience(db, query)
         store.start_announcement(db, aid, owner, recipients, now)
         log.info("announcement %s: fan-out to %d members started", aid, recipients)
-    elif _clean.pop((owner, aid), _NONE) != before.get("cursor") or before.get("lease_owner") != owner:
-        # taken over from a worker that stopped between a batch and its checkpoint: count what it wrote
+        stream = _Stream(store.audience_stream(db, query, settings.batch))
+    elif stream is None or stream.scanned != before.get("scanned") or before.get("lease_owner") != owner:
+        # taken over from a worker that stopped (or failed) between a batch and its checkpoint
         written = store.count_announcement_entries(db, aid)
-        store.reset_delivered(db, aid, owner, written)
-        log.warning("announcement %s: resuming after user %s (%d entries already written)", aid,
-                    before.get("cursor"), written)
+        store.reset_progress(db, aid, owner, written)
+        log.warning("announcement %s: resuming (%d entries written so far); writing the missing ones", aid, written)
+        stream = _Stream(store.audience_stream(db, query, settings.batch), resuming=True)
     data = {"title": before["title"], "body": before["body"]}
-    cursor = before.get("cursor")
     deadline = time.monotonic() + budget
     pushes = 0
     while True:
         now = domain.CLOCK.now()
-        user_ids = store.audience_page(db, query, cursor, settings.batch)
-        if user_ids:
-            inbox, dispatches = delivery.plan(db, None, "announcement", user_ids, data, "ann:%s" % aid, now,
+        batch = stream.next_batch(settings.batch)
+        todo = store.without_announcement_entry(db, aid, batch) if stream.resuming else batch
+        inserted = 0
+        if todo:
+            inbox, dispatches = delivery.plan(db, None, "announcement", todo, data, "ann:%s" % aid, now,
                                               announcement_id=aid)
             inserted = store.insert_new(db.notifications, inbox)
             pushes += store.insert_new(db.dispatches, dispatches)
-            before_checkpoint(aid, user_ids[-1])
-            cursor = user_ids[-1]
-            lease_until = now + timedelta(seconds=settings.lease_seconds)
-            if not store.checkpoint_announcement(db, aid, owner, cursor, inserted, lease_until):
-                log.warning("announcement %s: lease lost, another worker continues", aid)
-                return True, pushes
-        if len(user_ids) < settings.batch:
+            before_checkpoint(aid, todo)
+        stream.scanned += len(batch)
+        lease_until = now + timedelta(seconds=settings.lease_seconds)
+        if not store.checkpoint_announcement(db, aid, owner, stream.scanned, inserted, lease_until):
+            log.warning("announcement %s: lease lost, another worker continues", aid)
+            return True, pushes
+        if len(batch) < settings.batch:  # the stream is exhausted
             store.finish_announcement(db, aid, owner, domain.CLOCK.now())
             log.info("announcement %s: fan-out finished", aid)
             return True, pushes
         if time.monotonic() > deadline:
-            _clean[(owner, aid)] = cursor
+            _streams[(owner, aid)] = stream
             return True, pushes
 
 
-def before_checkpoint(announcement_id, last_user_id):
-    """Hook between a batch's writes and its checkpoint (tests make a process die here)."""
+def before_checkpoint(announcement_id, user_ids):
+    """Hook between a batch's writes and its checkpoint (tests make a worker fail or die here)."""

@@ -27,6 +27,7 @@ DUPLICATE_KEY = 11000
 
 def ensure_indexes(db):
     db.members.create_index([("union_id", ASC)])
+    db.members.create_index([("region_code", ASC)])
     db.notifications.create_index([("dedupe", ASC)], unique=True)
     db.notifications.create_index([("user_id", ASC), ("_id", DESC)])
     db.devices.create_index([("user_id", ASC)])
@@ -151,11 +152,9 @@ def erase_member(db, session, user_id):
                               session=session)
 
 
-def audience_page(db, query, after, limit):
-    """User ids of the audience after ``after``, in id order."""
-    if after is not None:
-        query = dict(query, _id={"$gt": after})
-    return [d["_id"] for d in db.members.find(query, {"_id": 1}).sort("_id", ASC).limit(limit)]
+def audience_stream(db, query, batch):
+    """A cursor over the audience's user ids (natural order; the store streams it in ``batch``-sized reads)."""
+    return db.members.find(query, {"_id": 1}, batch_size=batch)
 
 
 def count_audience(db, query):
@@ -188,6 +187,13 @@ def mark_read(db, user_id, notification_id, now):
 
 def count_announcement_entries(db, announcement_id):
     return db.notifications.count_documents({"dedupe": {"$regex": "^ann:%s:" % announcement_id}})
+
+
+def without_announcement_entry(db, announcement_id, user_ids):
+    """Those of ``user_ids`` who have no entry of the announcement yet (one indexed lookup per batch)."""
+    keys = {"ann:%s:%s" % (announcement_id, u): u for u in user_ids}
+    have = {d["dedupe"] for d in db.notifications.find({"dedupe": {"$in": list(keys)}}, {"dedupe": 1})}
+    return [u for k, u in keys.items() if k not in have]
 
 
 # ---- preferences and devices ----------------------------------------------------------------------------------
@@ -255,16 +261,18 @@ def start_announcement(db, _id, owner, recipients, now):
         {"$set": {"status": "running", "recipients": recipients, "started_at": now}}).matched_count == 1
 
 
-def reset_delivered(db, _id, owner, delivered):
+def reset_progress(db, _id, owner, delivered):
+    """A resumed fan-out starts its stream again: ``delivered`` is what is in the inbox, nothing is scanned."""
     return db.announcements.update_one({"_id": _id, "lease_owner": owner},
-                                       {"$set": {"delivered": delivered}}).matched_count == 1
+                                       {"$set": {"delivered": delivered, "scanned": 0}}).matched_count == 1
 
 
-def checkpoint_announcement(db, _id, owner, cursor, inserted, lease_until):
+def checkpoint_announcement(db, _id, owner, scanned, inserted, lease_until):
     """Record progress after a batch; False if the lease was lost (another replica took over)."""
     return db.announcements.update_one(
         {"_id": _id, "lease_owner": owner},
-        {"$set": {"cursor": cursor, "lease_until": lease_until}, "$inc": {"delivered": inserted}}).matched_count == 1
+        {"$set": {"scanned": scanned, "lease_until": lease_until}, "$inc": {"delivered": inserted}}
+    ).matched_count == 1
 
 
 def finish_announcement(db, _id, owner, now):

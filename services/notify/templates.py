@@ -162,6 +162,12 @@ def _yuan(cents):
     return ("%d" % (cents // 100)) if cents % 100 == 0 else "%.2f" % (cents / 100.0)
 
 
+def language_neutral(template, channel):
+    """Whether a template reads the same in every language (then the member's language need not be looked up)."""
+    variants = TEMPLATES[(template, channel)]
+    return all(variants[lang] == variants[DEFAULT_LANG] for lang in LANGS)
+
+
 def context(template, data, lang):
     """The values a template may use: the event data plus the derived ones."""
     ctx = dict(data)

@@ -102,9 +102,15 @@ def test_audience_filter_combines_dimensions_inside_the_scope():
                                 "union_ids": []}, "510000")
     assert f["status"] == "active"
     assert f["union_code"] == {"$regex": "^51"}
-    assert f["region_code"] == {"$regex": "^(?:5101|5107)"}
+    codes = f["region_code"]["$in"]
+    assert {"510100", "510104", "510700", "510703"} <= set(codes)  # the prefectures and their counties
+    assert all(c.startswith(("5101", "5107")) for c in codes)
     assert f["occupation_group"] == {"$in": ["courier"]}
     assert "union_id" not in f
+    # the province prefix needs no region condition; the scope still applies
+    f = domain.audience_filter({"region_codes": ["51", "5101"], "union_ids": ["g1"]}, "5101")
+    assert "region_code" not in f and f["union_code"] == {"$regex": "^5101"} and f["union_id"] == {"$in": ["g1"]}
+    assert domain.region_codes_under("510104") == ["510104"]
 
 
 def test_audience_scope_checks():
