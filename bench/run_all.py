@@ -103,14 +103,17 @@ def generic_rows(name, doc, prefix=""):
                 rows.append(("%s, p50/p99" % label, "%s / %s" % (value.get("p50_ms"), value["p99_ms"]), "ms",
                              "latency"))
             elif value.get("p50_ms") is not None:
+                for k, v in value.items():
+                    if k.endswith("_per_s") and isinstance(v, (int, float)):
+                        rows.append(("%s %s" % (label, k[:-len("_per_s")]), v, "/s", "rate"))
                 rows.append(("%s, p50/p99" % label, "%s / %s" % (value["p50_ms"], value.get("p99_ms")), "ms",
                              "latency"))
             elif len(prefix) < 40:
                 rows.extend(generic_rows(name, value, prefix + key + "."))
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and (
-                key.endswith("_per_s") or key.endswith("_s") or key.endswith("_ms")):
-            rows.append((label, value, "/s" if key.endswith("_per_s") else key.rsplit("_", 1)[1],
-                         "rate" if key.endswith("_per_s") else None))
+                key.endswith("_per_s") or key.endswith("_ms")):
+            rows.append((label, value, "/s" if key.endswith("_per_s") else "ms",
+                         "rate" if key.endswith("_per_s") else "latency"))
     return rows
 
 

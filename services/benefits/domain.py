@@ -1,16 +1,18 @@
 """Benefits rules without a broker or a store: claim windows, eligibility, scopes, coupon codes and states, the views
 returned to callers and the data of the events benefits publishes.
 
-How the quota holds (see ``store``): a campaign's quota is split over a few *stock buckets* (documents with a
-``left`` count that add up to the quota). A claim is one transaction: the member's guarded claim count, the coupon,
-the event in the outbox and, last, a guarded ``left > 0`` decrement of one bucket picked at random. Two claims that
+How the quota holds (see ``store``): a campaign's quota is split over up to ``STOCK_BUCKETS`` *stock buckets*
+(documents with a ``left`` count that add up to the quota). A claim is one transaction: the member's guarded claim
+count, the coupon, the event in the outbox and, last, a guarded ``left > 0`` decrement of one bucket. Two claims that
 take from the same bucket at once conflict and one is retried, so no concurrency, replica count or retry issues
 more than the quota, and a claim that fails anywhere leaves every count as it was. Spreading the quota over buckets
-keeps concurrent claims off one hot document (with one document they abort each other in a storm of retries).
+keeps concurrent claims off one hot document (on one document they abort each other in a storm of retries), and
+each process leases buckets to its own claims (``BucketPool``) so that they do not collide at all.
 """
 import base64
 import binascii
 import json
+import random
 import secrets
 
 from bson import ObjectId
@@ -24,7 +26,7 @@ MAX_PER_MEMBER = 100
 CAMPAIGN_STATUSES = ("live", "upcoming", "ended")
 COUPON_STATUSES = ("unused", "redeemed", "expired")
 STATS_SHARDS = 8  # redemption counters are spread over this many documents per campaign
-STOCK_BUCKETS = 32  # a campaign's quota is spread over up to this many stock documents
+STOCK_BUCKETS = 64  # a campaign's quota is spread over up to this many stock documents
 
 # coupon codes: RFC 4648 base32 letters (upper case and digits 2-7: QR alphanumeric mode, no 0/1/8/9 look-alikes);
 # 20 characters from ``secrets`` = 100 bits, not guessable
@@ -130,17 +132,49 @@ def status_filter(status, now):
     return {}
 
 
+def bucket_count(quota):
+    return min(quota, STOCK_BUCKETS)
+
+
+def bucket_id(campaign_id, k):
+    return "%s|%03d" % (campaign_id, k)
+
+
 def stock_buckets(campaign_id, quota):
-    """The stock documents of a new campaign: ``min(quota, STOCK_BUCKETS)`` buckets whose ``left`` add up to the
-    quota, at evenly spaced ``pos`` in [0, 1) so a uniformly random start picks each with the same chance."""
-    n = min(quota, STOCK_BUCKETS)
+    """The stock documents of a new campaign: ``bucket_count(quota)`` buckets whose ``left`` add up to the quota,
+    at evenly spaced ``pos`` in [0, 1) so a uniformly random start picks each with the same chance."""
+    n = bucket_count(quota)
     base, extra = divmod(quota, n)
-    return [{"_id": "%s|%02d" % (campaign_id, k), "campaign_id": campaign_id, "pos": k / n,
+    return [{"_id": bucket_id(campaign_id, k), "campaign_id": campaign_id, "k": k, "pos": k / n,
              "left": base + (1 if k < extra else 0)} for k in range(n)]
 
 
+class BucketPool:
+    """One process's view of a campaign's stock buckets: which are free (no claim of this process is taking from
+    them right now) and which it saw empty. A claim leases a free bucket, so the claims of one process never take
+    from the same bucket at once (and never abort each other); replicas each have their own pool."""
+
+    def __init__(self, count):
+        self.free = list(range(count))
+        random.shuffle(self.free)
+        self.empty = set()
+
+    def lease(self):
+        return self.free.pop() if self.free else None
+
+    def release(self, buckets):
+        for k in buckets:
+            if k not in self.empty and k not in self.free:
+                self.free.insert(0, k)
+
+    def emptied(self, k):
+        self.empty.add(k)
+        if k in self.free:
+            self.free.remove(k)
+
+
 def remaining(c, left):
-    """``left`` is the campaign's stock summed over its buckets (None when unknown: nothing claimed yet)."""
+    """``left`` is the campaign's stock summed over its buckets (None for a campaign just created)."""
     return c["quota"] if left is None else left
 
 
@@ -152,7 +186,8 @@ def new_campaign(payload, actor, scope, merchant, now):
     elig = payload["eligibility"]
     areas = areas_of(elig["region_codes"], scope)
     return dict(payload, _id=new_id("cmp"), merchant_name=merchant["name"], scope=scope, areas=areas,
-                area_path=area_path(areas), created_at=now, created_by=actor["sub"], sold_out_at=None)
+                area_path=area_path(areas), buckets=bucket_count(payload["quota"]), created_at=now,
+                created_by=actor["sub"], sold_out_at=None)
 
 
 # ---- eligibility and claims -----------------------------------------------------------------------------------

@@ -38,6 +38,18 @@ EXPIRY_GRACE = datetime.timedelta(minutes=5)  # claims still in flight at a dead
 _campaigns = {}  # campaign id -> (valid until, document): immutable fields only are read from it
 _sold_out = set()  # campaigns this process saw sold out (final: the stock never grows back)
 _left = {}  # campaign id -> (valid until, coupons left): for lists only
+_pools = {}  # campaign id -> domain.BucketPool
+
+
+def _pool(campaign):
+    """This process's lease pool of the campaign's stock buckets."""
+    pool = _pools.get(campaign["_id"])
+    if pool is None:
+        if len(_pools) >= CACHE_MAX:
+            _pools.clear()
+        pool = _pools[campaign["_id"]] = domain.BucketPool(
+            campaign.get("buckets") or domain.bucket_count(campaign["quota"]))
+    return pool
 
 
 class _Refused(Exception):
@@ -148,8 +160,10 @@ class BenefitsService:
         if campaign_id in _sold_out:
             raise domain.sold_out()
         coupon = domain.new_coupon(campaign, user_id, now)
+        pool, leased = _pool(campaign), []
         try:
-            bucket = transaction(self.db, lambda session: self._issue(session, campaign, coupon, key_id, fingerprint))
+            bucket = transaction(self.db, lambda session: self._issue(session, campaign, coupon, key_id, fingerprint,
+                                                                      pool, leased))
         except (_SoldOut, _Refused, store.DuplicateKeyError) as exc:
             # the same Idempotency-Key may have won a race (and taken the last coupon or the member's last claim)
             prior = store.idempotent_result(self.db, key_id) if key_id else None
@@ -162,14 +176,18 @@ class BenefitsService:
                 why = domain.ineligibility(campaign, store.member(self.db, user_id))
                 raise domain.not_eligible(why) if why else domain.limit_reached(campaign)
             raise
+        finally:
+            pool.release(leased)
         if bucket["left"] == 0:  # this claim emptied a stock bucket: perhaps the last one
             self._announce_sold_out(campaign)
         return domain.coupon_view(coupon, now)
 
-    def _issue(self, session, campaign, coupon, key_id, fingerprint):
+    def _issue(self, session, campaign, coupon, key_id, fingerprint, pool, leased):
         """In a claim's transaction: the guarded count, the coupon, the remembered answer, the event, and last the
         stock (the write most likely to meet a concurrent claim, so it is held for the shortest time). Returns the
-        stock bucket after the decrement."""
+        stock bucket after the decrement; the buckets it leased are in ``leased``."""
+        pool.release(leased)  # a retried attempt starts afresh
+        del leased[:]
         if not store.count_claim(self.db, coupon["user_id"], campaign["_id"], campaign["per_member_limit"], session):
             raise _Refused()
         store.insert_coupon(self.db, coupon, session)
@@ -177,10 +195,25 @@ class BenefitsService:
             store.remember_result(self.db, key_id, fingerprint, domain.coupon_view(coupon, coupon["claimed_at"]),
                                   coupon["claimed_at"], session)
         self.outbox.add(session, "coupon_claimed", domain.claimed_data(coupon), subject=coupon["_id"])
-        bucket = store.take_stock(self.db, campaign["_id"], random.random(), session)
+        bucket = self._take_stock(session, campaign, pool, leased)
         if bucket is None:
             raise _SoldOut()
         return bucket
+
+    def _take_stock(self, session, campaign, pool, leased):
+        """A bucket this process leases to the claim (a few tries), else any bucket with stock left, else None."""
+        for _ in range(3):
+            k = pool.lease()
+            if k is None:
+                break
+            leased.append(k)
+            bucket = store.take_stock(self.db, campaign["_id"], k, session)
+            if bucket is not None:
+                if bucket["left"] == 0:
+                    pool.emptied(k)
+                return bucket
+            pool.emptied(k)
+        return store.take_any_stock(self.db, campaign["_id"], random.random(), session)
 
     def _announce_sold_out(self, campaign):
         """``campaign_sold_out``, exactly once: a guarded mark in the event's own transaction, tried after the
@@ -249,7 +282,7 @@ class BenefitsService:
     def _welcome(self, session, campaign, user_id, now):
         """A welcome coupon inside the handler's transaction. The stock comes first here: when the campaign is sold
         out nothing has been written for it and the handler goes on (its other writes must not be undone)."""
-        bucket = store.take_stock(self.db, campaign["_id"], random.random(), session)
+        bucket = store.take_any_stock(self.db, campaign["_id"], random.random(), session)
         if bucket is None or bucket["left"] == 0:
             self._mark_sold_out(session, campaign)
         if bucket is None:

@@ -59,8 +59,8 @@ def insert_campaign(db, doc, session):
     db.stock.insert_many(domain.stock_buckets(doc["_id"], doc["quota"]), session=session)
 
 
-def campaign(db, campaign_id, session=None):
-    return db.campaigns.find_one({"_id": campaign_id}, session=session)
+def campaign(db, campaign_id):
+    return db.campaigns.find_one({"_id": campaign_id})
 
 
 def campaigns_page(db, flt, cursor, limit):
@@ -96,9 +96,15 @@ def stock_left(db, campaign_ids):
     return out
 
 
-def take_stock(db, campaign_id, start, session):
-    """One coupon's worth off a bucket with some left, from ``start`` in [0, 1) on (wrapping round); the bucket
-    after the decrement, or None when the campaign has nothing left."""
+def take_stock(db, campaign_id, k, session):
+    """One coupon's worth off bucket ``k`` if it has any left: the bucket after the decrement, or None."""
+    return db.stock.find_one_and_update({"_id": domain.bucket_id(campaign_id, k), "left": {"$gt": 0}},
+                                       {"$inc": {"left": -1}}, return_document=ReturnDocument.AFTER, session=session)
+
+
+def take_any_stock(db, campaign_id, start, session):
+    """One coupon's worth off any bucket with some left, looking from ``start`` in [0, 1) on (wrapping round); the
+    bucket after the decrement, or None when the campaign has nothing left."""
     for pos in ({"$gte": start}, {"$lt": start}):
         doc = db.stock.find_one_and_update({"campaign_id": campaign_id, "left": {"$gt": 0}, "pos": pos},
                                            {"$inc": {"left": -1}}, sort=[("pos", ASC)],
@@ -119,8 +125,8 @@ def mark_sold_out(db, campaign_id, now, session):
 
 
 # ---- members (projection) -------------------------------------------------------------------------------------
-def member(db, user_id, session=None):
-    return db.members.find_one({"_id": user_id}, session=session)
+def member(db, user_id):
+    return db.members.find_one({"_id": user_id})
 
 
 def apply_member_event(db, user_id, fields, event_time, session):

@@ -3,7 +3,7 @@ employer may see of an applicant, and job-alert matching."""
 import re
 
 from unionhub_kit import ids, regions
-from unionhub_kit.errors import AppError, Conflict, Forbidden
+from unionhub_kit.errors import AppError, Conflict, Forbidden, NotFound
 from unionhub_kit.events import rfc3339
 
 from . import search
@@ -43,6 +43,13 @@ def require_employer(actor):
     if not employer_id:
         raise Forbidden("This account does not act for an employer.", code="NOT_AN_EMPLOYER")
     return employer_id
+
+
+def must(doc, what):
+    """``doc``, or 404 when it is None."""
+    if doc is None:
+        raise NotFound("No such %s." % what)
+    return doc
 
 
 def not_owner():

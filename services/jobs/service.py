@@ -19,8 +19,7 @@ from unionhub_kit.ping import ping as _ping
 from unionhub_kit.schema import load
 
 from . import domain, schemas, search, store
-from .domain import require_employer
-from .store import must
+from .domain import must, require_employer
 
 EXPIRY_INTERVAL = float(config.get("JOBS_EXPIRY_INTERVAL", "30"))
 EXPIRY_BATCH = 200

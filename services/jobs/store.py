@@ -16,7 +16,7 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from unionhub_kit import crypto, events
-from unionhub_kit.errors import Conflict, NotFound
+from unionhub_kit.errors import Conflict
 from unionhub_kit.mongo import transaction
 
 from . import domain, search
@@ -327,9 +327,3 @@ def alert_candidates(db, posting_keys, session=None):
     """Alerts anchored on one of a posting's keys (an indexed ``$in``); the caller checks each fully."""
     anchors = [k for k in posting_keys if k == "*" or k[:2] in ("r:", "c:", "w:")]
     return db.alerts.find({"anchors": {"$in": anchors}}, {"updated_at": 0}, session=session)
-
-
-def must(doc, what):
-    if doc is None:
-        raise NotFound("No such %s." % what)
-    return doc

@@ -8,6 +8,7 @@ logged, returned or put on an event.
 """
 from unionhub_kit import crypto, events, ids, regions, tokens
 from unionhub_kit.errors import AppError, Conflict, NotFound, RateLimited, ServiceUnavailable, Unauthorized
+from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo, transaction
 from unionhub_kit.outbox import Outbox
 from unionhub_kit.ping import ping as _ping
@@ -28,6 +29,7 @@ class MembershipService:
     name = "membership"
     db = Mongo(indexes=seed.prepare)
     outbox = Outbox()
+    metrics = ServiceMetrics()  # entrypoint latency/errors, request id in every log line
     notify = Rpc("notify")
 
     @rpc

@@ -7,8 +7,8 @@ lease. A run stops when its time is up and the next run of the same worker conti
 
 The entries carry a unique ``dedupe`` key (``ann:<announcement>:<user>``). When a worker dies or fails between a
 batch and its checkpoint, whoever takes the announcement over (after the lease expires, or the same worker after an
-error) re-counts the entries written so far and streams the audience again from the start, writing only the entries
-that are missing: nobody gets the announcement twice and nobody is skipped. Progress (``recipients``,
+error) streams the audience again from the start, counting the entries that exist and writing only the missing
+ones: nobody gets the announcement twice, nobody is skipped, and ``delivered`` stays exact. Progress (``recipients``,
 ``delivered``, ``status``) is readable throughout.
 """
 import itertools
@@ -52,10 +52,10 @@ def run(db, settings, budget=None):
         log.info("announcement %s: fan-out to %d members started", aid, recipients)
         stream = _Stream(store.audience_stream(db, query, settings.batch))
     elif stream is None or stream.scanned != before.get("scanned") or before.get("lease_owner") != owner:
-        # taken over from a worker that stopped (or failed) between a batch and its checkpoint
-        written = store.count_announcement_entries(db, aid)
-        store.reset_progress(db, aid, owner, written)
-        log.warning("announcement %s: resuming (%d entries written so far); writing the missing ones", aid, written)
+        # taken over from a worker that stopped (or failed) between a batch and its checkpoint: stream again from
+        # the start, counting the entries that exist and writing the missing ones
+        store.reset_progress(db, aid, owner)
+        log.warning("announcement %s: resuming; writing the missing entries", aid)
         stream = _Stream(store.audience_stream(db, query, settings.batch), resuming=True)
     data = {"title": before["title"], "body": before["body"]}
     deadline = time.monotonic() + budget
@@ -73,7 +73,8 @@ def run(db, settings, budget=None):
             before_checkpoint(aid, todo)
         stream.scanned += len(batch)
         lease_until = now + timedelta(seconds=settings.lease_seconds)
-        if not store.checkpoint_announcement(db, aid, owner, stream.scanned, inserted, lease_until):
+        delivered = inserted + len(batch) - len(todo)  # (when resuming, those who had it already count too)
+        if not store.checkpoint_announcement(db, aid, owner, stream.scanned, delivered, lease_until):
             log.warning("announcement %s: lease lost, another worker continues", aid)
             return True, pushes
         if len(batch) < settings.batch:  # the stream is exhausted

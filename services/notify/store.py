@@ -185,10 +185,6 @@ def mark_read(db, user_id, notification_id, now):
         return_document=ReturnDocument.AFTER)
 
 
-def count_announcement_entries(db, announcement_id):
-    return db.notifications.count_documents({"dedupe": {"$regex": "^ann:%s:" % announcement_id}})
-
-
 def without_announcement_entry(db, announcement_id, user_ids):
     """Those of ``user_ids`` who have no entry of the announcement yet (one indexed lookup per batch)."""
     keys = {"ann:%s:%s" % (announcement_id, u): u for u in user_ids}
@@ -261,17 +257,17 @@ def start_announcement(db, _id, owner, recipients, now):
         {"$set": {"status": "running", "recipients": recipients, "started_at": now}}).matched_count == 1
 
 
-def reset_progress(db, _id, owner, delivered):
-    """A resumed fan-out starts its stream again: ``delivered`` is what is in the inbox, nothing is scanned."""
+def reset_progress(db, _id, owner):
+    """A resumed fan-out streams its audience again and counts what it finds delivered as it goes."""
     return db.announcements.update_one({"_id": _id, "lease_owner": owner},
-                                       {"$set": {"delivered": delivered, "scanned": 0}}).matched_count == 1
+                                       {"$set": {"delivered": 0, "scanned": 0}}).matched_count == 1
 
 
-def checkpoint_announcement(db, _id, owner, scanned, inserted, lease_until):
+def checkpoint_announcement(db, _id, owner, scanned, delivered, lease_until):
     """Record progress after a batch; False if the lease was lost (another replica took over)."""
     return db.announcements.update_one(
         {"_id": _id, "lease_owner": owner},
-        {"$set": {"scanned": scanned, "lease_until": lease_until}, "$inc": {"delivered": inserted}}
+        {"$set": {"scanned": scanned, "lease_until": lease_until}, "$inc": {"delivered": delivered}}
     ).matched_count == 1
 
 

@@ -66,6 +66,7 @@ def wait_for(fn, timeout=15):
 def fresh_caches():
     benefits_service._campaigns.clear()
     benefits_service._left.clear()
+    benefits_service._pools.clear()
     benefits_service._sold_out.clear()  # each test has its own database; the process remembers across them
 
 
@@ -360,7 +361,7 @@ def test_a_claim_failing_half_way_leaves_the_quota_as_it_was(call, db, campaign,
 def test_the_quota_is_spread_over_stock_buckets(call, db, campaign):
     c = campaign(quota=100)
     buckets = list(db.stock.find({"campaign_id": c["id"]}))
-    assert len(buckets) == 32 and sum(b["left"] for b in buckets) == 100
+    assert len(buckets) == 64 and sum(b["left"] for b in buckets) == 100
     small = campaign(quota=3)
     assert db.stock.count_documents({"campaign_id": small["id"]}) == 3
 

@@ -129,6 +129,18 @@ def test_stock_buckets_add_up_to_the_quota_and_are_evenly_spaced():
         assert all(0 <= b["pos"] < 1 for b in buckets)
 
 
+def test_bucket_pool_leases_each_bucket_to_one_claim_at_a_time():
+    pool = domain.BucketPool(4)
+    leased = [pool.lease() for _ in range(4)]
+    assert sorted(leased) == [0, 1, 2, 3] and pool.lease() is None
+    pool.release([leased[0], leased[1]])
+    pool.emptied(leased[1])
+    pool.release([leased[1]])  # an empty bucket is not leased again
+    assert pool.lease() == leased[0] and pool.lease() is None
+    pool.release([leased[0], leased[0]])
+    assert pool.free == [leased[0]]
+
+
 # ---- scopes ---------------------------------------------------------------------------------------------------
 def test_scope_and_area_rules():
     assert domain.scope_of({"role": "union_admin", "scope": "510100"}) == "5101"
