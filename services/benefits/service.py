@@ -17,6 +17,7 @@ from nameko.timer import timer
 from unionhub_kit import events
 from unionhub_kit.consumer import idempotent, on_event
 from unionhub_kit.errors import Conflict, NotFound
+from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo, transaction
 from unionhub_kit.outbox import Outbox
 from unionhub_kit.ping import ping as _ping
@@ -68,6 +69,7 @@ class BenefitsService:
     name = "benefits"
     db = Mongo(indexes=store.ensure_indexes)
     outbox = Outbox()
+    metrics = ServiceMetrics()  # entrypoint latency/errors, request id in every log line
 
     @rpc
     def ping(self):

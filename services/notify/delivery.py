@@ -142,7 +142,7 @@ def send_now(db, settings, outbox, body):
               "user_id": None, "channel": "sms", "template": body["template"],
               "category": domain.FLOWS[body["template"]].category, "to_masked": mask_phone(body["to"]),
               "status": status, "attempts": attempts, "last_error": error, "created_at": now, "finished_at": now,
-              "due_at": now, "lease_until": None}
+              "due_at": now, "lease_until": domain.NO_LEASE}
     record["notification_id"] = record["_id"]
 
     def txn(session):

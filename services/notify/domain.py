@@ -18,6 +18,7 @@ from unionhub_kit.events import rfc3339, utcnow
 
 UTC = datetime.timezone.utc
 CST = datetime.timezone(datetime.timedelta(hours=8), "CST")  # quiet hours are China Standard Time (no DST)
+NO_LEASE = datetime.datetime(1970, 1, 1, tzinfo=UTC)  # lease_until of an item nobody holds
 
 # ---- flows ----------------------------------------------------------------------------------------------------
 Flow = namedtuple("Flow", "category channels event")
@@ -159,7 +160,7 @@ def dispatch_doc(user_id, notification_id, template, channel, rendered, to_enc, 
     doc = {"_id": new_id(now), "dedupe": dedupe, "notification_id": notification_id, "user_id": user_id,
            "channel": channel, "template": template, "category": FLOWS[template].category,
            "params": rendered["params"], "to_enc": to_enc, "to_masked": to_masked, "status": "pending",
-           "attempts": 0, "due_at": due_at, "held": due_at > now, "created_at": now, "lease_until": None}
+           "attempts": 0, "due_at": due_at, "held": due_at > now, "created_at": now, "lease_until": NO_LEASE}
     if channel == "sms":
         doc["text"] = rendered["text"]
     else:
@@ -246,7 +247,7 @@ def announcement_doc(actor, body, now):
     return {"_id": new_id(now), "title": body["title"], "body": body["body"], "audience": body["audience"],
             "scope": regions.normalize_prefix(actor["scope"]), "created_by": actor["sub"], "status": "pending",
             "recipients": None, "delivered": 0, "scanned": 0, "created_at": now, "started_at": None,
-            "finished_at": None, "lease_until": None}
+            "finished_at": None, "lease_until": NO_LEASE}
 
 
 def announcement_view(doc):
@@ -348,7 +349,7 @@ def delivery_doc(hook, envelope, now):
     return {"_id": new_id(now), "webhook_id": hook["_id"], "owner": hook["owner"], "event_id": envelope["id"],
             "event_type": service_event, "envelope": envelope, "status": "pending", "attempts": 0, "replays": 0,
             "due_at": now, "last_status": None, "last_error": None, "created_at": now, "last_attempt_at": None,
-            "lease_until": None}
+            "lease_until": NO_LEASE}
 
 
 def delivery_view(doc):

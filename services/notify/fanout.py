@@ -48,13 +48,15 @@ def run(db, settings, budget=None):
     stream = _streams.pop((owner, aid), None)
     if before["status"] == "pending":
         recipients = store.count_audience(db, query)
-        store.start_announcement(db, aid, owner, recipients, now)
+        if not store.start_announcement(db, aid, owner, recipients, now):
+            return True, 0  # counting outlasted the lease and another worker took it over
         log.info("announcement %s: fan-out to %d members started", aid, recipients)
         stream = _Stream(store.audience_stream(db, query, settings.batch))
     elif stream is None or stream.scanned != before.get("scanned") or before.get("lease_owner") != owner:
         # taken over from a worker that stopped (or failed) between a batch and its checkpoint: stream again from
         # the start, counting the entries that exist and writing the missing ones
-        store.reset_progress(db, aid, owner)
+        if not store.reset_progress(db, aid, owner):
+            return True, 0
         log.warning("announcement %s: resuming; writing the missing entries", aid)
         stream = _Stream(store.audience_stream(db, query, settings.batch), resuming=True)
     data = {"title": before["title"], "body": before["body"]}

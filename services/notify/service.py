@@ -15,6 +15,7 @@ from nameko.rpc import rpc
 from unionhub_kit import crypto, events, topology
 from unionhub_kit.consumer import idempotent, on_event
 from unionhub_kit.errors import NotFound, validation_error
+from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo
 from unionhub_kit.outbox import Outbox
 from unionhub_kit.ping import ping as _ping
@@ -34,6 +35,7 @@ class NotifyService:
 
     db = Mongo(indexes=store.ensure_indexes)
     outbox = Outbox()
+    metrics = ServiceMetrics()  # entrypoint latency/errors, request id in every log line
     settings = SettingsProvider()
     wake = Wake()
 

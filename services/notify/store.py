@@ -22,7 +22,10 @@ from unionhub_kit.errors import AppError
 from unionhub_kit.events import utcnow
 from unionhub_kit.mongo import transaction
 
+from . import domain
+
 DUPLICATE_KEY = 11000
+NO_LEASE = domain.NO_LEASE
 
 
 def ensure_indexes(db):
@@ -92,9 +95,11 @@ def run_idempotent(db, caller, key, payload, fn):
 
 # ---- leases ---------------------------------------------------------------------------------------------------
 def claim_due(coll, now, limit, lease_seconds, owner):
-    """Lease up to ``limit`` pending items whose ``due_at`` has come; return the documents this caller got."""
-    free = {"status": "pending", "due_at": {"$lte": now},
-            "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]}
+    """Lease up to ``limit`` pending items whose ``due_at`` has come; return the documents this caller got.
+
+    (No ``$or`` in these filters: the store answers a filter with ``$or`` by scanning the whole collection.)
+    """
+    free = {"status": "pending", "due_at": {"$lte": now}, "lease_until": {"$lt": now}}
     ids = [d["_id"] for d in coll.find(free, {"_id": 1}).sort("due_at", ASC).limit(limit)]
     if not ids:
         return []
@@ -108,7 +113,7 @@ def settle(coll, doc, update, session=None):
     """Apply ``update`` to a leased item if the lease is still ours; True when it was."""
     update = dict(update)
     update.setdefault("$unset", {})["lease"] = ""
-    update.setdefault("$set", {})["lease_until"] = None
+    update.setdefault("$set", {})["lease_until"] = NO_LEASE
     return coll.update_one({"_id": doc["_id"], "lease": doc["lease"]}, update, session=session).matched_count == 1
 
 
@@ -243,12 +248,17 @@ def get_announcement(db, _id):
 
 
 def claim_announcement(db, now, lease_seconds, owner):
-    """Lease the oldest unfinished announcement that nobody (else) holds; return it as it was before the claim."""
-    return db.announcements.find_one_and_update(
-        {"status": {"$in": ["pending", "running"]},
-         "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}, {"lease_owner": owner}]},
-        {"$set": {"lease_until": now + timedelta(seconds=lease_seconds), "lease_owner": owner}},
-        sort=[("_id", ASC)], return_document=ReturnDocument.BEFORE)
+    """Lease the oldest unfinished announcement that nobody else holds (or that this worker holds already);
+    return it as it was before the claim, or None."""
+    lease = {"$set": {"lease_until": now + timedelta(seconds=lease_seconds), "lease_owner": owner}}
+    unfinished = {"$in": ["pending", "running"]}
+    for doc in db.announcements.find({"status": unfinished}, {"_id": 1}).sort("_id", ASC).limit(50):
+        for guard in ({"lease_owner": owner}, {"lease_until": {"$lt": now}}):
+            before = db.announcements.find_one_and_update(dict(guard, _id=doc["_id"], status=unfinished), lease,
+                                                          return_document=ReturnDocument.BEFORE)
+            if before is not None:
+                return before
+    return None
 
 
 def start_announcement(db, _id, owner, recipients, now):
@@ -277,7 +287,7 @@ def finish_announcement(db, _id, owner, now):
         return False
     return db.announcements.update_one(
         {"_id": _id, "lease_owner": owner},
-        {"$set": {"status": "done", "finished_at": now, "recipients": doc["delivered"], "lease_until": None}},
+        {"$set": {"status": "done", "finished_at": now, "recipients": doc["delivered"], "lease_until": NO_LEASE}},
     ).matched_count == 1
 
 
@@ -327,7 +337,7 @@ def replay_delivery(db, webhook_id, delivery_id, now):
     """Send one delivery again from scratch (its attempts start over); None if the webhook has no such delivery."""
     return db.webhook_deliveries.find_one_and_update(
         {"_id": delivery_id, "webhook_id": webhook_id},
-        {"$set": {"status": "pending", "attempts": 0, "due_at": now, "lease_until": None},
+        {"$set": {"status": "pending", "attempts": 0, "due_at": now, "lease_until": NO_LEASE},
          "$unset": {"lease": ""}, "$inc": {"replays": 1}},
         return_document=ReturnDocument.AFTER)
 
