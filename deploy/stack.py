@@ -145,7 +145,8 @@ class Stack:
         exe_dir = os.path.dirname(sys.executable)
         env["PATH"] = exe_dir + os.pathsep + env.get("PATH", "")
         log = open(os.path.join(self.log_dir, "%s-%d.log" % (name, index)), "ab")
-        p = subprocess.Popen(cmd, shell=True, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        # exec: the shell becomes nameko, so waiting for this process waits for the service itself
+        p = subprocess.Popen("exec " + cmd, shell=True, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True)
         self.procs.setdefault(name, []).append(p)
         return p
@@ -159,7 +160,11 @@ class Stack:
     def kill(self, name, sig=signal.SIGKILL):
         for p in self.procs.pop(name, []):
             _signal_group(p, sig)
-            p.wait(timeout=15)
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                _signal_group(p, signal.SIGKILL)
+                p.wait()
 
     def gateway_url(self):
         return "http://127.0.0.1:%s" % self.env.get("GATEWAY_PORT", "8000")
@@ -192,8 +197,9 @@ class Stack:
                 try:
                     p.wait(timeout=max(0.1, deadline - time.time()))
                 except subprocess.TimeoutExpired:
-                    _signal_group(p, signal.SIGKILL)
-                    p.wait()
+                    pass
+                _signal_group(p, signal.SIGKILL)  # whatever of its group is still there (never leave orphans)
+                p.wait()
         if self.store_proc is not None:
             _signal_group(self.store_proc, signal.SIGTERM)
             try:

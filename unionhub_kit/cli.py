@@ -258,7 +258,7 @@ def redrive(db, service, amqp_uri, steal=False, limit=None):
     from . import outbox
     topology.declare_uri(amqp_uri, [service])
     if steal:  # a relay that died holds its lease for LEASE_SECONDS; ops may take it over at once
-        db.outbox.update_many({"published_at": None}, {"$set": {"lease_until": None}})
+        db.outbox.update_many({"published_at": None}, {"$set": {"lease_until": outbox.EPOCH}})
     publisher = Publisher(amqp_uri, use_confirms=True, serializer="json")
     owner = "cli-%s-%d" % (socket.gethostname(), os.getpid())
     total = 0

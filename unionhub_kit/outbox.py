@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import eventlet
 from eventlet.queue import Empty, LightQueue
@@ -29,6 +29,7 @@ from .mongo import database_for
 log = logging.getLogger("unionhub.outbox")
 
 LEASE_SECONDS = 30
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 BATCH = 200
 RETENTION = timedelta(days=1)
 
@@ -49,7 +50,7 @@ class OutboxWriter:
 
 def store(db, env, event, session=None):
     db.outbox.insert_one({"event_id": env["id"], "type": event, "envelope": env, "created_at": events.utcnow(),
-                          "published_at": None, "lease_until": None, "attempts": 0}, session=session)
+                          "published_at": None, "lease_until": EPOCH, "attempts": 0}, session=session)
 
 
 def _headers(env):
@@ -62,7 +63,8 @@ def _headers(env):
 def relay_batch(db, service, publisher, owner, limit=BATCH):
     """Lease up to ``limit`` unpublished events, publish them with confirms, mark them. Return how many."""
     now = events.utcnow()
-    free = {"published_at": None, "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]}
+    # no $or: SecantusDB answers an $or with a collection scan; an unleased row carries the epoch
+    free = {"published_at": None, "lease_until": {"$lt": now}}
     ids = [d["_id"] for d in db.outbox.find(free, {"_id": 1}).sort("_id", 1).limit(limit)]
     if not ids:
         return 0
@@ -85,7 +87,7 @@ def relay_batch(db, service, publisher, owner, limit=BATCH):
                                    "$inc": {"attempts": 1}})
         failed = [d["_id"] for d in mine if d["_id"] not in set(done)]
         if failed:
-            db.outbox.update_many({"_id": {"$in": failed}}, {"$set": {"lease_until": None}, "$inc": {"attempts": 1}})
+            db.outbox.update_many({"_id": {"$in": failed}}, {"$set": {"lease_until": EPOCH}, "$inc": {"attempts": 1}})
     return len(done)
 
 

@@ -97,7 +97,16 @@ class Wake(DependencyProvider):
 
 
 class Settings:
-    """What notify reads from its configuration (nameko config first, then the environment)."""
+    """What notify reads from its configuration (nameko config first, then the environment).
+
+    Providers: ``SMS_WEBHOOK_URL`` / ``SMS_WEBHOOK_SECRET`` / ``SMS_SINK_FILE`` (default ``var/sms.jsonl``), the same
+    with ``PUSH_``, ``NOTIFY_PROVIDER_TIMEOUT`` (s). Retries of SMS / push: ``NOTIFY_MAX_ATTEMPTS``,
+    ``NOTIFY_RETRY_BASE_SECONDS``, ``NOTIFY_RETRY_CAP_SECONDS``; of the login code (synchronous):
+    ``NOTIFY_OTP_ATTEMPTS`` within ``NOTIFY_OTP_BUDGET_SECONDS``. Fan-out: ``NOTIFY_FANOUT_BATCH``,
+    ``NOTIFY_LEASE_SECONDS``, ``NOTIFY_TICK_BUDGET_SECONDS``. Webhooks: ``WEBHOOK_ALLOW_PRIVATE``,
+    ``WEBHOOK_MAX_ATTEMPTS``, ``WEBHOOK_RETRY_BASE_SECONDS``, ``WEBHOOK_RETRY_CAP_SECONDS``,
+    ``WEBHOOK_TIMEOUT_SECONDS``. Clock: ``NOTIFY_CLOCK_OFFSET_SECONDS`` (tests and demos of quiet hours).
+    """
 
     def __init__(self, get):
         f = lambda name, default: float(get(name) or default)  # noqa: E731

@@ -41,8 +41,10 @@ def inbox(stack, token, **params):
 
 def test_join_welcomes_in_the_inbox_and_by_sms_and_the_inbox_is_private(stack):
     token, membership, phone = new_member(stack)
-    page = eventually(lambda: inbox(stack, token)["items"] and inbox(stack, token))
-    [welcome] = page["items"]
+    # other suites share this stack: a live welcome campaign may add a benefits entry; the welcome is the one
+    # membership entry
+    welcomes = eventually(lambda: [n for n in inbox(stack, token)["items"] if n["category"] == "membership"])
+    [welcome] = welcomes
     assert welcome["category"] == "membership" and welcome["read"] is False
     assert membership["card_no"] in welcome["body"]
     assert set(welcome) == {"id", "category", "title", "body", "created_at", "read"}
@@ -51,8 +53,8 @@ def test_join_welcomes_in_the_inbox_and_by_sms_and_the_inbox_is_private(stack):
 
     r = call(stack, "POST", "/api/v1/members/me/notifications/%s/read" % welcome["id"], token)
     assert r.status_code == 200 and r.json()["read"] is True
-    assert inbox(stack, token, unread="true")["items"] == []
-    assert inbox(stack, token)["items"][0]["read"] is True
+    assert welcome["id"] not in [n["id"] for n in inbox(stack, token, unread="true")["items"]]
+    assert [n["read"] for n in inbox(stack, token)["items"] if n["id"] == welcome["id"]] == [True]
 
     other = member_token(stack)
     problem(call(stack, "POST", "/api/v1/members/me/notifications/%s/read" % welcome["id"], other), 404, "NOT_FOUND")
