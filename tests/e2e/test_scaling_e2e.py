@@ -52,7 +52,7 @@ def test_two_replicas_share_rpc_and_event_work_and_process_nothing_twice(make_st
     amqp = st.env["AMQP_URI"]
 
     # RPC: one queue, two consumers; every call answered once, by one replica or the other
-    assert wait_for(lambda: queue_stats(amqp, "rpc-notify")["consumers"] == 2, 30)
+    assert wait_for(lambda: queue_stats(amqp, "rpc-notify").get("consumers") == 2, 30)
     with ClusterRpcProxy({"AMQP_URI": amqp, "serializer": "json"}, timeout=10) as cluster:
         answers = [cluster.notify.ping() for _ in range(N_CALLS)]
         pending = [cluster.notify.ping.call_async() for _ in range(N_CALLS)]
@@ -64,7 +64,7 @@ def test_two_replicas_share_rpc_and_event_work_and_process_nothing_twice(make_st
 
     # events: publish N member_joined straight to membership's exchange (as its outbox relay would)
     queue = topology.queue_name(topology.find("notify", "on_member_joined"))
-    assert wait_for(lambda: queue_stats(amqp, queue)["consumers"] == 2, 30)
+    assert wait_for(lambda: queue_stats(amqp, queue).get("consumers") == 2, 30)
     sent = [joined(i) for i in range(N_EVENTS)]
     with Connection(amqp, transport_options={"confirm_publish": True}) as conn:
         producer = conn.Producer(serializer="json")
@@ -98,7 +98,7 @@ def test_two_replicas_share_rpc_and_event_work_and_process_nothing_twice(make_st
     ms = stats["message_stats"]
     assert ms.get("redeliver", 0) == 0
     assert ms.get("deliver_get", ms.get("deliver", 0)) == N_EVENTS
-    assert stats["messages"] == 0
+    assert stats.get("messages", 0) == 0
 
     # ... and the catch-all webhook handler of the same replicas saw each event once too
     any_keys = ["on_any_event|/unionhub/membership|%s" % env["id"] for env in sent]
