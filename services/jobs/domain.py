@@ -3,7 +3,7 @@ employer may see of an applicant, and job-alert matching."""
 import re
 
 from unionhub_kit import ids, regions
-from unionhub_kit.errors import AppError, Conflict, Forbidden, NotFound
+from unionhub_kit.errors import Conflict, Forbidden, NotFound
 from unionhub_kit.events import rfc3339
 
 from . import search
@@ -114,10 +114,6 @@ def alert_matches(alert, posting_keys):
 
 def chunks(values, size=ALERT_CHUNK):
     return [values[i:i + size] for i in range(0, len(values), size)]
-
-
-def idempotency_key_reused():
-    return AppError("This Idempotency-Key was used with another request.", code="IDEMPOTENCY_KEY_REUSED", status=422)
 
 
 # ---- views (JSON-safe answers) --------------------------------------------------------------------------------

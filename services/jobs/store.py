@@ -8,16 +8,13 @@ Invariants are held by the store, never by read-then-write: one application per 
 per employer and fair are unique indexes; applying, closing, expiring and moving an application on are conditional
 updates on the expected state inside the transaction that also writes the event to the outbox.
 """
-import json
 
 import pymongo
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from unionhub_kit import crypto, events
 from unionhub_kit.errors import Conflict
-from unionhub_kit.mongo import transaction
 
 from . import domain, search
 
@@ -61,42 +58,8 @@ def older_than(cursor):
     return {"order_key": {"$lt": search.decode_cursor(cursor)}} if cursor else {}
 
 
-# ---- idempotency ----------------------------------------------------------------------------------------------
-def run_idempotent(db, caller, key, payload, fn):
-    """Run ``fn(session)`` in a transaction; with an Idempotency-Key, store ``(caller, key) -> result`` in it.
-
-    The key is claimed first inside the transaction: of two concurrent requests with one key, the second finds it
-    taken and answers the stored result. The same key with another body is refused (422).
-    """
-    if key is None:
-        return transaction(db, fn)
-    _id = "%s|%s" % (caller, key)
-    fp = crypto.keyed_hash(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str), "idempotency")
-
-    def replay():
-        stored = db.idempotency.find_one({"_id": _id})
-        if stored is None or "result" not in stored:
-            return None
-        if stored["fp"] != fp:
-            raise domain.idempotency_key_reused()
-        return stored["result"]
-
-    found = replay()
-    if found is not None:
-        return found
-
-    def txn(session):
-        db.idempotency.insert_one({"_id": _id, "fp": fp, "created_at": events.utcnow()}, session=session)
-        result = fn(session)
-        db.idempotency.update_one({"_id": _id}, {"$set": {"result": result}}, session=session)
-        return result
-    try:
-        return transaction(db, txn)
-    except DuplicateKeyError:
-        found = replay()  # the key was claimed by a concurrent request that has now committed
-        if found is None:
-            raise
-        return found
+# ---- idempotency: unionhub_kit.idempotency.run_idempotent ------------------------------------------------------
+from unionhub_kit.idempotency import run_idempotent  # noqa: E402,F401  (store.run_idempotent for the service)
 
 
 # ---- employers ------------------------------------------------------------------------------------------------

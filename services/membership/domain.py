@@ -1,16 +1,13 @@
 """Membership rules without a broker or a store: states and transitions, codes and card numbers, passwords, login
 codes, scopes, masking and the views returned to callers."""
-import base64
-import binascii
 import hashlib
 import hmac
-import json
 import secrets
 
 from bson import ObjectId
 
 from unionhub_kit import crypto, events, ids, regions
-from unionhub_kit.errors import AppError, Conflict, Forbidden, Unauthorized, validation_error
+from unionhub_kit.errors import Conflict, Forbidden, Unauthorized, validation_error
 
 LEVELS = ("province", "prefecture", "county", "grassroots")
 MEMBER_STATUSES = ("pending", "active", "rejected", "left")
@@ -182,28 +179,7 @@ def invalid_credentials():
 
 
 # ---- cursors --------------------------------------------------------------------------------------------------
-def encode_cursor(key):
-    return base64.urlsafe_b64encode(str(key).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor):
-    """The sort key in an opaque cursor; a malformed cursor is a 400."""
-    if cursor is None:
-        return None
-    try:
-        key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        key = None
-    if not key or not key.isprintable():
-        raise validation_error({"cursor": ["is not a cursor this list gave out."]})
-    return key
-
-
-def page(items, limit, key):
-    """``{"items", "next_cursor"}`` from ``limit + 1`` fetched rows."""
-    more = len(items) > limit
-    items = items[:limit]
-    return {"items": items, "next_cursor": encode_cursor(key(items[-1])) if more and items else None}
+from unionhub_kit.paging import decode_cursor, encode_cursor, page  # noqa: E402,F401
 
 
 # ---- views ----------------------------------------------------------------------------------------------------
@@ -259,10 +235,5 @@ def stats_key(group_by):
             "occupation_group": "occupation_group"}[group_by]
 
 
-def fingerprint(payload):
-    """A keyed digest of a request body (an Idempotency-Key reused with another body is refused)."""
-    return crypto.keyed_hash(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str), "idempotency")
+from unionhub_kit.idempotency import fingerprint  # noqa: E402,F401  (a keyed digest of a request body)
 
-
-def key_reused():
-    return AppError("This Idempotency-Key was used with another request.", code="IDEMPOTENCY_KEY_REUSED", status=422)

@@ -17,7 +17,6 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from unionhub_kit import events
 from unionhub_kit.errors import Conflict
-from unionhub_kit.mongo import transaction
 
 from . import domain
 
@@ -51,44 +50,8 @@ def dup_field(exc):
     return next(iter(pattern), None)
 
 
-# ---- idempotency ----------------------------------------------------------------------------------------------
-def run_idempotent(db, caller, key, payload, fn):
-    """Run ``fn(session)`` in a transaction; with an Idempotency-Key, store ``(caller, key) -> result`` in it.
-
-    The key is claimed first inside the transaction, so two concurrent requests with one key do the work once: the
-    second waits on the write conflict, then finds the key taken and returns the stored result.
-    """
-    if key is None:
-        return transaction(db, fn)
-    _id = "%s|%s" % (caller, key)
-    fp = domain.fingerprint(payload)
-
-    def replay():
-        stored = db.idempotency.find_one({"_id": _id})
-        if stored is None:
-            return None
-        if stored["fp"] != fp:
-            raise domain.key_reused()
-        return stored["result"]
-
-    found = replay()
-    if found is not None:
-        return found
-
-    def txn(session):
-        db.idempotency.insert_one({"_id": _id, "fp": fp, "created_at": events.utcnow()}, session=session)
-        result = fn(session)
-        db.idempotency.update_one({"_id": _id}, {"$set": {"result": result}}, session=session)
-        return result
-    try:
-        return transaction(db, txn)
-    except DuplicateKeyError as exc:
-        if dup_field(exc) != "_id":
-            raise
-        found = replay()
-        if found is None:
-            raise
-        return found
+# ---- idempotency: unionhub_kit.idempotency.run_idempotent ------------------------------------------------------
+from unionhub_kit.idempotency import run_idempotent  # noqa: E402,F401  (store.run_idempotent for the service)
 
 
 # ---- unions -----------------------------------------------------------------------------------------------------
