@@ -1,6 +1,7 @@
 """Posting search at seed scale, through the gateway: p50/p95/p99 and queries/s for keyword-only, keyword + region
-prefix, region + category, salary filter and deep-page queries, beside the same run's raw store point lookup and
-the store-level search (no gateway, no RPC).
+prefix, region + category, salary filter and deep-page queries (``BENCH_CONCURRENCY`` connections, plus the p50 of
+the same queries one at a time), beside the same run's raw store point lookup and the store-level search (no
+gateway, no RPC).
 
     python -m bench.search                      # its own stack; seeds 690,000 postings into it first (~15 min)
     BENCH_SEARCH_POSTINGS=50000 python -m bench.search          # a smaller, quicker run
@@ -123,13 +124,16 @@ def main():
         point, store_level = raw_store(db)
         results = {"postings": postings, "open_postings": open_now, "concurrency": concurrency,
                    "duration_s": duration, "load_average_before": os.getloadavg(), "phases": {}}
+        single = common.Http(st.url)
         for name, make in query_mix(rng).items():
             sizes = []
             common.say("phase %s ..." % name)
             res = run_phase(st, make, concurrency, duration, sizes)
             res["mean_items"] = round(sum(sizes) / len(sizes), 1) if sizes else 0
             res["empty_pages"] = sum(1 for s in sizes if s == 0)
+            res["one_at_a_time"] = common.sequential(lambda i: single.request("GET", path_of(make())), 50)
             results["phases"][name] = res
+        single.close()
         common.say("phase deep_pages ...")
         results["phases"]["deep_pages"] = run_deep(st, rng, concurrency, duration, pages)
         results["raw_store_point_lookup"] = point
@@ -139,18 +143,18 @@ def main():
         results["ratios_p50_vs_point_lookup"] = {n: round(r["p50_ms"] / base, 1) for n, r in
                                                  results["phases"].items() if r.get("p50_ms")}
     path = common.write_result("search", results)
-    rows = [(n, r["per_s"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["status"]) for n, r in
-            results["phases"].items()]
-    rows.append(("deep pages 20+", None, results["phases"]["deep_pages"]["pages_20_plus"]["p50_ms"],
-                 results["phases"]["deep_pages"]["pages_20_plus"]["p95_ms"],
-                 results["phases"]["deep_pages"]["pages_20_plus"]["p99_ms"], ""))
+    rows = [(n, r["per_s"], r["p50_ms"], r["p95_ms"], r["p99_ms"], (r.get("one_at_a_time") or {}).get("p50_ms"),
+             r["status"]) for n, r in results["phases"].items()]
+    deep = results["phases"]["deep_pages"]["pages_20_plus"]
+    rows.append(("deep pages 20+", None, deep["p50_ms"], deep["p95_ms"], deep["p99_ms"], None, ""))
     rows.append(("store search (no gateway)", store_level["per_s"], store_level["p50_ms"], store_level["p95_ms"],
-                 store_level["p99_ms"], ""))
-    rows.append(("raw store find_one", point["per_s"], point["p50_ms"], point["p95_ms"], point["p99_ms"], ""))
+                 store_level["p99_ms"], store_level["p50_ms"], ""))
+    rows.append(("raw store find_one", point["per_s"], point["p50_ms"], point["p95_ms"], point["p99_ms"],
+                 point["p50_ms"], ""))
     print("search over %s postings (%s open), %d connections, %.0fs per phase, load average %.1f -> %.1f" % (
         postings, open_now, concurrency, duration, results["load_average_before"][0],
         results["load_average_after"][0]))
-    print(common.table(rows, ["phase", "q/s", "p50 ms", "p95 ms", "p99 ms", "status"]))
+    print(common.table(rows, ["phase", "q/s", "p50 ms", "p95 ms", "p99 ms", "p50 ms 1-at-a-time", "status"]))
     print("written to %s" % path)
 
 

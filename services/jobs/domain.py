@@ -121,13 +121,14 @@ POSTING_FIELDS = ("employer_id", "employer_name", "title", "category", "region_c
                   "salary_max", "headcount", "education", "experience_years")
 
 
-def posting_view(doc, now):
-    """A posting; one past its ``valid_until`` reads as closed (expired) even before the expiry timer ran."""
+def posting_view(doc, now, full=False):
+    """A posting (``full``: with its description; lists leave it out). One past its ``valid_until`` reads as closed
+    (expired) even before the expiry timer ran."""
     expired = doc["status"] == "open" and doc["valid_until"] <= now
     out = {"id": doc["_id"]}
     out.update({k: doc.get(k) for k in POSTING_FIELDS})
     out["region_name"] = regions.all_codes().get(doc["region_code"])
-    if "description" in doc:
+    if full:
         out["description"] = doc["description"]
     out.update({"valid_until": rfc3339(doc["valid_until"]), "created_at": rfc3339(doc["created_at"]),
                 "status": "closed" if expired else doc["status"],

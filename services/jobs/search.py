@@ -167,19 +167,18 @@ class WindowPlan:
         return max(MIN_WINDOW_MS, WINDOW_CANDIDATES / self.driver_density)
 
     def first(self):
-        return int(min(self._cap(), max(MIN_WINDOW_MS, 1.5 * self.want / self.expected_density)))
+        return int(min(self._cap(), max(MIN_WINDOW_MS, 1.3 * self.want / self.expected_density)))
 
     def next(self, window_ms, matched):
         """The next window after one of ``window_ms`` that gave ``matched`` matches."""
         self.scanned_ms += window_ms
         self.found += matched
         need = max(1, self.want - self.found)
-        if self.found:
-            density = self.found / float(self.scanned_ms)
-            size = 1.5 * need / density
+        if self.found:  # sized for what is missing at the density seen so far
+            size = 1.2 * need * self.scanned_ms / float(self.found)
         else:
             size = window_ms * 4
-        return int(min(self._cap(), max(MIN_WINDOW_MS, size, window_ms)))
+        return int(min(self._cap(), max(MIN_WINDOW_MS, size)))
 
 
 def order_key(created_ms, posting_id):

@@ -156,7 +156,7 @@ def seed(db, n_employers, n_postings, n_resumes, batch=2000, days=150, rng_seed=
         insert(db.employers, emps[k:k + batch], "employers", len(emps), state)
     weights = [t[3] for t in TITLES]
     counts = collections.Counter()
-    since = None
+    since = latest = None
     state["started"] = time.time()
     for k in range(0, n_postings, batch):
         docs = [posting(rng, emps, counties, now, days, weights) for _ in range(k, min(n_postings, k + batch))]
@@ -165,10 +165,12 @@ def seed(db, n_employers, n_postings, n_resumes, batch=2000, days=150, rng_seed=
                 counts.update(d["search_keys"])
                 ms = int(d["order_key"][:13])
                 since = ms if since is None else min(since, ms)
+                latest = ms if latest is None else max(latest, ms)
         insert(db.jobs, docs, "postings", n_postings, state)
     ops = [UpdateOne({"_id": key}, {"$inc": {"n": n}}, upsert=True) for key, n in counts.items() if key != "*"]
     if counts:
-        ops.append(UpdateOne({"_id": "*"}, {"$inc": {"n": counts["*"]}, "$min": {"since": since}}, upsert=True))
+        ops.append(UpdateOne({"_id": "*"}, {"$inc": {"n": counts["*"]}, "$min": {"since": since},
+                                            "$max": {"latest": latest}}, upsert=True))
     for k in range(0, len(ops), 5000):
         db.search_stats.bulk_write(ops[k:k + 5000], ordered=False)
     print("  stats     %d search keys counted" % len(ops), flush=True)

@@ -87,15 +87,15 @@ class JobsService:
                 "title": doc["title"], "category": doc["category"], "region_code": doc["region_code"],
                 "salary_min": doc["salary_min"], "salary_max": doc["salary_max"],
                 "valid_until": events.rfc3339(doc["valid_until"])}, subject=job_id)
-            return domain.posting_view(doc, now)
+            return domain.posting_view(doc, now, full=True)
         result = store.run_idempotent(self.db, actor["sub"], idempotency_key, p, txn)
         if result["id"] == job_id:
-            store.bump_stats(self.db, doc["search_keys"], 1, since_ms=store.now_ms(now))
+            store.bump_stats(self.db, doc["search_keys"], 1, created_ms=store.now_ms(now))
         return result
 
     @rpc
     def get_job(self, job_id):
-        return domain.posting_view(must(store.job(self.db, job_id, {"search_keys": 0}), "posting"), _now())
+        return domain.posting_view(must(store.job(self.db, job_id), "posting"), _now(), full=True)
 
     @rpc
     def search_jobs(self, payload):
@@ -118,12 +118,12 @@ class JobsService:
                                                         "reason": "closed"}, subject=job_id)
             return before
         before = transaction(self.db, txn)
-        doc = must(store.job(self.db, job_id, {"search_keys": 0}), "posting")
+        doc = must(store.job(self.db, job_id), "posting")
         if doc["employer_id"] != employer_id:
             raise domain.not_owner()
         if before is not None:
             store.bump_stats(self.db, before["search_keys"], -1)
-        return domain.posting_view(doc, now)
+        return domain.posting_view(doc, now, full=True)
 
     @rpc
     def employer_jobs(self, actor, payload):

@@ -20,7 +20,6 @@ from . import domain, search
 
 ASC, DESC = pymongo.ASCENDING, pymongo.DESCENDING
 TOP = "9" * 13  # above every order key
-LIST_FIELDS = {"description": 0}  # list items leave out the long text
 NO_STATS_SINCE_DAYS = 400
 
 
@@ -84,7 +83,7 @@ def job(db, job_id, projection=None):
 
 
 def jobs_by_ids(db, job_ids):
-    return {d["_id"]: d for d in db.jobs.find({"_id": {"$in": list(job_ids)}}, LIST_FIELDS)}
+    return {d["_id"]: d for d in db.jobs.find({"_id": {"$in": list(job_ids)}})}
 
 
 def close_job(db, job_id, employer_id, reason, now, session):
@@ -105,7 +104,7 @@ def due_for_expiry(db, now, limit):
 
 def employer_jobs(db, employer_id, limit, cursor):
     flt = dict({"employer_id": employer_id}, **older_than(cursor))
-    return page(list(db.jobs.find(flt, LIST_FIELDS).sort("order_key", DESC).limit(limit + 1)), limit)
+    return page(list(db.jobs.find(flt).sort("order_key", DESC).limit(limit + 1)), limit)
 
 
 def claim_for_application(db, job_id, now, session):
@@ -116,14 +115,15 @@ def claim_for_application(db, job_id, now, session):
 
 
 # ---- search ---------------------------------------------------------------------------------------------------
-def bump_stats(db, keys, delta, since_ms=None):
-    """Keep the planner's counts of open postings per search key (estimates: written after the commit)."""
+def bump_stats(db, keys, delta, created_ms=None):
+    """Keep the planner's counts of open postings per search key, and on ``*`` the time span postings were created
+    in (``since``, ``latest``); estimates, written after the commit."""
     if not keys:
         return
     ops = [UpdateOne({"_id": k}, {"$inc": {"n": delta}}, upsert=True) for k in set(keys) if k != "*"]
     star = {"$inc": {"n": delta}}
-    if since_ms is not None:
-        star["$min"] = {"since": since_ms}
+    if created_ms is not None:
+        star.update({"$min": {"since": created_ms}, "$max": {"latest": created_ms}})
     ops.append(UpdateOne({"_id": "*"}, star, upsert=True))
     db.search_stats.bulk_write(ops, ordered=False)
 
@@ -138,20 +138,22 @@ def search_jobs(db, flt, limit, cursor, now):
     counts = {k: d.get("n", 0) for k, d in stats.items()}
     driver = search.choose_driver(keys, counts)
     residual = len(set(keys)) > 1 or flt.get("salary_min") is not None
-    projection = dict(LIST_FIELDS) if residual else dict(LIST_FIELDS, search_keys=0)
     now_at = now_ms(now)
-    since = (stats.get("*") or {}).get("since") or now_at - NO_STATS_SINCE_DAYS * search.DAY_MS
+    star = stats.get("*") or {}
+    since = star.get("since") or now_at - NO_STATS_SINCE_DAYS * search.DAY_MS
+    latest = max(star.get("latest") or now_at, since) + 1  # nothing newer was posted (give or take a crash)
     hi = search.decode_cursor(cursor) if cursor else TOP
     want = limit + 1
     plan = search.WindowPlan(counts.get(driver, 0), search.estimate_matches(keys, counts, counts.get("*", 0)),
-                             now_at - since, want)
+                             latest - since, want)
     window = plan.first() if counts.get(driver, 0) > search.WINDOW_CANDIDATES else None
     found = []
     while True:
-        top_ms = min(search.order_key_ms(hi), now_at + 60000)
+        top_ms = min(search.order_key_ms(hi), latest)
         lo = None if window is None or top_ms - window <= since else "%013d" % (top_ms - window)
         rng = {"$lt": hi} if lo is None else {"$lt": hi, "$gte": lo}
-        docs = db.jobs.find({"search_keys": driver, "order_key": rng}, projection)
+        # whole documents: the embedded store answers slower with a projection than without one
+        docs = db.jobs.find({"search_keys": driver, "order_key": rng})
         hits = [d for d in docs if d["valid_until"] > now and
                 (not residual or search.matches(d, keys, flt.get("salary_min")))]
         hits.sort(key=lambda d: d["order_key"], reverse=True)

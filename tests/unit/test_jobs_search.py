@@ -85,13 +85,15 @@ def test_windows_hold_about_a_page_and_grow_until_it_is_full():
     day = search.DAY_MS
     plan = search.WindowPlan(driver_count=2000, expected=1000, span_ms=100 * day, want=21)
     first = plan.first()
-    assert first == pytest.approx(1.5 * 21 / 1000 * 100 * day, rel=0.01)  # ~31 expected matches
+    assert first == pytest.approx(1.3 * 21 / 1000 * 100 * day, rel=0.01)  # ~27 expected matches
     # nothing found: the next window is four times as wide (within the candidate cap)
     assert plan.next(first, 0) == pytest.approx(min(first * 4, search.WINDOW_CANDIDATES / (2000 / (100 * day))), 1)
-    # matches found: sized from the density seen so far, never narrower than the last one
+    # matches found: sized for the 11 still missing at the density seen so far (10 in w)
     plan = search.WindowPlan(driver_count=2000, expected=1000, span_ms=100 * day, want=21)
     w = plan.first()
-    assert plan.next(w, 10) >= w
+    w2 = plan.next(w, 10)
+    assert w2 == pytest.approx(1.2 * 11 * w / 10, rel=0.01)
+    assert plan.next(w2, 8) == pytest.approx(1.2 * 3 * (w + w2) / 18, rel=0.01)  # 18 found, 3 missing
 
 
 def test_windows_never_ask_for_more_than_the_candidate_cap():
