@@ -48,8 +48,10 @@ def run_idempotent(db, caller, key, payload, fn):
         return result
     try:
         return transaction(db, txn)
-    except DuplicateKeyError:
-        found = replay()  # the key was claimed by a concurrent request that has now committed
+    except (DuplicateKeyError, AppError):
+        # the key was claimed by a concurrent request that has now committed (its write may also be what refused
+        # this one, e.g. "already a member"): that request's answer is this one's too
+        found = replay()
         if found is None:
             raise
         return found

@@ -16,7 +16,7 @@ from nameko.timer import timer
 
 from unionhub_kit import events
 from unionhub_kit.consumer import idempotent, on_event
-from unionhub_kit.errors import Conflict, NotFound
+from unionhub_kit.errors import AppError, Conflict, NotFound
 from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo, transaction
 from unionhub_kit.outbox import Outbox
@@ -158,9 +158,17 @@ class BenefitsService:
                 return self._repeat(prior, fingerprint)
         campaign = self._campaign(campaign_id)
         now = events.utcnow()
-        domain.check_claim(campaign, store.member(self.db, user_id), now)
-        if campaign_id in _sold_out:
-            raise domain.sold_out()
+        try:
+            domain.check_claim(campaign, store.member(self.db, user_id), now)
+            if campaign_id in _sold_out:
+                raise domain.sold_out()
+        except AppError:
+            # a concurrent request with the same Idempotency-Key may have committed between the lookup above and
+            # the checks (its coupon now counts against the limit): that request's answer is this one's too
+            prior = store.idempotent_result(self.db, key_id) if key_id else None
+            if prior is not None:
+                return self._repeat(prior, fingerprint)
+            raise
         coupon = domain.new_coupon(campaign, user_id, now)
         pool, leased = _pool(campaign), []
         try:

@@ -9,18 +9,14 @@ Concurrency: work items (dispatches, webhook deliveries, announcements) are leas
 they are worked on, so replicas never work on one item at once; the inbox and the dispatches carry a unique
 ``dedupe`` key, so a resumed fan-out or a replayed event cannot write an entry twice.
 """
-import hashlib
-import json
 import uuid
 from datetime import timedelta
 
 from pymongo import ASCENDING as ASC, DESCENDING as DESC, ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from unionhub_kit import crypto
-from unionhub_kit.errors import AppError
-from unionhub_kit.events import utcnow
-from unionhub_kit.mongo import transaction
+from unionhub_kit.idempotency import run_idempotent  # noqa: F401  (store.run_idempotent for the service)
 
 from . import domain
 
@@ -57,40 +53,7 @@ def insert_new(coll, docs):
         return exc.details.get("nInserted", 0)
 
 
-# ---- idempotency keys -----------------------------------------------------------------------------------------
-def run_idempotent(db, caller, key, payload, fn):
-    """Run ``fn(session)`` in a transaction; with an Idempotency-Key remember ``(caller, key) -> result`` in it, so
-    the same key returns the first result again (a different payload under the same key is a 409)."""
-    if key is None:
-        return transaction(db, fn)
-    _id = "%s|%s" % (caller, key)
-    fp = hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
-
-    def replay():
-        stored = db.idempotency.find_one({"_id": _id})
-        if stored is None or "result" not in stored:
-            return None
-        if stored["fp"] != fp:
-            raise AppError("This Idempotency-Key was used with a different request.", code="IDEMPOTENCY_KEY_REUSED",
-                           status=422)
-        return stored["result"]
-
-    found = replay()
-    if found is not None:
-        return found
-
-    def txn(session):
-        db.idempotency.insert_one({"_id": _id, "fp": fp, "created_at": utcnow()}, session=session)
-        result = fn(session)
-        db.idempotency.update_one({"_id": _id}, {"$set": {"result": result}}, session=session)
-        return result
-    try:
-        return transaction(db, txn)
-    except DuplicateKeyError:
-        found = replay()
-        if found is None:
-            raise
-        return found
+# ---- idempotency keys: unionhub_kit.idempotency.run_idempotent ----------------------------------------------
 
 
 # ---- leases ---------------------------------------------------------------------------------------------------
