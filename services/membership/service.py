@@ -6,6 +6,11 @@ schemas the gateway uses. Every state change that announces an event writes the 
 transaction. Resident ID numbers are kept only as a keyed hash (uniqueness) and an encrypted copy; they are never
 logged, returned or put on an event.
 """
+import logging
+import os
+
+from nameko.timer import timer
+
 from unionhub_kit import crypto, events, ids, regions, tokens
 from unionhub_kit.errors import AppError, Conflict, NotFound, RateLimited, ServiceUnavailable, Unauthorized
 from unionhub_kit.metrics import ServiceMetrics
@@ -17,6 +22,9 @@ from unionhub_kit.schema import load
 
 from . import domain, schemas, seed, store
 from .domain import require_role, require_scope
+
+log = logging.getLogger("unionhub.membership")
+OTP_PURGE_SECONDS = float(os.environ.get("OTP_PURGE_SECONDS", "600"))
 
 
 def _now():
@@ -35,6 +43,17 @@ class MembershipService:
     @rpc
     def ping(self):
         return _ping(self.name, self.db)
+
+    @timer(interval=OTP_PURGE_SECONDS)
+    def purge_stale_otps(self):
+        """Login-code records of phones sent nothing for an hour go (idempotent; any replica may run it)."""
+        try:
+            gone = store.purge_stale_otps(self.db, _now())
+        except Exception:  # the next tick tries again; a timer that raised would be logged and forgotten anyway
+            log.exception("purging stale login codes failed")
+            return
+        if gone:
+            log.info("purged %d stale login-code records", gone)
 
     # ---- identity -------------------------------------------------------------------------------------------
     @rpc

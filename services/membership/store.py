@@ -42,6 +42,7 @@ def ensure_indexes(db):
     db.members.create_index([("union_id", ASC), ("_id", ASC)])
     db.transfers.create_index("live_member", unique=True, partialFilterExpression=_exists("live_member"))
     db.transfers.create_index([("to_union_code", ASC), ("_id", ASC)])
+    db.otps.create_index("last_sent", name="stale_otps")
 
 
 def dup_field(exc):
@@ -165,7 +166,8 @@ def claim_otp(db, key, code_hash, now):
     hour_ago = now - timedelta(hours=1)
     allowed = {"_id": key, "sent": {"$not": {"$gt": minute_ago}},
                "$or": [{"sent.%d" % (domain.OTP_PER_HOUR - 1): {"$exists": False}}, {"sent.0": {"$lte": hour_ago}}]}
-    fresh = {"code_hash": code_hash, "expires_at": now + timedelta(seconds=domain.OTP_TTL_SECONDS), "tries": 0}
+    fresh = {"code_hash": code_hash, "expires_at": now + timedelta(seconds=domain.OTP_TTL_SECONDS), "tries": 0,
+             "last_sent": now}
     update = {"$set": fresh, "$push": {"sent": {"$each": [now], "$slice": -domain.OTP_PER_HOUR}}}
     if db.otps.update_one(allowed, update).matched_count:
         return True
@@ -193,6 +195,12 @@ def consume_otp(db, key, code_hash):
     """Use the code up; False if a concurrent request used it first."""
     return db.otps.update_one({"_id": key, "code_hash": code_hash},
                               {"$unset": {"code_hash": "", "expires_at": ""}}).modified_count == 1
+
+
+def purge_stale_otps(db, now):
+    """Delete the login-code records of phones that were sent nothing for an hour: their code expired long ago and
+    the rate limits only count the last hour, so they carry nothing. Returns how many went."""
+    return db.otps.delete_many({"last_sent": {"$lt": now - timedelta(hours=1)}}).deleted_count
 
 
 # ---- members ----------------------------------------------------------------------------------------------------

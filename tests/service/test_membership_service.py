@@ -205,6 +205,20 @@ def test_expired_code_is_refused(svc):
     raises("INVALID_CODE", svc.issue_token, {"phone": "13800000003", "code": FakeNotify.sent[-1]["params"]["code"]})
 
 
+def test_stale_login_code_records_are_purged_and_fresh_ones_kept(svc):
+    svc.request_otp({"phone": "13800000005"})
+    svc.request_otp({"phone": "13800000006"})
+    two_hours_ago = events.utcnow() - timedelta(hours=2)
+    stale_key = svc.db.otps.find_one({"last_sent": {"$exists": True}}, sort=[("_id", 1)])["_id"]
+    svc.db.otps.update_one({"_id": stale_key}, {"$set": {"last_sent": two_hours_ago, "sent": [two_hours_ago]}})
+    svc.purge_stale_otps()  # the timer's entrypoint, on the running container
+    assert svc.db.otps.find_one({"_id": stale_key}) is None and svc.db.otps.count_documents({}) == 1
+    svc.purge_stale_otps()  # nothing more to do; the live code still logs in
+    fresh = svc.db.otps.find_one()
+    assert fresh["code_hash"] and svc.db.otps.count_documents({}) == 1
+    assert svc.issue_token({"phone": "13800000006", "code": FakeNotify.sent[-1]["params"]["code"]})["access_token"]
+
+
 def test_code_never_requested_is_refused(svc):
     raises("INVALID_CODE", svc.issue_token, {"phone": "13800000009", "code": "123456"})
 
