@@ -37,7 +37,7 @@ if ROOT not in sys.path:
 
 import requests  # noqa: E402
 
-from deploy.stack import Stack, free_port, mongo_ok  # noqa: E402
+from deploy.stack import Stack, free_port  # noqa: E402
 from unionhub_kit import broker, config, tokens, topology  # noqa: E402
 
 RESULTS_DIR = os.path.join(ROOT, "bench", "results")
@@ -310,20 +310,12 @@ def delete_vhost(name):
 
 
 def start_store(data_dir, log_dir):
-    """SecantusDB as its own process on a free port; return ``(uri, process)``."""
-    port = free_port()
-    exe = shutil.which("secantusd-py", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    log = open(os.path.join(log_dir, "store.log"), "ab")
-    proc = subprocess.Popen([exe, "--storage-path", data_dir, "--port", str(port), "--host", "127.0.0.1",
-                             "--log-level", "WARNING"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = "mongodb://127.0.0.1:%d/?directConnection=true" % port
-    for _ in range(300):
-        if mongo_ok(uri, 300):
-            return uri, proc
-        if proc.poll() is not None:
-            raise RuntimeError("SecantusDB exited; see %s" % log.name)
-        time.sleep(0.1)
-    raise RuntimeError("SecantusDB did not answer")
+    """SecantusDB as its own process on a free port, started as ``make run`` starts it (same cache sizing);
+    return ``(uri, process)``."""
+    from deploy.stack import Stack
+    st = Stack(log_dir=log_dir, say=lambda *a: None)
+    uri = st.start_store(data_dir, free_port())
+    return uri, st.store_proc
 
 
 class BenchStack:
