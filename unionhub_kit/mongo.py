@@ -64,3 +64,19 @@ def transaction(db, fn):
     """Run ``fn(session)`` in a multi-document transaction (retried on transient errors); return its result."""
     with db.client.start_session() as session:
         return session.with_transaction(fn)
+
+
+def upsert_returning(coll, flt, update, session=None, attempts=5):
+    """``find_one_and_update(..., upsert=True)`` returning the document after the update.
+
+    Two upserts of one new ``_id`` race: on MongoDB the loser may get a duplicate key error, and the embedded store
+    may answer it with no document at all; the loser then simply updates the document the winner created."""
+    for _ in range(attempts):
+        try:
+            doc = coll.find_one_and_update(flt, update, upsert=True, return_document=pymongo.ReturnDocument.AFTER,
+                                           session=session)
+        except pymongo.errors.DuplicateKeyError:
+            doc = None
+        if doc is not None:
+            return doc
+    raise RuntimeError("upsert into %s did not return a document" % coll.name)

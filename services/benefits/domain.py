@@ -9,16 +9,14 @@ more than the quota, and a claim that fails anywhere leaves every count as it wa
 keeps concurrent claims off one hot document (on one document they abort each other in a storm of retries), and
 each process leases buckets to its own claims (``BucketPool``) so that they do not collide at all.
 """
-import base64
-import binascii
 import json
 import random
 import secrets
 
 from bson import ObjectId
 
-from unionhub_kit import crypto, events, regions
-from unionhub_kit.errors import AppError, Conflict, Forbidden, Gone, NotFound, validation_error
+from unionhub_kit import crypto, events, paging, regions
+from unionhub_kit.errors import AppError, Conflict, Forbidden, Gone, NotFound
 
 MAX_CENTS = 10 ** 9
 MAX_QUOTA = 10 ** 7
@@ -287,28 +285,12 @@ def key_reused():
     return AppError("This Idempotency-Key was used with another request.", code="IDEMPOTENCY_KEY_REUSED", status=422)
 
 
-def encode_cursor(key):
-    return base64.urlsafe_b64encode(str(key).encode()).decode().rstrip("=")
+encode_cursor, page = paging.encode_cursor, paging.page
 
 
 def decode_cursor(cursor):
-    """The sort key in an opaque cursor; a malformed cursor is a 400."""
-    if cursor is None:
-        return None
-    try:
-        key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        key = None
-    if not key or not key.isprintable() or "_" not in key:
-        raise validation_error({"cursor": ["is not a cursor this list gave out."]})
-    return key
-
-
-def page(items, limit, key):
-    """``{"items", "next_cursor"}`` from ``limit + 1`` fetched rows."""
-    more = len(items) > limit
-    items = items[:limit]
-    return {"items": items, "next_cursor": encode_cursor(key(items[-1])) if more and items else None}
+    """The sort key (an ``<kind>_<id>`` id) in a cursor; a malformed cursor is a 400."""
+    return paging.decode_cursor(cursor, r".*_.*")
 
 
 # ---- views ----------------------------------------------------------------------------------------------------

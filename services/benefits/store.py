@@ -13,6 +13,8 @@ import pymongo
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError  # noqa: F401  (callers catch it from here)
 
+from unionhub_kit.mongo import upsert_returning
+
 from . import domain
 
 ASC, DESC = pymongo.ASCENDING, pymongo.DESCENDING
@@ -135,8 +137,7 @@ def apply_member_event(db, user_id, fields, event_time, session):
     if current is not None and current.get("event_time") and current["event_time"] > event_time:
         return current
     update = dict(fields, event_time=event_time)
-    return db.members.find_one_and_update({"_id": user_id}, {"$set": update}, upsert=True,
-                                          return_document=ReturnDocument.AFTER, session=session)
+    return upsert_returning(db.members, {"_id": user_id}, {"$set": update}, session=session)
 
 
 def count_claim(db, user_id, campaign_id, limit, session):

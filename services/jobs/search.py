@@ -26,11 +26,11 @@ every entry in an index range before it applies a limit, so a page is read in ti
 of matches; windows grow until the page is full or the oldest open posting is passed. Every page, however deep,
 costs about the same. On MongoDB the same queries use the same index.
 """
-import base64
 import re
 import unicodedata
 
-from unionhub_kit import regions
+from unionhub_kit import paging, regions
+from unionhub_kit.errors import AppError
 
 MAX_QUERY_TOKENS = 16
 SALARY_BANDS = (3000, 5000, 8000, 12000, 20000)
@@ -189,16 +189,12 @@ def order_key_ms(key):
     return int(key[:13])
 
 
-def encode_cursor(key):
-    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+encode_cursor = paging.encode_cursor
 
 
 def decode_cursor(cursor):
     """The ``order_key`` inside a cursor, or ``ValueError`` when it is not one of ours."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
+        return paging.decode_cursor(cursor, ORDER_KEY_RE.pattern)
+    except AppError:
         raise ValueError("not a cursor")
-    if not ORDER_KEY_RE.match(raw):
-        raise ValueError("not a cursor")
-    return raw

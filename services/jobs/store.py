@@ -15,6 +15,7 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from unionhub_kit.errors import Conflict
+from unionhub_kit.mongo import upsert_returning
 
 from . import domain, search
 
@@ -168,8 +169,7 @@ def search_jobs(db, flt, limit, cursor, now):
 # ---- resumes and the member projection ------------------------------------------------------------------------
 def put_resume(db, user_id, resume, now):
     doc = dict(resume, updated_at=now)
-    return db.resumes.find_one_and_update({"_id": user_id}, {"$set": doc, "$setOnInsert": {"created_at": now}},
-                                          upsert=True, return_document=ReturnDocument.AFTER)
+    return upsert_returning(db.resumes, {"_id": user_id}, {"$set": doc, "$setOnInsert": {"created_at": now}})
 
 
 def resume(db, user_id):
@@ -276,8 +276,7 @@ def list_fairs(db, region, upcoming, limit, cursor, now):
 
 # ---- job alerts -----------------------------------------------------------------------------------------------
 def put_alert(db, user_id, conditions, now):
-    return db.alerts.find_one_and_update({"_id": user_id}, {"$set": dict(conditions, updated_at=now)}, upsert=True,
-                                         return_document=ReturnDocument.AFTER)
+    return upsert_returning(db.alerts, {"_id": user_id}, {"$set": dict(conditions, updated_at=now)})
 
 
 def alert(db, user_id):

@@ -17,6 +17,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from unionhub_kit import events
 from unionhub_kit.errors import Conflict
+from unionhub_kit.mongo import upsert_returning
 
 from . import domain
 
@@ -207,13 +208,7 @@ def purge_stale_otps(db, now):
 def next_card_seq(db, year):
     """The next card sequence number of ``year``: an atomic increment outside any transaction, so concurrent
     activations do not conflict on one hot counter (a number left unused by a failed transaction is a gap)."""
-    for attempt in (1, 2):
-        try:
-            return db.counters.find_one_and_update({"_id": "card-%d" % year}, {"$inc": {"seq": 1}}, upsert=True,
-                                                   return_document=AFTER)["seq"]
-        except DuplicateKeyError:  # two first-ever increments raced to create the counter
-            if attempt == 2:
-                raise
+    return upsert_returning(db.counters, {"_id": "card-%d" % year}, {"$inc": {"seq": 1}})["seq"]
 
 
 def insert_member(db, session, doc):

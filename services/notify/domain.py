@@ -1,8 +1,6 @@
 """Notify's rules, free of broker and store: flows and channels, preferences and quiet hours, backoff, audiences,
 webhook targets, ids and cursors, and the JSON views of what notify keeps.
 """
-import base64
-import binascii
 import datetime
 import ipaddress
 import random
@@ -12,8 +10,8 @@ import socket
 import urllib.parse
 from collections import namedtuple
 
-from unionhub_kit import catalog, regions
-from unionhub_kit.errors import Forbidden, NotFound, validation_error
+from unionhub_kit import catalog, paging, regions
+from unionhub_kit.errors import Forbidden, NotFound
 from unionhub_kit.events import rfc3339, utcnow
 
 UTC = datetime.timezone.utc
@@ -121,20 +119,13 @@ ID_RE = re.compile(r"^[0-9a-f]{24}$")
 
 
 def encode_cursor(last_id):
-    return base64.urlsafe_b64encode(("n1:" + last_id).encode()).decode().rstrip("=")
+    return paging.encode_cursor("n1:" + last_id)
 
 
 def decode_cursor(cursor):
     """The id a cursor points after; a malformed cursor is a 400."""
-    if cursor is None:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raw = ""
-    if not raw.startswith("n1:") or not ID_RE.match(raw[3:]):
-        raise validation_error({"cursor": ["is not a cursor this list gave out."]})
-    return raw[3:]
+    key = paging.decode_cursor(cursor, r"n1:[0-9a-f]{24}")
+    return key[3:] if key else None
 
 
 def page(docs, limit, view):

@@ -3,7 +3,10 @@
 A small fake notify container answers ``send_sms`` (recording what it was asked to send); a tap queue bound to
 ``membership.events`` shows what the outbox really published.
 """
+import datetime
+import itertools
 import json
+import time
 import uuid
 from datetime import timedelta
 
@@ -111,8 +114,17 @@ def uscc():
     return ids.make_uscc("91510104%09d" % (uuid.uuid4().int % 10 ** 9))
 
 
+_ID_SEQ = itertools.count(int(time.time() * 1000) % 1000000)
+
+
 def id_number(birth="19900101"):
-    return ids.make_resident_id("510104", birth, uuid.uuid4().int % 1000)
+    """A resident ID number no other call of this run returns (the sequence part has only 1,000 values: random
+    ones collided now and then, and a collision is a real ALREADY_MEMBER)."""
+    n = next(_ID_SEQ)
+    if birth == "19900101":  # vary the birth date too, so numbers stay distinct beyond 1,000 calls
+        day = datetime.date(1990, 1, 1) + datetime.timedelta(days=(n // 1000) % 7000)
+        birth = day.strftime("%Y%m%d")
+    return ids.make_resident_id("510104", birth, n % 1000)
 
 
 def join_body(union_id, number=None, **kw):
