@@ -13,7 +13,7 @@ from cryptography.fernet import InvalidToken
 from nameko.rpc import rpc
 
 from unionhub_kit import crypto, events, topology
-from unionhub_kit.consumer import idempotent, on_event
+from unionhub_kit.consumer import idempotent, on_event, run_once
 from unionhub_kit.errors import NotFound, validation_error
 from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo
@@ -243,10 +243,18 @@ class NotifyService:
 
     # ---- every event: integrator webhooks -------------------------------------------------------------------
     @on_event(topology.ALL)
-    @idempotent
-    def on_any_event(self, event, session):
-        service, name = events.name_of(event)
-        hooks = store.webhooks_for(self.db, "%s.%s" % (service, name), session)
+    def on_any_event(self, event):
+        """Every event passes here; most have no subscriber. Those are answered by one indexed query, with no
+        transaction and nothing recorded (nothing is written, so a redelivery changes nothing either). An event
+        with subscribers gets its deliveries in an idempotent transaction. A webhook registered between the two
+        reads is as if registered just after the event."""
+        event_type = "%s.%s" % events.name_of(event)
+        if store.webhooks_for(self.db, event_type):
+            run_once(self.db, event, lambda session: self._queue_webhook_deliveries(session, event, event_type),
+                     handler="on_any_event")
+
+    def _queue_webhook_deliveries(self, session, event, event_type):
+        hooks = store.webhooks_for(self.db, event_type, session)
         if hooks:
             now = domain.CLOCK.now()
             store.add_deliveries(self.db, session, [domain.delivery_doc(h, event, now) for h in hooks])

@@ -128,3 +128,27 @@ def test_private_targets_refused_unless_allowed(container_factory, config, tmp_p
         with pytest.raises(ValidationFailed) as exc:
             register(notify, url, ["member_joined"])
         assert "private" in exc.value.errors["url"][0]
+
+
+def test_a_redelivered_event_is_delivered_to_a_webhook_once(container_factory, config, tmp_path, db_of, receiver):
+    """The same envelope twice (a redelivery) makes one delivery; events nobody subscribes to write nothing."""
+    from nameko.standalone.events import event_dispatcher
+    from unionhub_kit import events
+    cfg = notify_config(config, tmp_path)
+    notify = start(container_factory, cfg)
+    r = receiver()
+    hook = register(notify, r.url, ["member_joined"])
+    uid = new_user()
+    env = events.build("membership", "member_joined", joined(uid))
+    dispatch = event_dispatcher(cfg)
+    dispatch("membership", "member_joined", env)
+    dispatch("membership", "member_joined", env)
+    publish(cfg, "benefits", "coupon_redeemed", {  # no subscriber
+        "coupon_id": "c1", "campaign_id": "k1", "user_id": uid, "merchant_id": "m1", "title": "t",
+        "face_value_cents": 100, "redeemed_at": "2026-06-01T00:00:00.000Z"})
+    db = db_of("notify")
+    wait_for(lambda: db.processed_events.count_documents({"_id": {"$regex": "^on_member_joined\\|"}}) == 1)
+    wait_for(lambda: len(r.requests) >= 1)
+    assert db.webhook_deliveries.count_documents({"webhook_id": hook["id"]}) == 1
+    assert len(deliveries(notify, hook["id"])) == 1 and len(r.requests) == 1
+    assert db.processed_events.count_documents({"_id": {"$regex": "^on_any_event\\|"}}) == 1  # not the unsubscribed one
