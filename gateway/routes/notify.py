@@ -45,6 +45,19 @@ def register_device(gw, call):
     return gw.notify.register_device(call.actor, call.body, call.idempotency_key)
 
 
+@route("GET", "/api/v1/members/me/devices", roles=MEMBER, tags=TAGS,
+       summary="Your registered devices (tokens masked), newest first")
+def list_devices(gw, call):
+    return gw.notify.list_devices(call.actor)
+
+
+@route("DELETE", "/api/v1/members/me/devices/<device_id>", roles=MEMBER, status=204, tags=TAGS,
+       summary="Unregister one of your devices (on logout): it gets no more push messages",
+       errors=("404 NOT_FOUND",))
+def delete_device(gw, call):
+    gw.notify.delete_device(call.actor, call.path_params["device_id"])
+
+
 @route("POST", "/api/v1/announcements", roles=ADMIN, body=schemas.Announcement, status=202, idempotent=True,
        tags=TAGS, summary="Announce to the active members of an audience in your scope (fan-out in the background)",
        errors=("403 OUT_OF_SCOPE", "422 IDEMPOTENCY_KEY_REUSED"))

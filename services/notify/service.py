@@ -93,6 +93,20 @@ class NotifyService:
             return domain.device_view(doc)
         return store.run_idempotent(self.db, user, idempotency_key, body, txn)
 
+    @rpc
+    def list_devices(self, actor):
+        """The member's registered devices (tokens masked), newest first."""
+        user = domain.require_role(actor, "member")["sub"]
+        docs = sorted(store.devices_of(self.db, [user]), key=lambda d: d["created_at"], reverse=True)
+        return {"items": [domain.device_view(d) for d in docs]}
+
+    @rpc
+    def delete_device(self, actor, device_id):
+        """Unregister a device (the app logs out): no more push messages to it."""
+        user = domain.require_role(actor, "member")["sub"]
+        if not isinstance(device_id, str) or not store.delete_device(self.db, user, device_id):
+            raise NotFound("You have no such device.")
+
     # ---- announcements --------------------------------------------------------------------------------------
     @rpc
     def create_announcement(self, actor, payload, idempotency_key=None):

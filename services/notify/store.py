@@ -17,6 +17,7 @@ from pymongo.errors import BulkWriteError
 
 from unionhub_kit import crypto
 from unionhub_kit.idempotency import run_idempotent  # noqa: F401  (store.run_idempotent for the service)
+from unionhub_kit.mongo import upsert_returning
 
 from . import domain
 
@@ -170,8 +171,7 @@ def preferences_of(db, user_ids, session=None):
 
 
 def update_preferences(db, user_id, fields, now):
-    return db.preferences.find_one_and_update(
-        {"_id": user_id}, {"$set": dict(fields, updated_at=now)}, upsert=True, return_document=ReturnDocument.AFTER)
+    return upsert_returning(db.preferences, {"_id": user_id}, {"$set": dict(fields, updated_at=now)})
 
 
 def register_device(db, session, user_id, platform, token, now):
@@ -185,6 +185,11 @@ def register_device(db, session, user_id, platform, token, now):
 
 def devices_of(db, user_ids, session=None):
     return list(db.devices.find({"user_id": {"$in": list(user_ids)}}, session=session))
+
+
+def delete_device(db, user_id, device_id):
+    """Unregister one of the member's devices; False when the member has no such device."""
+    return db.devices.delete_one({"_id": device_id, "user_id": user_id}).deleted_count == 1
 
 
 # ---- dispatches (SMS / push) ----------------------------------------------------------------------------------

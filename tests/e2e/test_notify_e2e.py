@@ -92,6 +92,16 @@ def test_preferences_and_devices(stack):
     for device in ({"platform": "android", "token": ""}, {"platform": "ios", "token": "x" * 513},
                    {"platform": "symbian", "token": "abc"}, {"platform": "ios"}):
         problem(call(stack, "POST", "/api/v1/members/me/devices", token, json=device), 400, "VALIDATION_ERROR")
+    device_id = r.json()["id"]
+    listed = call(stack, "GET", "/api/v1/members/me/devices", token).json()["items"]
+    assert [d["id"] for d in listed] == [device_id] and "a" * 60 not in str(listed)
+    other = member_token(stack)
+    assert call(stack, "GET", "/api/v1/members/me/devices", other).json()["items"] == []
+    problem(call(stack, "DELETE", "/api/v1/members/me/devices/" + device_id, other), 404, "NOT_FOUND")
+    assert call(stack, "DELETE", "/api/v1/members/me/devices/" + device_id, token).status_code == 204
+    assert call(stack, "GET", "/api/v1/members/me/devices", token).json()["items"] == []
+    problem(call(stack, "DELETE", "/api/v1/members/me/devices/" + device_id, token), 404, "NOT_FOUND")
+    assert stack.db("notify").devices.count_documents({"_id": device_id}) == 0
 
 
 def test_announcement_to_an_audience_with_progress(stack):
