@@ -57,6 +57,10 @@ def test_two_replicas_share_rpc_and_event_work_and_process_nothing_twice(make_st
         answers = [cluster.notify.ping() for _ in range(N_CALLS)]
         pending = [cluster.notify.ping.call_async() for _ in range(N_CALLS)]
         answers += [p.result() for p in pending]
+        # an integrator subscribed to member_joined, so the catch-all webhook handler has work for every event
+        # (events nobody subscribes to it answers without writing anything); the URL refuses connections
+        cluster.notify.create_webhook({"sub": "acc_scaling", "role": "integrator"}, {
+            "url": "http://127.0.0.1:9/hook", "event_types": ["member_joined"], "secret": "whsec-0123456789"})
     by_replica = collections.Counter(a["replica"] for a in answers)
     assert set(by_replica) == {"notify-0", "notify-1"}, by_replica
     assert sum(by_replica.values()) == 2 * N_CALLS
@@ -103,3 +107,5 @@ def test_two_replicas_share_rpc_and_event_work_and_process_nothing_twice(make_st
     # ... and the catch-all webhook handler of the same replicas saw each event once too
     any_keys = ["on_any_event|/unionhub/membership|%s" % env["id"] for env in sent]
     assert wait_for(lambda: db.processed_events.count_documents({"_id": {"$in": any_keys}}) == N_EVENTS, 30)
+    event_ids = [env["id"] for env in sent]
+    assert db.webhook_deliveries.count_documents({"event_id": {"$in": event_ids}}) == N_EVENTS
