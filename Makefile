@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test test-unit lint bench seed-scale clean-data
+.PHONY: install run test test-unit lint bench seed-scale rekey-jobs clean-data
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ bench: install
 
 seed-scale: install
 	@$(PY) -m services.jobs.seed_scale
+
+rekey-jobs: install
+	@$(PY) -m services.jobs.rekey
 
 clean-data:
 	rm -rf var/store var/log

@@ -32,3 +32,33 @@ def test_seed_scale_loads_searchable_data(store_uri, db_prefix, mongo, monkeypat
     assert all("id_number" not in r for r in db.resumes.find())
     # seeding again needs --drop
     assert seed_scale.main(["--employers", "1", "--postings", "1", "--resumes", "0"]) == 1
+
+
+def test_rekey_gives_old_postings_the_current_keys(store_uri, db_prefix, mongo, monkeypatch, capsys):
+    """Postings written before the ``wp:`` keys existed are missing from keyword-in-region searches until rekeyed."""
+    from services.jobs import rekey, store
+    from unionhub_kit import events
+    monkeypatch.setenv("MONGO_URI", store_uri)
+    monkeypatch.setenv("UNIONHUB_DB_PREFIX", db_prefix)
+    assert seed_scale.main(["--employers", "10", "--postings", "500", "--resumes", "0", "--batch", "250"]) == 0
+    db = mongo[db_name("jobs", {"DB_PREFIX": db_prefix})]
+    for j in db.jobs.find({"status": "open"}):  # as an earlier version wrote them
+        db.jobs.update_one({"_id": j["_id"]}, {"$set": {"search_keys": [
+            k for k in j["search_keys"] if not k.startswith("wp:")]}})
+    db.search_stats.delete_many({"_id": {"$regex": "^wp:"}})
+    now = events.utcnow()
+    flt = {"tokens": search.query_tokens("焊工"), "region_code": "5101"}
+    truth = sorted((j["order_key"] for j in db.jobs.find({"status": "open"})
+                    if j["region_code"].startswith("5101") and "焊工" in j["title"] + j["description"]),
+                   reverse=True)[:20]
+    assert truth, "the seed has welders in Chengdu"
+    assert store.search_jobs(db, flt, 20, None, now)[0] == []  # old keys: not found
+    assert rekey.main([]) == 0
+    assert "rekeyed" in capsys.readouterr().out
+    open_ = list(db.jobs.find({"status": "open"}))
+    assert all(j["search_keys"] == search.search_keys(j) for j in open_)
+    assert all(j["search_keys"] == [] for j in db.jobs.find({"status": "closed"}))
+    counts = collections.Counter(k for j in open_ for k in j["search_keys"])
+    assert {d["_id"]: d["n"] for d in db.search_stats.find()} == dict(counts)
+    assert [j["order_key"] for j in store.search_jobs(db, flt, 20, None, now)[0]] == truth
+    assert rekey.rekey(db, say=lambda *a: None)["rekeyed"] == 0  # a second run changes nothing
