@@ -1,11 +1,11 @@
 """Recompute the search keys of every open posting: ``python -m services.jobs.rekey`` (``make rekey-jobs``).
 
-Run it once after an upgrade that changes what ``search.search_keys`` produces (for example the ``wp:`` keyword-in-
-prefecture keys): postings written before carry the old keys and would be missing from searches that use the new
-ones. Each open posting gets its keys again (an update guarded by ``status: open``, so a posting closed meanwhile
-stays closed), and ``search_stats`` (the planner's counts) is rebuilt from the new keys at the end. Safe to run
-while the service runs and safe to run twice; the counts are planner estimates, so postings opened or closed during
-the run only make them slightly off until the next run.
+Run it once after an upgrade that changes what ``search.search_keys`` produces: postings written before carry the
+old keys and would be missing from searches that use the new ones. It also resets the planner's counts, which are
+estimates kept after each commit and may drift after crashes. Each open posting gets its keys again (an update
+guarded by ``status: open``, so a posting closed meanwhile stays closed), and ``search_stats`` is rebuilt from the
+keys at the end. Safe to run while the service runs and safe to run twice; postings opened or closed during the run
+only make the counts slightly off until the next run.
 """
 import argparse
 import collections

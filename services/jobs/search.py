@@ -10,17 +10,14 @@ Search keys. An open posting carries one multikey array, ``search_keys``, under 
 
 * ``*`` every open posting;                       * ``w:<token>`` its tokens;
 * ``r:<prefix>`` ``5101``, ``510104``;             * ``c:<category>``; ``rc:<prefix>:<category>``;
-* ``wp:<token>@<prefecture>`` its tokens within its prefecture (``wp:焊工@5101``), so a keyword search inside a
-  region reads only postings that have both instead of every posting of one and checking the other;
 * ``s:<band>`` every salary band its ``salary_min`` reaches (for ``salary_min=`` filters).
 
 Every posting lies in the province (region codes come from the seeded Sichuan list), so the province prefix ``51``
-needs no key of its own: ``region_code=51`` restricts nothing. Keys are what a posting costs to index (about 60 each
-at seed scale, half of them ``wp:``), so they are kept to what the query mix needs. The ``wp:`` keys cost 70% more
-index entries (seeding 690,000 postings: 13.5 -> ~18 minutes) and buy keyword + region searches that read a page's
-worth of postings instead of ~500 (the embedded store cannot intersect two index ranges, nor check a second key
-from the index alone). After an upgrade that changes the keys, ``python -m services.jobs.rekey`` gives existing
-postings the new ones.
+needs no key of its own: ``region_code=51`` restricts nothing. Keys are what a posting costs to index (about 35 each
+at seed scale), so they are kept to what the query mix needs. Measured and not taken: keyword-in-prefecture keys
+(``wp:<token>@<prefecture>``, ~24 more per posting) made keyword + region searches 37 -> 50 q/s at 690,000 postings
+but every other search ~12% slower (bigger documents to fetch), seeding 13.5 -> 27.8 minutes and the store 6.7 ->
+11 GB. After a change to the keys, ``python -m services.jobs.rekey`` gives existing postings the new ones.
 
 ``order_key`` is ``<13-digit created_at ms>-<id>``: one string that orders postings newest first with a tie-break,
 and is also the opaque cursor's content (keyset pagination, never ``skip``).
@@ -105,10 +102,7 @@ def search_keys(posting):
     keys += ["r:" + p for p in prefixes]
     keys += ["rc:%s:%s" % (p, cat) for p in prefixes]
     keys += ["s:%d" % b for b in salary_bands(posting["salary_min"])]
-    words = posting_tokens(posting["title"], posting["description"])
-    keys += ["w:" + t for t in words]
-    if prefixes:
-        keys += ["wp:%s@%s" % (t, prefixes[0]) for t in words]
+    keys += ["w:" + t for t in posting_tokens(posting["title"], posting["description"])]
     return keys
 
 
@@ -117,17 +111,13 @@ def query_keys(flt):
 
     ``flt``: ``q`` tokens already split (``tokens``), ``region_code`` (a prefix), ``category``, ``salary_min``.
     """
-    words = flt.get("tokens") or ()
+    keys = ["w:" + t for t in flt.get("tokens") or ()]
     region, cat = flt.get("region_code"), flt.get("category")
     if region and len(region) == 2:
         region = None  # the whole province: every posting
-    if region and words:  # keyword within a prefecture; a county narrows further with its own key
-        keys = ["wp:%s@%s" % (t, region[:4]) for t in words]
-    else:
-        keys = ["w:" + t for t in words]
     if region and cat:
         keys.append("rc:%s:%s" % (region, cat))
-    elif region and (len(region) > 4 or not words):
+    elif region:
         keys.append("r:" + region)
     elif cat:
         keys.append("c:" + cat)

@@ -35,7 +35,8 @@ def test_seed_scale_loads_searchable_data(store_uri, db_prefix, mongo, monkeypat
 
 
 def test_rekey_gives_old_postings_the_current_keys(store_uri, db_prefix, mongo, monkeypatch, capsys):
-    """Postings written before the ``wp:`` keys existed are missing from keyword-in-region searches until rekeyed."""
+    """Postings written by a version with other search keys (here: before the salary-band keys) are missing from
+    the searches that use the current keys until rekeyed; then the search equals brute force."""
     from services.jobs import rekey, store
     from unionhub_kit import events
     monkeypatch.setenv("MONGO_URI", store_uri)
@@ -44,14 +45,13 @@ def test_rekey_gives_old_postings_the_current_keys(store_uri, db_prefix, mongo, 
     db = mongo[db_name("jobs", {"DB_PREFIX": db_prefix})]
     for j in db.jobs.find({"status": "open"}):  # as an earlier version wrote them
         db.jobs.update_one({"_id": j["_id"]}, {"$set": {"search_keys": [
-            k for k in j["search_keys"] if not k.startswith("wp:")]}})
-    db.search_stats.delete_many({"_id": {"$regex": "^wp:"}})
+            k for k in j["search_keys"] if not k.startswith("s:")]}})
+    db.search_stats.delete_many({"_id": {"$regex": "^s:"}})
     now = events.utcnow()
-    flt = {"tokens": search.query_tokens("焊工"), "region_code": "5101"}
+    flt = {"tokens": [], "region_code": "5101", "salary_min": 8000}
     truth = sorted((j["order_key"] for j in db.jobs.find({"status": "open"})
-                    if j["region_code"].startswith("5101") and "焊工" in j["title"] + j["description"]),
-                   reverse=True)[:20]
-    assert truth, "the seed has welders in Chengdu"
+                    if j["region_code"].startswith("5101") and j["salary_min"] >= 8000), reverse=True)[:20]
+    assert truth, "the seed has well-paid postings in Chengdu"
     assert store.search_jobs(db, flt, 20, None, now)[0] == []  # old keys: not found
     assert rekey.main([]) == 0
     assert "rekeyed" in capsys.readouterr().out
