@@ -10,17 +10,13 @@ Sizes: ``--employers``, ``--postings``, ``--resumes`` (tests use small numbers);
 collections first; ``--seed`` fixes the random generator.
 """
 import argparse
-import collections
 import datetime
 import random
 import sys
 import time
 
-import pymongo
-import pymongo.errors
-from pymongo import UpdateOne
 
-from unionhub_kit import config, ids, regions
+from unionhub_kit import ids, regions
 
 from . import domain, search, store
 
@@ -155,30 +151,20 @@ def seed(db, n_employers, n_postings, n_resumes, batch=2000, days=150, rng_seed=
     for k in range(0, len(emps), batch):
         insert(db.employers, emps[k:k + batch], "employers", len(emps), state)
     weights = [t[3] for t in TITLES]
-    counts = collections.Counter()
-    since = latest = None
+    tally = store.StatsTally()
     state["started"] = time.time()
     for k in range(0, n_postings, batch):
         docs = [posting(rng, emps, counties, now, days, weights) for _ in range(k, min(n_postings, k + batch))]
         for d in docs:
-            if d["search_keys"]:
-                counts.update(d["search_keys"])
-                ms = int(d["order_key"][:13])
-                since = ms if since is None else min(since, ms)
-                latest = ms if latest is None else max(latest, ms)
+            tally.add(d["search_keys"], d["order_key"])
         insert(db.jobs, docs, "postings", n_postings, state)
-    ops = [UpdateOne({"_id": key}, {"$inc": {"n": n}}, upsert=True) for key, n in counts.items() if key != "*"]
-    if counts:
-        ops.append(UpdateOne({"_id": "*"}, {"$inc": {"n": counts["*"]}, "$min": {"since": since},
-                                            "$max": {"latest": latest}}, upsert=True))
-    for k in range(0, len(ops), 5000):
-        db.search_stats.bulk_write(ops[k:k + 5000], ordered=False)
-    print("  stats     %d search keys counted" % len(ops), flush=True)
+    n_keys = tally.write(db)
+    print("  stats     %d search keys counted" % n_keys, flush=True)
     state["started"] = time.time()
     for k in range(0, n_resumes, batch):
         insert(db.resumes, [resume(rng, i, counties) for i in range(k, min(n_resumes, k + batch))], "resumes",
                n_resumes, state)
-    return {"employers": len(emps), "postings": n_postings, "resumes": n_resumes, "search_keys": len(ops)}
+    return {"employers": len(emps), "postings": n_postings, "resumes": n_resumes, "search_keys": n_keys}
 
 
 def main(argv=None):
@@ -191,13 +177,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=44)
     ap.add_argument("--drop", action="store_true", help="empty employers, postings, stats and resumes first")
     args = ap.parse_args(argv)
-    client = pymongo.MongoClient(config.get("MONGO_URI"), tz_aware=True, serverSelectionTimeoutMS=5000)
-    try:
-        client.admin.command("ping")
-    except pymongo.errors.PyMongoError:
-        print("no store answers at %s: start one (make run) or set MONGO_URI" % config.get("MONGO_URI"))
+    db = store.open_from_env()
+    if db is None:
         return 2
-    db = client[config.db_name("jobs")]
     print("seeding %s: %d employers, %d postings, %d resumes" % (db.name, args.employers, args.postings,
                                                                args.resumes), flush=True)
     if not args.drop and db.employers.find_one({"_id": "seed-emp-00000"}, {"_id": 1}):

@@ -9,11 +9,15 @@ per employer and fair are unique indexes; applying, closing, expiring and moving
 updates on the expected state inside the transaction that also writes the event to the outbox.
 """
 
+import collections
+
 import pymongo
+import pymongo.errors
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
+from unionhub_kit import config
 from unionhub_kit.errors import Conflict
 from unionhub_kit.mongo import upsert_returning
 
@@ -22,6 +26,18 @@ from . import domain, search
 ASC, DESC = pymongo.ASCENDING, pymongo.DESCENDING
 TOP = "9" * 13  # above every order key
 NO_STATS_SINCE_DAYS = 400
+
+
+def open_from_env():
+    """The jobs database of ``MONGO_URI`` / ``UNIONHUB_DB_PREFIX``, for the command-line tools (seed, rekey); None,
+    having said why, when no store answers."""
+    client = pymongo.MongoClient(config.get("MONGO_URI"), tz_aware=True, serverSelectionTimeoutMS=5000)
+    try:
+        client.admin.command("ping")
+    except pymongo.errors.PyMongoError:
+        print("no store answers at %s: start one (make run) or set MONGO_URI" % config.get("MONGO_URI"))
+        return None
+    return client[config.db_name("jobs")]
 
 
 def ensure_indexes(db):
@@ -127,6 +143,42 @@ def bump_stats(db, keys, delta, created_ms=None):
         star.update({"$min": {"since": created_ms}, "$max": {"latest": created_ms}})
     ops.append(UpdateOne({"_id": "*"}, star, upsert=True))
     db.search_stats.bulk_write(ops, ordered=False)
+
+
+class StatsTally:
+    """What ``search_stats`` holds, tallied over many postings at once (a seed, a rekey): open postings per search
+    key, and the span of their creation times on ``*``."""
+
+    def __init__(self):
+        self.counts = collections.Counter()
+        self.since = self.latest = None
+
+    def add(self, keys, order_key):
+        if not keys:
+            return
+        self.counts.update(keys)
+        ms = search.order_key_ms(order_key)
+        self.since = ms if self.since is None else min(self.since, ms)
+        self.latest = ms if self.latest is None else max(self.latest, ms)
+
+    def write(self, db, replace=False):
+        """Add the tally to ``search_stats`` (postings inserted besides those counted already), or with ``replace``
+        make it the whole of it (a full recount: keys no open posting has any more go). Returns the keys written."""
+        verb = "$set" if replace else "$inc"
+        ops = [UpdateOne({"_id": k}, {verb: {"n": n}}, upsert=True) for k, n in self.counts.items() if k != "*"]
+        star = {verb: {"n": self.counts["*"]}}
+        if self.since is not None:
+            if replace:
+                star["$set"].update(since=self.since, latest=self.latest)
+            else:
+                star.update({"$min": {"since": self.since}, "$max": {"latest": self.latest}})
+        if self.counts or replace:
+            ops.append(UpdateOne({"_id": "*"}, star, upsert=True))
+        for k in range(0, len(ops), 5000):
+            db.search_stats.bulk_write(ops[k:k + 5000], ordered=False)
+        if replace:
+            db.search_stats.delete_many({"_id": {"$nin": list(self.counts) + ["*"]}})
+        return len(ops)
 
 
 def search_jobs(db, flt, limit, cursor, now):
