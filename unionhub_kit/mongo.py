@@ -70,12 +70,17 @@ def upsert_returning(coll, flt, update, session=None, attempts=5):
     """``find_one_and_update(..., upsert=True)`` returning the document after the update.
 
     Two upserts of one new ``_id`` race: on MongoDB the loser may get a duplicate key error, and the embedded store
-    may answer it with no document at all; the loser then simply updates the document the winner created."""
+    may answer it with no document at all; the loser then simply updates the document the winner created. Inside a
+    transaction (``session`` in one) an error has aborted it, so it is raised for the transaction to be retried
+    whole; only a missing answer is tried again there."""
+    in_txn = session is not None and session.in_transaction
     for _ in range(attempts):
         try:
             doc = coll.find_one_and_update(flt, update, upsert=True, return_document=pymongo.ReturnDocument.AFTER,
                                            session=session)
         except pymongo.errors.DuplicateKeyError:
+            if in_txn:
+                raise
             doc = None
         if doc is not None:
             return doc
