@@ -312,7 +312,6 @@ def delete_vhost(name):
 def start_store(data_dir, log_dir):
     """SecantusDB as its own process on a free port, started as ``make run`` starts it (same cache sizing);
     return ``(uri, process)``."""
-    from deploy.stack import Stack
     st = Stack(log_dir=log_dir, say=lambda *a: None)
     uri = st.start_store(data_dir, free_port())
     return uri, st.store_proc
