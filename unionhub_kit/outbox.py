@@ -39,18 +39,38 @@ class OutboxWriter:
         self._provider = provider
         self._worker_ctx = worker_ctx
 
+    @property
+    def request_id(self):
+        """The request id of this worker (what its events carry)."""
+        return self._worker_ctx.data.get("request_id")
+
     def add(self, session, event, data, subject=None):
         """Store ``event`` (a name from the catalogue) inside ``session``'s transaction; return its id."""
-        env = events.build(self._provider.service, event, data, subject=subject,
-                           request_id=self._worker_ctx.data.get("request_id"))
-        store(self._provider.db, env, event, session=session)
+        return self.add_many(session, [(event, data, subject, self.request_id)])[0]
+
+    def add_many(self, session, items):
+        """Store ``[(event, data, subject, request id)]`` in one insert inside ``session``'s transaction (a group
+        commit writes the events of many requests, each with its own request id); return their ids."""
+        envs = [(events.build(self._provider.service, event, data, subject=subject, request_id=request_id), event)
+                for event, data, subject, request_id in items]
+        store_many(self._provider.db, envs, session=session)
         self._worker_ctx.data.setdefault("_outbox_written", True)
-        return env["id"]
+        return [env["id"] for env, _ in envs]
+
+
+def _row(env, event):
+    return {"event_id": env["id"], "type": event, "envelope": env, "created_at": events.utcnow(),
+            "published_at": None, "lease_until": EPOCH, "attempts": 0}
 
 
 def store(db, env, event, session=None):
-    db.outbox.insert_one({"event_id": env["id"], "type": event, "envelope": env, "created_at": events.utcnow(),
-                          "published_at": None, "lease_until": EPOCH, "attempts": 0}, session=session)
+    db.outbox.insert_one(_row(env, event), session=session)
+
+
+def store_many(db, envs, session=None):
+    """``[(envelope, event name)]`` in one insert."""
+    if envs:
+        db.outbox.insert_many([_row(env, event) for env, event in envs], session=session)
 
 
 def _headers(env):

@@ -9,13 +9,12 @@ more than the quota, and a claim that fails anywhere leaves every count as it wa
 keeps concurrent claims off one hot document (on one document they abort each other in a storm of retries), and
 each process leases buckets to its own claims (``BucketPool``) so that they do not collide at all.
 """
-import json
 import random
 import secrets
 
 from bson import ObjectId
 
-from unionhub_kit import crypto, events, paging, regions
+from unionhub_kit import events, paging, regions
 from unionhub_kit.errors import AppError, Conflict, Forbidden, Gone, NotFound
 
 MAX_CENTS = 10 ** 9
@@ -152,10 +151,23 @@ class BucketPool:
     them right now) and which it saw empty. A claim leases a free bucket, so the claims of one process never take
     from the same bucket at once (and never abort each other); replicas each have their own pool."""
 
-    def __init__(self, count):
+    def __init__(self, count, most=None):
         self.free = list(range(count))
         random.shuffle(self.free)
         self.empty = set()
+        self.most = most  # the most any bucket started with
+        self.known = {}  # bucket -> what it had left when this process last took from it (others may take too)
+
+    def ask(self, k, need):
+        """How much to ask of bucket ``k`` for ``need`` claims: no more than it can have left, so that one guarded
+        write takes it (asking for more fails the guard and costs a read)."""
+        bound = self.known.get(k, self.most)
+        return need if bound is None else max(1, min(need, bound))
+
+    def took(self, k, left):
+        self.known[k] = left
+        if left == 0:
+            self.emptied(k)
 
     def lease(self):
         return self.free.pop() if self.free else None
@@ -215,8 +227,9 @@ def held(member, campaign_id):
     return int(((member or {}).get("claims") or {}).get(campaign_id, 0))
 
 
-def check_claim(campaign, member, now):
-    """The checks a claim passes before its transaction, in the order API.md names them (403, then 409)."""
+def check_claim(campaign, member, now, pending=0, is_sold_out=False):
+    """The checks a claim passes before its transaction, in the order API.md names them (403, then 409).
+    ``pending``: the member's claims accepted earlier in the same batch."""
     why = ineligibility(campaign, member)
     if why:
         raise not_eligible(why)
@@ -224,8 +237,26 @@ def check_claim(campaign, member, now):
         raise not_eligible("Welcome coupons are issued automatically to new members.")
     if campaign_status(campaign, now) != "live":
         raise not_open(campaign, now)
-    if held(member, campaign["_id"]) >= campaign["per_member_limit"]:
+    if held(member, campaign["_id"]) + pending >= campaign["per_member_limit"]:
         raise limit_reached(campaign)
+    if is_sold_out:
+        raise sold_out()
+
+
+def decide_claims(campaign, user_ids, members, now, is_sold_out=False):
+    """A batch of claims of one campaign, in arrival order: for each, None (to be written) or the ``AppError`` that
+    refuses it. ``members``: user id -> projection. The same member twice in one batch counts their first claim
+    against the limit of the second."""
+    pending, out = {}, []
+    for uid in user_ids:
+        try:
+            check_claim(campaign, members.get(uid), now, pending.get(uid, 0), is_sold_out)
+        except AppError as exc:
+            out.append(exc)
+            continue
+        pending[uid] = pending.get(uid, 0) + 1
+        out.append(None)
+    return out
 
 
 def not_open(campaign, now):
@@ -271,20 +302,7 @@ def check_redeem(coupon, actor, now):
         raise Gone("This coupon expired at %s." % events.rfc3339(coupon["expires_at"]), code="EXPIRED")
 
 
-# ---- idempotency and paging -----------------------------------------------------------------------------------
-def idempotency_id(actor, operation, key):
-    return "%s|%s|%s" % (actor["sub"], operation, key)
-
-
-def fingerprint(payload):
-    """A keyed digest of a request (an Idempotency-Key reused with another request is refused)."""
-    return crypto.keyed_hash(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str), "idempotency")
-
-
-def key_reused():
-    return AppError("This Idempotency-Key was used with another request.", code="IDEMPOTENCY_KEY_REUSED", status=422)
-
-
+# ---- paging ---------------------------------------------------------------------------------------------------
 encode_cursor, page = paging.encode_cursor, paging.page
 
 

@@ -14,9 +14,10 @@ import time
 
 from nameko.timer import timer
 
-from unionhub_kit import events
+from unionhub_kit import events, idempotency
+from unionhub_kit.batching import Batcher
 from unionhub_kit.consumer import idempotent, on_event
-from unionhub_kit.errors import AppError, Conflict, NotFound
+from unionhub_kit.errors import AppError, Conflict, NotFound, ServiceUnavailable
 from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo, transaction
 from unionhub_kit.outbox import Outbox
@@ -29,6 +30,7 @@ from . import domain, schemas, store
 log = logging.getLogger("unionhub.benefits")
 
 SWEEP_SECONDS = float(os.environ.get("BENEFITS_SWEEP_SECONDS", "10"))
+CLAIM_WINDOW_MS = 2.0  # how long the first claim of a batch waits for others to join it
 CAMPAIGN_CACHE_SECONDS = 30.0
 LEFT_CACHE_SECONDS = 1.0
 CACHE_MAX = 5000
@@ -48,17 +50,22 @@ def _pool(campaign):
     if pool is None:
         if len(_pools) >= CACHE_MAX:
             _pools.clear()
-        pool = _pools[campaign["_id"]] = domain.BucketPool(
-            campaign.get("buckets") or domain.bucket_count(campaign["quota"]))
+        count = campaign.get("buckets") or domain.bucket_count(campaign["quota"])
+        pool = _pools[campaign["_id"]] = domain.BucketPool(count, -(-campaign["quota"] // count))
     return pool
 
 
-class _Refused(Exception):
-    """The member's guarded claim count did not move: not active any more, or at the per-member limit."""
+class _Recheck(Exception):
+    """A member's guarded claim count did not move (not active any more, or at the limit through a concurrent
+    claim): the batch is aborted and decided again."""
 
 
-class _SoldOut(Exception):
-    """No stock bucket of the campaign has anything left."""
+def _outcome(fn):
+    """``fn()``, or the ``AppError`` it raised (a batch answers each claim with one or the other)."""
+    try:
+        return fn()
+    except AppError as exc:
+        return exc
 
 
 def _is_dup(exc, *fields):
@@ -70,6 +77,7 @@ class BenefitsService:
     db = Mongo(indexes=store.ensure_indexes)
     outbox = Outbox()
     metrics = ServiceMetrics()  # entrypoint latency/errors, request id in every log line
+    claims = Batcher(window_ms=CLAIM_WINDOW_MS)  # group commit of the claims of one campaign
 
     @rpc
     def ping(self):
@@ -147,93 +155,131 @@ class BenefitsService:
     # ---- claims (members) -------------------------------------------------------------------------------------
     @rpc
     def claim(self, actor, campaign_id, idempotency_key=None):
+        """Group commit: the claims of one campaign that reach this process within a few milliseconds are decided
+        and written together (``_claim_batch``); each gets its own answer."""
         domain.require_role(actor, "member")
-        user_id = actor["sub"]
-        key_id = fingerprint = None
-        if idempotency_key:
-            key_id = domain.idempotency_id(actor, "claim", idempotency_key)
-            fingerprint = domain.fingerprint({"campaign_id": campaign_id})
-            prior = store.idempotent_result(self.db, key_id)
-            if prior is not None:
-                return self._repeat(prior, fingerprint)
-        campaign = self._campaign(campaign_id)
-        now = events.utcnow()
-        try:
-            domain.check_claim(campaign, store.member(self.db, user_id), now)
-            if campaign_id in _sold_out:
-                raise domain.sold_out()
-        except AppError:
-            # a concurrent request with the same Idempotency-Key may have committed between the lookup above and
-            # the checks (its coupon now counts against the limit): that request's answer is this one's too
-            prior = store.idempotent_result(self.db, key_id) if key_id else None
-            if prior is not None:
-                return self._repeat(prior, fingerprint)
-            raise
-        coupon = domain.new_coupon(campaign, user_id, now)
-        pool, leased = _pool(campaign), []
-        try:
-            bucket = transaction(self.db, lambda session: self._issue(session, campaign, coupon, key_id, fingerprint,
-                                                                      pool, leased))
-        except (_SoldOut, _Refused, store.DuplicateKeyError) as exc:
-            # the same Idempotency-Key may have won a race (and taken the last coupon or the member's last claim)
-            prior = store.idempotent_result(self.db, key_id) if key_id else None
-            if prior is not None:
-                return self._repeat(prior, fingerprint)
-            if isinstance(exc, _SoldOut):
-                self._announce_sold_out(campaign)
-                raise domain.sold_out()
-            if isinstance(exc, _Refused):
-                why = domain.ineligibility(campaign, store.member(self.db, user_id))
-                raise domain.not_eligible(why) if why else domain.limit_reached(campaign)
-            raise
-        finally:
-            pool.release(leased)
-        if bucket["left"] == 0:  # this claim emptied a stock bucket: perhaps the last one
-            self._announce_sold_out(campaign)
-        return domain.coupon_view(coupon, now)
+        self._campaign(campaign_id)  # 404 before joining a batch
+        key_id = idempotency.key_id(idempotency.scope("claim", actor["sub"]), idempotency_key) \
+            if idempotency_key else None
+        item = {"user_id": actor["sub"], "key_id": key_id, "request_id": self.outbox.request_id,
+                "fp": idempotency.fingerprint({"campaign_id": campaign_id}) if key_id else None}
+        return self.claims.submit(campaign_id, item, self._claim_batch)
 
-    def _issue(self, session, campaign, coupon, key_id, fingerprint, pool, leased):
-        """In a claim's transaction: the guarded count, the coupon, the remembered answer, the event, and last the
-        stock (the write most likely to meet a concurrent claim, so it is held for the shortest time). Returns the
-        stock bucket after the decrement; the buckets it leased are in ``leased``."""
+    def _claim_batch(self, campaign_id, items):
+        """One outcome per claim (a coupon view or the ``AppError`` refusing it). A batch whose guarded writes find
+        a member changed under it (another replica's claim, a ``member_left``) or an Idempotency-Key taken by a
+        concurrent request is aborted whole and decided again from fresh reads."""
+        campaign = self._campaign(campaign_id)
+        for _ in range(5):
+            try:
+                return self._try_claims(campaign, items)
+            except (_Recheck, store.DuplicateKeyError):
+                continue
+        raise ServiceUnavailable("Too many concurrent changes to these members; try again.")
+
+    def _try_claims(self, campaign, items):
+        now = events.utcnow()
+        out = [None] * len(items)
+        # replays: a key seen before answers its first result; a key twice in this batch is decided once
+        priors = idempotency.stored_results(self.db, [it["key_id"] for it in items])
+        first, followers, todo = {}, {}, []
+        for n, it in enumerate(items):
+            kid = it["key_id"]
+            if kid in priors:
+                out[n] = _outcome(lambda: idempotency.replay(priors[kid], it["fp"]))
+            elif kid and kid in first:
+                followers[n] = first[kid]
+            else:
+                first[kid] = n
+                todo.append(n)
+        # decisions from the projection (one read for the batch), in arrival order
+        users = [items[n]["user_id"] for n in todo]
+        decisions = domain.decide_claims(campaign, users, store.members(self.db, users), now,
+                                         campaign["_id"] in _sold_out)
+        accepted = [n for n, d in zip(todo, decisions) if d is None]
+        for n, d in zip(todo, decisions):
+            out[n] = d
+        issued, short = [], []
+        if accepted:
+            coupons = {n: domain.new_coupon(campaign, items[n]["user_id"], now) for n in accepted}
+            pool, leased = _pool(campaign), []
+            try:
+                issued, emptied = transaction(self.db, lambda session: self._write_claims(
+                    session, campaign, items, accepted, coupons, pool, leased))
+            finally:
+                pool.release(leased)
+            for n in issued:
+                out[n] = domain.coupon_view(coupons[n], now)
+            short = accepted[len(issued):]
+            for n in short:
+                out[n] = domain.sold_out()
+            if emptied or short:  # this batch emptied a stock bucket (perhaps the last), or found none left
+                self._announce_sold_out(campaign)
+        # a refused keyed claim: a concurrent request with the same key may have just committed (its coupon is what
+        # counts against the limit or took the last one): that request's answer is this one's too
+        refused = [n for n in todo if isinstance(out[n], AppError) and items[n]["key_id"]]
+        if refused:
+            late = idempotency.stored_results(self.db, [items[n]["key_id"] for n in refused])
+            for n in refused:
+                if items[n]["key_id"] in late:
+                    out[n] = _outcome(lambda: idempotency.replay(late[items[n]["key_id"]], items[n]["fp"]))
+        for n, leader in followers.items():
+            out[n] = out[leader]
+        return out
+
+    def _write_claims(self, session, campaign, items, accepted, coupons, pool, leased):
+        """The batch's transaction: the stock first (one write per bucket; the claims beyond what is left are sold
+        out), then the guarded claim counts, the coupons, the remembered answers and the events, one write each.
+        Returns (the claims issued, whether a bucket was emptied)."""
         pool.release(leased)  # a retried attempt starts afresh
         del leased[:]
-        if not store.count_claim(self.db, coupon["user_id"], campaign["_id"], campaign["per_member_limit"], session):
-            raise _Refused()
-        store.insert_coupon(self.db, coupon, session)
-        if key_id:
-            store.remember_result(self.db, key_id, fingerprint, domain.coupon_view(coupon, coupon["claimed_at"]),
-                                  coupon["claimed_at"], session)
-        self.outbox.add(session, "coupon_claimed", domain.claimed_data(coupon), subject=coupon["_id"])
-        bucket = self._take_stock(session, campaign, pool, leased)
-        if bucket is None:
-            raise _SoldOut()
-        return bucket
+        got, emptied = self._take_stock(session, campaign, len(accepted), pool, leased)
+        issued = accepted[:got]
+        if not issued:
+            return issued, emptied
+        per_user = {}
+        for n in issued:
+            per_user[items[n]["user_id"]] = per_user.get(items[n]["user_id"], 0) + 1
+        if not store.count_claims(self.db, campaign["_id"], campaign["per_member_limit"], per_user, session):
+            raise _Recheck()
+        store.insert_coupons(self.db, [coupons[n] for n in issued], session)
+        now = coupons[issued[0]]["claimed_at"]
+        idempotency.remember(self.db, session, [(items[n]["key_id"], items[n]["fp"],
+                                                 domain.coupon_view(coupons[n], now)) for n in issued
+                                                if items[n]["key_id"]], now)
+        self.outbox.add_many(session, [("coupon_claimed", domain.claimed_data(coupons[n]), coupons[n]["_id"],
+                                        items[n]["request_id"]) for n in issued])
+        return issued, emptied
 
-    def _take_stock(self, session, campaign, pool, leased):
-        """A bucket this process leases to the claim (a few tries), else any bucket with stock left, else None."""
-        for _ in range(3):
+    def _take_stock(self, session, campaign, want, pool, leased):
+        """Up to ``want`` coupons' worth from the buckets this process leases (nearly always one write); then, if
+        the pool has run dry, from any bucket with stock left. Returns (how many were taken, a bucket emptied?)."""
+        got, emptied = 0, False
+        while got < want:
             k = pool.lease()
             if k is None:
                 break
             leased.append(k)
-            bucket = store.take_stock(self.db, campaign["_id"], k, session)
-            if bucket is not None:
-                if bucket["left"] == 0:
-                    pool.emptied(k)
-                return bucket
-            pool.emptied(k)
-        return store.take_any_stock(self.db, campaign["_id"], random.random(), session)
+            n, left = store.take_stock(self.db, campaign["_id"], k, pool.ask(k, want - got), session)
+            got += n
+            pool.took(k, left)
+            emptied = emptied or left == 0
+        while got < want:
+            bucket = store.take_any_stock(self.db, campaign["_id"], random.random(), session)
+            if bucket is None:
+                break
+            got += 1
+            emptied = emptied or bucket["left"] == 0
+        return got, emptied
 
     def _announce_sold_out(self, campaign):
         """``campaign_sold_out``, exactly once: a guarded mark in the event's own transaction, tried after the
         commit of each claim that emptied a stock bucket (the last of these to commit sees all the stock gone) and
         by a claim that found nothing left. A process that saw the campaign sold out remembers it for good."""
-        if campaign["_id"] in _sold_out:
+        if campaign["_id"] in _sold_out or store.any_stock_left(self.db, campaign["_id"]):
             return
         transaction(self.db, lambda session: self._mark_sold_out(session, campaign))
-        if store.campaign(self.db, campaign["_id"]).get("sold_out_at"):
-            _sold_out.add(campaign["_id"])
+        _sold_out.add(campaign["_id"])  # marked now, by this transaction or an earlier one (none is left for good)
 
     def _mark_sold_out(self, session, campaign):
         if store.mark_sold_out(self.db, campaign["_id"], events.utcnow(), session):
@@ -368,33 +414,7 @@ class BenefitsService:
                 out[cid] = left
         return out
 
-    def _repeat(self, prior, fingerprint):
-        if prior["fingerprint"] != fingerprint:
-            raise domain.key_reused()
-        return prior["result"]
-
     def _idempotent(self, actor, operation, key, request, work):
         """Run ``work(session)`` in a transaction; with an Idempotency-Key its result is stored in the same
-        transaction and a repeat of the key answers the first result again."""
-        key_id = fingerprint = None
-        if key:
-            key_id = domain.idempotency_id(actor, operation, key)
-            fingerprint = domain.fingerprint(request)
-            prior = store.idempotent_result(self.db, key_id)
-            if prior is not None:
-                return self._repeat(prior, fingerprint)
-        now = events.utcnow()
-
-        def txn(session):
-            result = work(session)
-            if key_id:
-                store.remember_result(self.db, key_id, fingerprint, result, now, session)
-            return result
-        try:
-            return transaction(self.db, txn)
-        except store.DuplicateKeyError as exc:
-            if key_id and _is_dup(exc, "_id"):
-                prior = store.idempotent_result(self.db, key_id)
-                if prior is not None:
-                    return self._repeat(prior, fingerprint)
-            raise
+        transaction and a repeat of the key answers the first result again (``unionhub_kit.idempotency``)."""
+        return idempotency.run_idempotent(self.db, idempotency.scope(operation, actor["sub"]), key, request, work)

@@ -4,7 +4,7 @@ Collections: ``merchants``; ``campaigns``; ``stock`` (a campaign's quota in buck
 ``coupons`` (unique ``code``; at most one welcome coupon per campaign and member); ``members`` (the projection of
 membership's events, with the per-campaign claim counts ``claims.<campaign_id>``); ``welcome_grants`` (one per
 campaign and member, ever); ``redemptions`` (redemption counters, sharded); ``idempotency`` (caller + key -> first
-result).
+result, ``unionhub_kit.idempotency``).
 
 Every write that must hold with others is made inside the caller's transaction (``session``) with a guard in its
 filter; nothing reads and then writes outside one.
@@ -33,17 +33,6 @@ def ensure_indexes(db):
     db.coupons.create_index([("user_id", ASC), ("_id", DESC)])
     db.coupons.create_index([("campaign_id", ASC), ("status", ASC)])
     db.redemptions.create_index([("campaign_id", ASC)])
-
-
-# ---- idempotency ----------------------------------------------------------------------------------------------
-def idempotent_result(db, key_id):
-    return db.idempotency.find_one({"_id": key_id})
-
-
-def remember_result(db, key_id, fingerprint, result, now, session):
-    """Raises ``DuplicateKeyError`` when the same key won a race (the transaction then aborts)."""
-    db.idempotency.insert_one({"_id": key_id, "fingerprint": fingerprint, "result": result, "created_at": now},
-                              session=session)
 
 
 # ---- merchants ------------------------------------------------------------------------------------------------
@@ -98,10 +87,21 @@ def stock_left(db, campaign_ids):
     return out
 
 
-def take_stock(db, campaign_id, k, session):
-    """One coupon's worth off bucket ``k`` if it has any left: the bucket after the decrement, or None."""
-    return db.stock.find_one_and_update({"_id": domain.bucket_id(campaign_id, k), "left": {"$gt": 0}},
-                                       {"$inc": {"left": -1}}, return_document=ReturnDocument.AFTER, session=session)
+def take_stock(db, campaign_id, k, want, session):
+    """Up to ``want`` coupons' worth off bucket ``k``: ``(how many were taken, what the bucket has left)``. One
+    write when the bucket has enough (the usual case); else a read and a write guarded by what was read, taking
+    all that is left."""
+    _id = domain.bucket_id(campaign_id, k)
+    doc = db.stock.find_one_and_update({"_id": _id, "left": {"$gte": want}}, {"$inc": {"left": -want}},
+                                       return_document=ReturnDocument.AFTER, session=session)
+    if doc is not None:
+        return want, doc["left"]
+    doc = db.stock.find_one({"_id": _id}, {"left": 1}, session=session)
+    left = doc["left"] if doc else 0
+    if left <= 0:
+        return 0, 0
+    res = db.stock.update_one({"_id": _id, "left": left}, {"$inc": {"left": -left}}, session=session)
+    return (left, 0) if res.modified_count == 1 else (0, 0)
 
 
 def take_any_stock(db, campaign_id, start, session):
@@ -116,10 +116,14 @@ def take_any_stock(db, campaign_id, start, session):
     return None
 
 
+def any_stock_left(db, campaign_id, session=None):
+    return db.stock.find_one({"campaign_id": campaign_id, "left": {"$gt": 0}}, {"_id": 1}, session=session) is not None
+
+
 def mark_sold_out(db, campaign_id, now, session):
     """True for the one transaction that marks the campaign sold out: none of its stock is left (stock only ever
     goes down, so that stays true) and no one marked it before."""
-    if db.stock.find_one({"campaign_id": campaign_id, "left": {"$gt": 0}}, {"_id": 1}, session=session):
+    if any_stock_left(db, campaign_id, session):
         return False
     res = db.campaigns.update_one({"_id": campaign_id, "sold_out_at": None}, {"$set": {"sold_out_at": now}},
                                   session=session)
@@ -129,6 +133,11 @@ def mark_sold_out(db, campaign_id, now, session):
 # ---- members (projection) -------------------------------------------------------------------------------------
 def member(db, user_id):
     return db.members.find_one({"_id": user_id})
+
+
+def members(db, user_ids):
+    """user id -> projection, for those of ``user_ids`` benefits knows (one query)."""
+    return {d["_id"]: d for d in db.members.find({"_id": {"$in": list(set(user_ids))}})}
 
 
 def apply_member_event(db, user_id, fields, event_time, session):
@@ -148,6 +157,22 @@ def count_claim(db, user_id, campaign_id, limit, session):
     return res.matched_count == 1
 
 
+def count_claims(db, campaign_id, limit, per_user, session):
+    """+n on each member's count for the campaign (``per_user``: user id -> n), each guarded like ``count_claim``:
+    one write per distinct n (nearly always one). False if any member was not active or would pass ``limit`` (the
+    caller aborts the transaction and decides again)."""
+    field = "claims.%s" % campaign_id
+    by_n = {}
+    for uid, n in per_user.items():
+        by_n.setdefault(n, []).append(uid)
+    for n, users in by_n.items():
+        res = db.members.update_many({"_id": {"$in": users}, "status": "active", field: {"$not": {"$gt": limit - n}}},
+                                     {"$inc": {field: n}}, session=session)
+        if res.matched_count != len(users):
+            return False
+    return True
+
+
 def grant_welcome(db, campaign_id, user_id, now, session):
     """Record that the member got (or was considered for) the campaign's welcome coupon; False if ever before.
 
@@ -163,6 +188,10 @@ def grant_welcome(db, campaign_id, user_id, now, session):
 # ---- coupons --------------------------------------------------------------------------------------------------
 def insert_coupon(db, coupon, session):
     db.coupons.insert_one(coupon, session=session)
+
+
+def insert_coupons(db, coupons, session):
+    db.coupons.insert_many(coupons, session=session)
 
 
 def coupon_by_code(db, code):

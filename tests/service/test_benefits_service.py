@@ -482,3 +482,110 @@ def test_stats_only_cover_campaigns_in_scope(call, fails, campaign):
     assert ids_of(JINJIANG_ADMIN) == {jinjiang["id"]}
     assert ids_of(dict(ADMIN, scope="5107")) == set()
     fails(403, "FORBIDDEN", "stats", member_actor("usr_x"), {})
+
+
+# ---- group commit: claims decided and written in batches --------------------------------------------------------
+def claims_batcher(container, window):
+    """The container's group commit of claims, with a window wide enough that concurrent calls share one batch."""
+    from unionhub_kit.batching import Batcher
+    group = next(d for d in container.extensions if isinstance(d, Batcher)).group
+    group.window = window
+    return group
+
+
+def claim_at_once(config, calls):
+    """``calls``: [(user, campaign id, key or None)], all sent at once; returns the answers in order (a coupon or
+    the error code)."""
+    from nameko.standalone.rpc import ClusterRpcProxy
+    answers = [None] * len(calls)
+
+    def one(n, user, campaign_id, key):
+        with ClusterRpcProxy(config) as rpc:
+            try:
+                answers[n] = rpc.benefits.claim(member_actor(user), campaign_id, key)
+            except AppError as exc:
+                answers[n] = exc.code
+    pool = eventlet.GreenPool(len(calls))
+    for n, call in enumerate(calls):
+        pool.spawn(one, n, *call)
+    pool.waitall()
+    return answers
+
+
+def test_a_batch_answers_the_same_member_twice_by_the_limit(svc, config, db, campaign, members):
+    group = claims_batcher(svc, 0.3)
+    one, two = campaign(quota=10, per_member_limit=1), campaign(quota=10, per_member_limit=2)
+    (user,) = members(1)
+    before = group.batches
+    answers = claim_at_once(config, [(user, one["id"], None)] * 2)
+    assert sorted(a if isinstance(a, str) else "ok" for a in answers) == ["LIMIT_REACHED", "ok"]
+    answers = claim_at_once(config, [(user, two["id"], None)] * 3)
+    assert sorted(a if isinstance(a, str) else "ok" for a in answers) == ["LIMIT_REACHED", "ok", "ok"]
+    assert group.batches - before == 2  # each set of calls was one batch
+    assert db.coupons.count_documents({"user_id": user}) == 3
+    assert db.members.find_one({"_id": user})["claims"] == {one["id"]: 1, two["id"]: 2}
+
+
+def test_a_batch_bigger_than_the_stock_issues_what_is_left_and_the_rest_are_sold_out(svc, config, db, campaign,
+                                                                                        members):
+    group = claims_batcher(svc, 0.3)
+    c = campaign(quota=3, per_member_limit=1)
+    users = members(7)
+    (far,) = members(1, region="510703")
+    c_far = campaign(quota=3, eligibility={"region_codes": ["5101"]})
+    before = group.batches
+    answers = claim_at_once(config, [(u, c["id"], None) for u in users])
+    assert group.batches - before == 1
+    assert sorted(a if isinstance(a, str) else "ok" for a in answers) == ["SOLD_OUT"] * 4 + ["ok"] * 3
+    assert db.coupons.count_documents({"campaign_id": c["id"]}) == 3
+    assert sum(b["left"] for b in db.stock.find({"campaign_id": c["id"]})) == 0
+    assert len(outbox_events(db, "coupon_claimed")) == 3 and len(outbox_events(db, "campaign_sold_out")) == 1
+    # refusals keep the API's order inside a batch: not eligible before sold out
+    for u in users[:2]:
+        claim_at_once(config, [(u, c_far["id"], None)])
+    answers = claim_at_once(config, [(far, c_far["id"], None), (users[2], c_far["id"], None),
+                                     (users[3], c_far["id"], None)])
+    assert answers[0] == "NOT_ELIGIBLE" and not isinstance(answers[1], str) and answers[2] == "SOLD_OUT"
+
+
+def test_an_idempotency_key_twice_in_one_batch_and_a_replay_beside_new_claims(svc, config, db, campaign, members):
+    group = claims_batcher(svc, 0.3)
+    c = campaign(quota=10, per_member_limit=3)
+    other = campaign(quota=10)
+    a, b = members(2)
+    before = group.batches
+    answers = claim_at_once(config, [(a, c["id"], "k1"), (a, c["id"], "k1"), (b, c["id"], None)])
+    assert group.batches - before == 1
+    assert answers[0] == answers[1] and answers[0]["code"] != answers[2]["code"]
+    k1 = answers[0]
+    # the stored key replays inside a later batch that also issues new coupons; the same key on another campaign
+    # is refused; the same key string under another member is that member's own
+    answers = claim_at_once(config, [(a, c["id"], "k1"), (a, c["id"], "k2"), (a, other["id"], "k1"),
+                                     (b, c["id"], "k1")])
+    assert answers[0] == k1 and answers[1]["code"] != k1["code"]
+    assert answers[2] == "IDEMPOTENCY_KEY_REUSED"
+    assert answers[3]["code"] not in (answers[0]["code"], answers[1]["code"])
+    assert db.coupons.count_documents({"user_id": a}) == 2 and db.coupons.count_documents({"user_id": b}) == 2
+    assert db.members.find_one({"_id": a})["claims"] == {c["id"]: 2}
+    assert db.idempotency.count_documents({}) == 3  # k1 and k2 of a, k1 of b
+
+
+def test_a_batch_aborted_by_a_concurrent_change_is_decided_again(svc, config, db, campaign, members, monkeypatch):
+    """A member who claims through another replica between this batch's read and its write: the guarded count
+    refuses the whole batch's transaction, the batch is decided again and that member gets LIMIT_REACHED."""
+    c = campaign(quota=10, per_member_limit=1)
+    a, b = members(2)
+    real, raced = store.members, []
+
+    def read_then_race(db_, user_ids):
+        found = real(db_, user_ids)
+        if not raced:
+            raced.append(1)
+            db_.members.update_one({"_id": a}, {"$set": {"claims.%s" % c["id"]: 1}})  # the other replica's claim
+        return found
+    monkeypatch.setattr(store, "members", read_then_race)
+    claims_batcher(svc, 0.3)
+    answers = claim_at_once(config, [(a, c["id"], None), (b, c["id"], None)])
+    assert answers[0] == "LIMIT_REACHED" and not isinstance(answers[1], str)
+    assert db.coupons.count_documents({"campaign_id": c["id"]}) == 1
+    assert sum(bk["left"] for bk in db.stock.find({"campaign_id": c["id"]})) == 9
