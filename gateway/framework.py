@@ -31,6 +31,8 @@ from . import auth, metrics
 log = logging.getLogger("unionhub.gateway")
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32  # no request body of the API nests more than 4 deep
+MAX_PATH_PARAM = 128
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_\-\.:]{1,128}$")
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_\-\.:]{1,128}$")
 
@@ -102,6 +104,8 @@ def problem_response(doc, request_id):
     resp = json_response(doc, doc["status"], request_id, "application/problem+json")
     if doc["status"] == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="unionhub"'
+    if doc.get("retry_after"):
+        resp.headers["Retry-After"] = str(doc["retry_after"])
     return resp
 
 
@@ -123,13 +127,21 @@ class Router:
             adapter = self.map.bind_to_environ(request.environ)
             try:
                 index, params = adapter.match()
-            except MethodNotAllowed:
-                raise AppError("Method %s is not allowed here." % request.method, code="METHOD_NOT_ALLOWED",
-                               status=405)
+            except MethodNotAllowed as exc:
+                allow = ", ".join(sorted(set(exc.valid_methods or ()) | {"OPTIONS"}))
+                if request.method == "OPTIONS":
+                    resp = Response(status=204, headers={"Allow": allow, "X-Request-Id": rid})
+                else:
+                    resp = problem_response(problem(405, "METHOD_NOT_ALLOWED", "Method %s is not allowed here; "
+                                                    "use %s." % (request.method[:16], allow)), rid)
+                    resp.headers["Allow"] = allow
+                metrics.observe(request.method, label, resp.status_code, time.perf_counter() - started)
+                return resp
             except RouteNotFound:
                 raise AppError("No such route: %s" % request.path, code="NOT_FOUND", status=404)
             r = self.routes[index]
             label = "%s %s" % (r.method, r.path)
+            check_path_params(params)
             call = Call(request=request, path_params=params, request_id=rid)
             if r.roles is not None:
                 call.principal = auth.authenticate(request.headers.get("Authorization"))
@@ -183,9 +195,46 @@ def read_json(request):
     if ctype and ctype != "application/json" and not ctype.endswith("+json"):
         raise AppError("Send JSON (Content-Type: application/json).", code="UNSUPPORTED_MEDIA_TYPE", status=415)
     try:
-        return json.loads(raw.decode("utf-8"))
+        body = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise AppError("The body is not valid JSON: %s" % exc, code="MALFORMED_JSON", status=400)
+    except RecursionError:
+        raise AppError("The body nests deeper than %d levels." % MAX_JSON_DEPTH, code="MALFORMED_JSON", status=400)
+    check_json_shape(body)
+    return body
+
+
+def _no_constant(name):
+    raise ValueError("%s is not a JSON number" % name)
+
+
+def check_json_shape(body):
+    """Hostile JSON that parsed: nested deeper than ``MAX_JSON_DEPTH`` or holding a lone surrogate (a string that
+    cannot be UTF-8, which the store and the broker would choke on) is a 400, not a 500 further in."""
+    stack = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise AppError("The body nests deeper than %d levels." % MAX_JSON_DEPTH, code="MALFORMED_JSON",
+                           status=400)
+        if isinstance(value, dict):
+            stack.extend((k, depth) for k in value)
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise AppError("The body holds a string that is not valid Unicode (a lone surrogate).",
+                               code="MALFORMED_JSON", status=400)
+
+
+def check_path_params(params):
+    """An id in a path is printable and short; anything else (a newline, a control character) names nothing."""
+    for value in params.values():
+        if not isinstance(value, str) or len(value) > MAX_PATH_PARAM or not value.isprintable():
+            raise AppError("No such resource.", code="NOT_FOUND", status=404)
 
 
 def load_body(schema, request):

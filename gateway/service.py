@@ -4,9 +4,14 @@ It keeps nothing of its own. It authenticates (JWT, no call), authorises by role
 then calls the owning service by RPC with a timeout.
 """
 import time
+import uuid
 
 from nameko.extensions import DependencyProvider
-from nameko.web.handlers import http
+from nameko.web.handlers import HttpRequestHandler
+from nameko.web.server import WebServer, WsgiApp
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Rule
+from werkzeug.wrappers import Request
 
 from unionhub_kit.errors import AppError
 from unionhub_kit.metrics import ServiceMetrics
@@ -14,7 +19,7 @@ from unionhub_kit.rpc import Rpc
 
 from . import metrics
 from . import routes  # noqa: F401  (registers every route)
-from .framework import Router
+from .framework import Router, problem, problem_response
 
 ROUTER = Router()
 
@@ -59,6 +64,43 @@ class _Measured:
         return call
 
 
+class _ProblemWsgiApp(WsgiApp):
+    """nameko's WSGI app, but what its own URL map refuses (a path no rule matches, such as one holding a newline)
+    is a problem document, not werkzeug's HTML page."""
+
+    def __call__(self, environ, start_response):
+        request = Request(environ, shallow=True)
+        try:
+            provider, values = self.url_map.bind_to_environ(environ).match()
+            request.path_values = values
+            rv = provider.handle_request(request)
+        except HTTPException as exc:
+            rv = problem_response(problem(exc.code or 400, "NOT_FOUND" if exc.code == 404 else "BAD_REQUEST",
+                                          "No such route." if exc.code == 404 else "The request is not valid."),
+                                  uuid.uuid4().hex)
+        return rv(environ, start_response)
+
+
+class _ProblemWebServer(WebServer):
+    def get_wsgi_app(self):
+        return _ProblemWsgiApp(self)
+
+
+class AnyMethodHttp(HttpRequestHandler):
+    """nameko's ``@http`` for every method: the route table answers an unknown method (405 problem document with
+    ``Allow``, 204 with ``Allow`` to OPTIONS) instead of werkzeug's HTML page."""
+    server = _ProblemWebServer()
+
+    def __init__(self, url, **kwargs):
+        super().__init__("ANY", url, **kwargs)
+
+    def get_url_rule(self):
+        return Rule(self.url, methods=None)
+
+
+any_method_http = AnyMethodHttp.decorator
+
+
 class GatewayService:
     name = "gateway"
 
@@ -69,10 +111,10 @@ class GatewayService:
     set_request_id = RequestId()
     service_metrics = ServiceMetrics()  # access log with the request id; :METRICS_PORT/metrics
 
-    @http("GET,POST,PUT,PATCH,DELETE", "/<path:path>")
+    @any_method_http("/<path:path>")
     def handle(self, request, path):
         return ROUTER.dispatch(self, request)
 
-    @http("GET", "/")
+    @any_method_http("/")
     def root(self, request):
         return ROUTER.dispatch(self, request)

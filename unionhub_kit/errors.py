@@ -16,21 +16,26 @@ class AppError(Exception):
     status = 400
     code = "BAD_REQUEST"
 
-    def __init__(self, detail="", code=None, status=None, errors=None):
+    def __init__(self, detail="", code=None, status=None, errors=None, retry_after=None):
         self.detail = detail
         if code:
             self.code = code
         if status:
             self.status = int(status)
-        self.errors = errors
+        # nameko serialises every argument that is not a string, list or dict with str(): None arrives as "None"
+        # and an int as "30", so errors is always a dict (empty when there are none) and retry_after a number
+        self.errors = errors if isinstance(errors, dict) else {}
+        self.retry_after = int(retry_after) if str(retry_after or "").isdigit() else None
         # args are what nameko serialises; keep them JSON-safe and in constructor order
-        super().__init__(detail, self.code, self.status, errors)
+        super().__init__(detail, self.code, self.status, self.errors, self.retry_after or 0)
 
     def to_problem(self):
         doc = {"type": "about:blank", "status": self.status, "title": TITLES.get(self.status, "Error"),
                "detail": self.detail, "code": self.code}
         if self.errors:
             doc["errors"] = self.errors
+        if self.retry_after:
+            doc["retry_after"] = self.retry_after  # the gateway also sends it as the Retry-After header
         return doc
 
     def __str__(self):

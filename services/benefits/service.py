@@ -22,7 +22,7 @@ from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo, transaction
 from unionhub_kit.outbox import Outbox
 from unionhub_kit.ping import ping as _ping
-from unionhub_kit.rpc import rpc
+from unionhub_kit.rpc import Rpc, rpc
 from unionhub_kit.schema import load
 
 from . import domain, schemas, store
@@ -78,10 +78,19 @@ class BenefitsService:
     outbox = Outbox()
     metrics = ServiceMetrics()  # entrypoint latency/errors, request id in every log line
     claims = Batcher(window_ms=CLAIM_WINDOW_MS)  # group commit of the claims of one campaign
+    membership = Rpc("membership")  # the organisation code of a union a campaign is limited to (scope)
 
     @rpc
     def ping(self):
         return _ping(self.name, self.db)
+
+    @rpc
+    def get_merchant(self, merchant_id):
+        """One merchant (404 when unknown): membership asks where a merchant account's merchant lies."""
+        doc = store.merchant(self.db, merchant_id) if isinstance(merchant_id, str) else None
+        if doc is None:
+            raise NotFound("No merchant has the id %s." % merchant_id, code="NOT_FOUND")
+        return domain.merchant_view(doc)
 
     # ---- merchants and campaigns (union staff) ----------------------------------------------------------------
     @rpc
@@ -111,6 +120,9 @@ class BenefitsService:
         merchant = store.merchant(self.db, data["merchant_id"])
         if merchant is None:
             raise NotFound("No merchant has the id %s." % data["merchant_id"], code="NOT_FOUND")
+        domain.require_in_scope(merchant["region_code"], scope, "merchant's region")
+        for union_id in data["eligibility"]["union_ids"]:  # NotFound from membership for an unknown union
+            domain.require_in_scope(self.membership.get_union(union_id)["code"], scope, "union")
         now = events.utcnow()
         doc = domain.new_campaign(data, actor, scope, merchant, now)
 

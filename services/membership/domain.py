@@ -124,6 +124,12 @@ def account_scope(actor, payload, org_exists):
     return org
 
 
+def require_bound_in_scope(actor, region_code):
+    """An account bound to a merchant or employer: that merchant or employer must lie in the creator's scope."""
+    if region_code is not None:
+        require_scope(actor, region_code)
+
+
 # ---- passwords and login codes --------------------------------------------------------------------------------
 def hash_password(password, salt=None):
     """``scrypt$n$r$p$<salt hex>$<hash hex>``."""

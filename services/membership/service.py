@@ -39,6 +39,8 @@ class MembershipService:
     outbox = Outbox()
     metrics = ServiceMetrics()  # entrypoint latency/errors, request id in every log line
     notify = Rpc("notify")
+    benefits = Rpc("benefits")  # where a merchant account's merchant lies (scope)
+    jobs = Rpc("jobs")  # where an employer account's employer lies (scope)
 
     @rpc
     def ping(self):
@@ -109,6 +111,7 @@ class MembershipService:
         require_role(actor, "union_admin")
         p = load(schemas.AccountCreate, payload)
         scope = domain.account_scope(actor, p, self._org_exists)
+        domain.require_bound_in_scope(actor, self._bound_region(p))
         doc = {"_id": domain.new_id("acc"), "username": p["username"], "role": p["role"], "scope": scope,
                "merchant_id": p.get("merchant_id"), "employer_id": p.get("employer_id"),
                "password_hash": domain.hash_password(p["password"]), "created_by": actor["sub"],
@@ -120,6 +123,14 @@ class MembershipService:
             return domain.account_view(doc)
         fingerprinted = {k: v for k, v in p.items() if k != "password"}
         return store.run_idempotent(self.db, "account:" + actor["sub"], idempotency_key, fingerprinted, txn)
+
+    def _bound_region(self, p):
+        """The region of the merchant or employer a new account is bound to (404 from its owner when unknown)."""
+        if p.get("merchant_id"):
+            return self.benefits.get_merchant(p["merchant_id"])["region_code"]
+        if p.get("employer_id"):
+            return self.jobs.get_employer(p["employer_id"])["region_code"]
+        return None
 
     def _org_exists(self, org):
         if len(org) <= 6:

@@ -9,8 +9,8 @@ import requests
 from services.membership import domain
 from unionhub_kit import tokens
 
-from tests.e2e.helpers import (ADMIN_PASSWORD, admin_token, auth, member_token, new_phone, otp_code, request_otp,
-                      staff_token)
+from tests.e2e.helpers import (ADMIN_PASSWORD, admin_token, auth, member_token, new_phone, new_uscc, otp_code,
+                               request_otp, staff_token)
 
 
 def problem(r, status, code):
@@ -113,14 +113,17 @@ def test_staff_login_and_accounts(stack):
     r = post(stack, "/api/v1/admin/accounts", {"username": "e2e.zigong", "password": "Zigong-Passw0rd",
                                                "role": "union_admin", "org_code": "510300"}, chengdu)
     problem(r, 403, "OUT_OF_SCOPE")
+    r = post(stack, "/api/v1/merchants", {"name": "锦江面馆", "uscc": new_uscc(), "region_code": "510104"}, admin)
+    assert r.status_code == 201, r.text
+    merchant_id = r.json()["id"]
     r = post(stack, "/api/v1/admin/accounts", {"username": "e2e.chengdu", "password": "Another-Passw0rd",
-                                               "role": "merchant", "merchant_id": "mer_e2e"}, admin)
+                                               "role": "merchant", "merchant_id": merchant_id}, admin)
     problem(r, 409, "USERNAME_TAKEN")
     doc = problem(post(stack, "/api/v1/admin/accounts", {"username": "e2e.shop", "password": "Shop-Passw0rd",
                                                          "role": "merchant"}, admin), 400, "VALIDATION_ERROR")
     assert "merchant_id" in doc["errors"]
-    shop = staff_token(stack, admin, "e2e.shop", "merchant", merchant_id="mer_e2e")
-    assert tokens.verify(shop)["merchant_id"] == "mer_e2e"
+    shop = staff_token(stack, admin, "e2e.shop", "merchant", merchant_id=merchant_id)
+    assert tokens.verify(shop)["merchant_id"] == merchant_id
     problem(post(stack, "/api/v1/admin/accounts", {"username": "e2e.x", "password": "Xxxxx-Passw0rd",
                                                    "role": "integrator"}, shop), 403, "FORBIDDEN")
     accounts = stack.db("membership").accounts

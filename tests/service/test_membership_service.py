@@ -19,7 +19,7 @@ from nameko.testing.services import entrypoint_hook
 
 from services.membership.service import MembershipService
 from unionhub_kit import crypto, events, ids, tokens, topology
-from unionhub_kit.errors import AppError
+from unionhub_kit.errors import AppError, NotFound
 
 ADMIN_PASSWORD = "Service-Test-Passw0rd"
 ADMIN = {"sub": "acc_admin", "role": "union_admin", "scope": "51", "merchant_id": None, "employer_id": None}
@@ -37,6 +37,30 @@ class FakeNotify:
     @rpc
     def ping(self):
         return {"service": "notify", "ok": True}
+
+
+class FakeBenefits:
+    """Where merchants lie: ``mer_1`` in Chengdu (510104), ``mer_far`` in Zigong (510302); others are unknown."""
+    name = "benefits"
+    REGIONS = {"mer_1": "510104", "mer_far": "510302"}
+
+    @rpc
+    def get_merchant(self, merchant_id):
+        if merchant_id not in self.REGIONS:
+            raise NotFound("No merchant has the id %s." % merchant_id)
+        return {"id": merchant_id, "region_code": self.REGIONS[merchant_id]}
+
+
+class FakeJobs:
+    """Where employers lie: ``emp_1`` in Chengdu (510104), ``emp_far`` in Zigong (510302)."""
+    name = "jobs"
+    REGIONS = {"emp_1": "510104", "emp_far": "510302"}
+
+    @rpc
+    def get_employer(self, employer_id):
+        if employer_id not in self.REGIONS:
+            raise NotFound("No such employer.")
+        return {"id": employer_id, "region_code": self.REGIONS[employer_id]}
 
 
 class Tap:
@@ -143,8 +167,8 @@ def raises(code, fn, *args):
 def svc(container_factory, config, db_of, monkeypatch):
     monkeypatch.setenv("UNIONHUB_ADMIN_PASSWORD", ADMIN_PASSWORD)
     FakeNotify.sent = []
-    notify = container_factory(FakeNotify, config)
-    notify.start()
+    for fake in (FakeNotify, FakeBenefits, FakeJobs):
+        container_factory(fake, config).start()
     container = container_factory(MembershipService, config)
     container.start()
     return Membership(container, db_of("membership"))
@@ -304,6 +328,12 @@ def test_staff_login_and_accounts_in_scope(svc):
                                             "merchant_id": "mer_1"})
     claims = tokens.verify(svc.issue_token({"username": "shop1", "password": "Merchant-Passw0rd"})["access_token"])
     assert claims["role"] == "merchant" and claims["merchant_id"] == "mer_1" and merchant["merchant_id"] == "mer_1"
+    # an account bound to a merchant or employer: it must exist and lie in the creator's scope
+    for role, field, far, unknown in (("merchant", "merchant_id", "mer_far", "mer_nope"),
+                                      ("employer", "employer_id", "emp_far", "emp_nope")):
+        body = {"username": "bound.%s" % role, "password": "Bound-Passw0rd", "role": role}
+        raises("OUT_OF_SCOPE", svc.create_account, chengdu, dict(body, **{field: far}))
+        raises("NOT_FOUND", svc.create_account, ADMIN, dict(body, **{field: unknown}))
     assert svc.db.accounts.count_documents({}) == 3
 
 

@@ -1,0 +1,136 @@
+"""Trust at the edges (issue 10), through the real gateway: scope on accounts and campaigns, hostile input, and the
+other defects of the issue, each with a test that failed before its fix."""
+import datetime
+import json
+import uuid
+
+import requests
+
+from tests.e2e import helpers
+from tests.e2e.helpers import admin_token, auth, new_uscc, staff_token
+from unionhub_kit import events
+
+COUNTY = "510104"  # Jinjiang, Chengdu
+FAR = "510703"  # a county of Mianyang
+
+
+def post(stack, path, token=None, body=None, headers=None):
+    h = dict(auth(token) if token else {}, **(headers or {}))
+    return requests.post(stack.url + path, json=body, headers=h, timeout=30)
+
+
+def problem(r, status, code):
+    assert r.status_code == status, r.text
+    assert r.headers["Content-Type"].startswith("application/problem+json"), r.headers
+    doc = r.json()
+    assert doc["code"] == code, r.text
+    assert isinstance(doc.get("errors", {}), dict), doc
+    return doc
+
+
+def county_admin(stack, code=COUNTY):
+    return staff_token(stack, admin_token(stack), "ca.%s.%s" % (code, uuid.uuid4().hex[:6]), "union_admin",
+                       org_code=code)
+
+
+def merchant(stack, region):
+    r = post(stack, "/api/v1/merchants", admin_token(stack), {"name": "面馆 %s" % uuid.uuid4().hex[:4],
+                                                              "uscc": new_uscc(), "region_code": region})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def employer(stack, region):
+    r = post(stack, "/api/v1/employers", admin_token(stack), {
+        "name": "机械厂%s" % uuid.uuid4().hex[:4], "uscc": new_uscc(), "region_code": region, "industry": "制造",
+        "size": "small"})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def campaign_body(merchant_id, **kw):
+    now = events.utcnow()
+    body = {"title": "满50减10", "merchant_id": merchant_id, "face_value_cents": 1000, "min_spend_cents": 5000,
+            "quota": 5, "per_member_limit": 1, "claim_starts_at": events.rfc3339(now - datetime.timedelta(minutes=1)),
+            "claim_ends_at": events.rfc3339(now + datetime.timedelta(days=1)),
+            "redeem_ends_at": events.rfc3339(now + datetime.timedelta(days=7)),
+            "eligibility": {"region_codes": [], "occupation_groups": [], "union_ids": []}, "welcome": False}
+    body.update(kw)
+    return body
+
+
+# ---- defect 1: scope escape through accounts ------------------------------------------------------------------
+def test_accounts_bound_to_merchants_and_employers_keep_to_scope(stack):
+    county = county_admin(stack)
+    accounts = stack.db("membership").accounts
+    for role, field, make in (("merchant", "merchant_id", merchant), ("employer", "employer_id", employer)):
+        far, near = make(stack, FAR), make(stack, COUNTY)
+        name = "bound.%s.%s" % (role, uuid.uuid4().hex[:6])
+        body = {"username": name, "password": "Bound-Passw0rd-1", "role": role}
+        problem(post(stack, "/api/v1/admin/accounts", county, dict(body, **{field: far["id"]})), 403, "OUT_OF_SCOPE")
+        problem(post(stack, "/api/v1/admin/accounts", county, dict(body, **{field: "%s_%s" % (role[:3], "f" * 24)})),
+                404, "NOT_FOUND")
+        assert accounts.count_documents({"username": name}) == 0
+        r = post(stack, "/api/v1/admin/accounts", county, dict(body, **{field: near["id"]}))
+        assert r.status_code == 201, r.text
+
+
+# ---- defect 2: campaigns for merchants or unions outside scope ------------------------------------------------
+def test_campaigns_keep_to_scope_for_merchant_and_unions(stack):
+    county = county_admin(stack)
+    far_merchant, near_merchant = merchant(stack, FAR), merchant(stack, COUNTY)
+    far_union = helpers.create_union(stack, parent_code=FAR)
+    near_union = helpers.create_union(stack, parent_code=COUNTY)
+    campaigns = stack.db("benefits").campaigns
+    before = campaigns.count_documents({})
+    problem(post(stack, "/api/v1/campaigns", county, campaign_body(far_merchant["id"])), 403, "OUT_OF_SCOPE")
+    problem(post(stack, "/api/v1/campaigns", county, campaign_body(near_merchant["id"], eligibility={
+        "union_ids": [far_union["id"]]})), 403, "OUT_OF_SCOPE")
+    problem(post(stack, "/api/v1/campaigns", county, campaign_body(near_merchant["id"], eligibility={
+        "union_ids": ["un_5101049999"]})), 404, "NOT_FOUND")
+    assert campaigns.count_documents({}) == before
+    r = post(stack, "/api/v1/campaigns", county, campaign_body(near_merchant["id"], eligibility={
+        "union_ids": [near_union["id"]]}))
+    assert r.status_code == 201, r.text
+
+
+# ---- defect 5: hostile input ----------------------------------------------------------------------------------
+def raw_post(stack, path, data, token=None):
+    headers = dict(auth(token) if token else {}, **{"Content-Type": "application/json"})
+    return requests.post(stack.url + path, data=data, headers=headers, timeout=30)
+
+
+def test_hostile_bodies_are_4xx_problem_documents(stack):
+    deep = "[" * 1000 + "]" * 1000
+    problem(raw_post(stack, "/api/v1/auth/otp", deep), 400, "MALFORMED_JSON")
+    problem(raw_post(stack, "/api/v1/auth/otp", '{"phone": %s}' % ("[" * 40 + "]" * 40)), 400, "MALFORMED_JSON")
+    lone = '{"username": "\\ud800", "password": "whatever-password"}'
+    problem(raw_post(stack, "/api/v1/auth/token", lone), 400, "MALFORMED_JSON")
+    problem(raw_post(stack, "/api/v1/auth/otp", '{"phone": NaN}'), 400, "MALFORMED_JSON")
+    doc = problem(raw_post(stack, "/api/v1/auth/otp", json.dumps({"phone": {"$gt": ""}})), 400, "VALIDATION_ERROR")
+    assert isinstance(doc["errors"]["phone"], list)
+    problem(raw_post(stack, "/api/v1/auth/otp", json.dumps({"phone": "1" * 70000})), 413, "PAYLOAD_TOO_LARGE")
+
+
+def test_errors_is_an_object_or_absent_after_an_rpc_hop(stack):
+    """A problem raised in a service (403 here, 404 below) crossed RPC: ``errors`` was the string "None"."""
+    doc = problem(post(stack, "/api/v1/admin/accounts", county_admin(stack), {
+        "username": "x.%s" % uuid.uuid4().hex[:6], "password": "Zigong-Passw0rd-1", "role": "union_admin",
+        "org_code": "510300"}), 403, "OUT_OF_SCOPE")
+    assert "errors" not in doc
+    doc = problem(requests.get(stack.url + "/api/v1/campaigns/cmp_%s" % ("0" * 24), timeout=30), 404, "NOT_FOUND")
+    assert "errors" not in doc
+
+
+def test_odd_paths_and_methods_are_problem_documents_and_405_says_allow(stack):
+    for path in ("/api/v1/campaigns/abc%0A", "/api/v1/jobs/x%0Ay", "/api/v1/campaigns/%00", "/api/v1/unions%0A"):
+        r = requests.get(stack.url + path, timeout=30)
+        assert r.status_code == 404 and r.headers["Content-Type"].startswith("application/problem+json"), (path, r.text)
+    for method in ("TRACE", "PATCH", "CONNECTX", "DELETE"):
+        r = requests.request(method, stack.url + "/api/v1/auth/otp", timeout=30)
+        doc = problem(r, 405, "METHOD_NOT_ALLOWED")
+        assert "POST" in r.headers["Allow"] and doc["status"] == 405
+    r = requests.options(stack.url + "/api/v1/auth/otp", timeout=30)
+    assert r.status_code == 204 and "POST" in r.headers["Allow"]
+    r = requests.request("TRACE", stack.url + "/nowhere", timeout=30)
+    problem(r, 404, "NOT_FOUND")
