@@ -11,6 +11,7 @@ validation, idempotency keys and the OpenAPI document::
 ``gw`` is the Nameko service instance (its RPC proxies: ``gw.membership`` ...); ``req`` is a ``Call``.
 A handler returns the JSON body (serialised with the route's status) or a ``werkzeug.Response``.
 """
+import ipaddress
 import json
 import logging
 import re
@@ -23,7 +24,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Response
 
-from unionhub_kit import logs
+from unionhub_kit import config, logs
 from unionhub_kit.errors import AppError, Forbidden, validation_error
 
 from . import auth, metrics
@@ -81,6 +82,39 @@ class Call:
     def actor(self):
         """What services get to know of the caller (never the token itself)."""
         return self.principal.as_actor() if self.principal else None
+
+
+_trusted = {}
+
+
+def trusted_proxies():
+    """``TRUSTED_PROXIES`` (comma-separated addresses or CIDRs; empty by default) as networks (parsed once)."""
+    raw = config.get("TRUSTED_PROXIES", "") or ""
+    if raw not in _trusted:
+        nets = []
+        for item in filter(None, (x.strip() for x in raw.split(","))):
+            nets.append(ipaddress.ip_network(item, strict=False))  # a bad entry stops the gateway at start
+        _trusted.clear()
+        _trusted[raw] = tuple(nets)
+    return _trusted[raw]
+
+
+def client_address(request):
+    """The client's address: the socket peer, or, when the peer is a trusted proxy, the last address of its
+    ``X-Forwarded-For`` (the one that proxy saw; the ones before it are the client's own say-so)."""
+    peer = request.remote_addr or ""
+    try:
+        peer_ip = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer[:64] or None
+    if any(peer_ip in net for net in trusted_proxies()):
+        forwarded = [a.strip() for a in request.headers.get("X-Forwarded-For", "").split(",") if a.strip()]
+        if forwarded:
+            try:
+                return str(ipaddress.ip_address(forwarded[-1]))
+            except ValueError:
+                pass
+    return str(peer_ip)
 
 
 def problem(status, code, detail, errors=None, title=None):

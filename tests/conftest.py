@@ -133,6 +133,9 @@ def _start(request, rabbit_manager, store_uri, replicas=None, services=None, ext
         "RPC_TIMEOUT": "5",
         "LOG_LEVEL": "INFO",
         "WEBHOOK_ALLOW_PRIVATE": "1",
+        # every test is one client (127.0.0.1) asking for hundreds of login codes; the limit itself is tested on a
+        # stack of its own (tests/e2e/test_security_e2e.py)
+        "OTP_PER_ADDRESS_PER_HOUR": "1000000",
     }
     env.update(extra_env or {})
     stack = Stack(env, log_dir=log_dir, replicas=replicas, services=services, say=lambda *a: None)

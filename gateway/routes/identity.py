@@ -1,20 +1,22 @@
 """Identity routes of API.md: login codes, tokens and accounts (membership issues the tokens)."""
 from services.membership import schemas
 
-from ..framework import route
+from ..framework import client_address, route
 
 TAGS = ["Identity"]
 
 
 @route("POST", "/api/v1/auth/otp", body=schemas.OtpRequest, status=202, tags=TAGS, response=schemas.OtpAnswer,
-       summary="Send a one-time login code to a mainland mobile by SMS", errors=("429 RATE_LIMITED",))
+       summary="Send a one-time login code to a mainland mobile by SMS (at most OTP_PER_ADDRESS_PER_HOUR an hour "
+               "from one client address)", errors=("429 RATE_LIMITED",))
 def request_otp(gw, call):
-    return gw.membership.request_otp(call.body)
+    return gw.membership.request_otp(call.body, client_address(call.request))
 
 
 @route("POST", "/api/v1/auth/token", body=schemas.TokenRequest, tags=TAGS, response=schemas.TokenAnswer,
        summary="Exchange {phone, code} (members) or {username, password} (staff, merchants, employers, "
-               "integrators) for a bearer token", errors=("401 INVALID_CODE", "401 INVALID_CREDENTIALS"))
+               "integrators) for a bearer token; five wrong passwords in a row lock a username for "
+               "LOGIN_LOCKOUT_SECONDS", errors=("401 INVALID_CODE", "401 INVALID_CREDENTIALS", "429 RATE_LIMITED"))
 def issue_token(gw, call):
     return gw.membership.issue_token(call.body)
 

@@ -2,12 +2,13 @@
 codes, scopes, masking and the views returned to callers."""
 import hashlib
 import hmac
+import math
 import secrets
 
 from bson import ObjectId
 
 from unionhub_kit import crypto, events, ids, regions
-from unionhub_kit.errors import Conflict, Forbidden, Unauthorized, validation_error
+from unionhub_kit.errors import Conflict, Forbidden, RateLimited, Unauthorized, validation_error
 
 LEVELS = ("province", "prefecture", "county", "grassroots")
 MEMBER_STATUSES = ("pending", "active", "rejected", "left")
@@ -27,6 +28,7 @@ OTP_TTL_SECONDS = 300
 OTP_MIN_INTERVAL_SECONDS = 60
 OTP_PER_HOUR = 5
 OTP_MAX_TRIES = 5
+LOCKOUT_AFTER = 5  # wrong staff passwords in a row that lock the username (for LOGIN_LOCKOUT_SECONDS)
 MIN_PASSWORD = 10
 CARD_PREFIX = "SC"
 CONSENT_VERSION = "2024-01"
@@ -156,6 +158,26 @@ def verify_password(password, stored):
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got.hex(), digest) and ok
+
+
+def seconds_until(when, now):
+    """Whole seconds from ``now`` to ``when`` (at least 1): a Retry-After."""
+    return max(1, math.ceil((when - now).total_seconds()))
+
+
+def client_key(address):
+    """The keyed hash a client address is counted by (addresses are not stored in the clear)."""
+    return crypto.keyed_hash(address, "client-address")
+
+
+def too_many_codes_from_here(retry_after):
+    return RateLimited("Too many login codes from your address; try again later.", code="RATE_LIMITED",
+                       retry_after=retry_after)
+
+
+def locked_out(retry_after):
+    return RateLimited("Too many wrong passwords: this account is locked for a while.", code="RATE_LIMITED",
+                       retry_after=retry_after)
 
 
 def new_otp():

@@ -41,6 +41,11 @@ class OtpRequest(StrictSchema):
     phone = Phone(required=True)
 
 
+class ClientAddress(StrictSchema):
+    """The caller's address as the gateway saw it (an RPC argument of ``request_otp``)."""
+    address = fields.String(allow_none=True, validate=validate.Length(max=64))
+
+
 class TokenRequest(StrictSchema):
     """Either ``{phone, code}`` (members) or ``{username, password}`` (staff, merchants, employers, integrators)."""
     phone = Phone()

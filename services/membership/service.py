@@ -11,7 +11,7 @@ import os
 
 from nameko.timer import timer
 
-from unionhub_kit import crypto, events, ids, regions, tokens
+from unionhub_kit import config, crypto, events, ids, regions, tokens
 from unionhub_kit.errors import AppError, Conflict, NotFound, RateLimited, ServiceUnavailable, Unauthorized
 from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo, transaction
@@ -59,18 +59,29 @@ class MembershipService:
 
     # ---- identity -------------------------------------------------------------------------------------------
     @rpc
-    def request_otp(self, payload):
-        """Send a login code by SMS (through notify's RPC; the code never travels on an event)."""
+    def request_otp(self, payload, client=None):
+        """Send a login code by SMS (through notify's RPC; the code never travels on an event). ``client`` is the
+        caller's address as the gateway sees it: at most ``OTP_PER_ADDRESS_PER_HOUR`` codes an hour from one."""
         phone = load(schemas.OtpRequest, payload)["phone"]
+        client = load(schemas.ClientAddress, {"address": client})["address"]
         key, code, now = domain.phone_key(phone), domain.new_otp(), _now()
         code_hash = domain.otp_hash(key, code)
+        client_key = domain.client_key(client) if client else None
+        if client_key:
+            wait = store.claim_client_slot(self.db, client_key, now, config.get_int("OTP_PER_ADDRESS_PER_HOUR", 20))
+            if wait is not None:
+                raise domain.too_many_codes_from_here(wait)
         if not store.claim_otp(self.db, key, code_hash, now):
+            if client_key:
+                store.release_client_slot(self.db, client_key, now)
             raise RateLimited("Too many codes for this phone: at most 1 a minute and %d an hour."
                               % domain.OTP_PER_HOUR, code="RATE_LIMITED")
         try:
             self.notify.send_sms({"to": phone, "template": "otp", "params": {"code": code}})
         except Exception as exc:
             store.release_otp(self.db, key, code_hash, now)
+            if client_key:
+                store.release_client_slot(self.db, client_key, now)
             if isinstance(exc, AppError):
                 raise
             raise ServiceUnavailable("The SMS could not be sent; try again.", code="SMS_UNAVAILABLE")
@@ -78,14 +89,22 @@ class MembershipService:
 
     @rpc
     def issue_token(self, payload):
-        """``{phone, code}`` -> a member token; ``{username, password}`` -> the account's token."""
+        """``{phone, code}`` -> a member token; ``{username, password}`` -> the account's token (five wrong
+        passwords in a row lock the username for ``LOGIN_LOCKOUT_SECONDS``: every try meanwhile is a 429)."""
         p = load(schemas.TokenRequest, payload)
         if "phone" in p:
             user = self._check_code(p["phone"], p["code"])
             return self._token(user["_id"], "member")
+        now = _now()
+        locked_until = store.login_locked_until(self.db, p["username"], now)
+        if locked_until is not None:
+            raise domain.locked_out(domain.seconds_until(locked_until, now))
         account = store.account_by_username(self.db, p["username"])
         if not domain.verify_password(p["password"], account["password_hash"] if account else None):
+            store.login_failed(self.db, p["username"], now, domain.LOCKOUT_AFTER,
+                               config.get_int("LOGIN_LOCKOUT_SECONDS", 300))
             raise domain.invalid_credentials()
+        store.login_succeeded(self.db, p["username"])
         return self._token(account["_id"], account["role"], scope=account.get("scope"),
                            merchant_id=account.get("merchant_id"), employer_id=account.get("employer_id"))
 

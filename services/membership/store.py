@@ -1,8 +1,9 @@
 """All of membership's MongoDB access.
 
 Collections: ``unions``, ``accounts`` (staff, merchants, employers, integrators), ``users`` (members' phone
-accounts), ``otps`` (login codes, keyed by the phone's keyed hash), ``members``, ``transfers``, ``counters``,
-``idempotency`` and the kit's ``outbox`` / ``processed_events``.
+accounts), ``otps`` (login codes, keyed by the phone's keyed hash), ``otp_clients`` (login codes sent per client
+address, keyed by the address's keyed hash), ``logins`` (wrong staff passwords in a row, lock-outs), ``members``,
+``transfers``, ``counters``, ``idempotency`` and the kit's ``outbox`` / ``processed_events``.
 
 Uniqueness is enforced by the store, never by read-then-write: a live membership (pending or active) carries
 ``live_id`` (the keyed hash of the ID number) and ``live_user``, both under unique partial indexes; a pending
@@ -44,6 +45,8 @@ def ensure_indexes(db):
     db.transfers.create_index("live_member", unique=True, partialFilterExpression=_exists("live_member"))
     db.transfers.create_index([("to_union_code", ASC), ("_id", ASC)])
     db.otps.create_index("last_sent", name="stale_otps")
+    db.otp_clients.create_index("last_sent")
+    db.logins.create_index("last_failure")
 
 
 def dup_field(exc):
@@ -179,6 +182,55 @@ def claim_otp(db, key, code_hash, now):
         return db.otps.update_one(allowed, update).matched_count == 1
 
 
+def _window_open(key, now, per_hour):
+    """The filter of a record ``key`` that may count one more send: fewer than ``per_hour`` in the last hour
+    (``sent`` keeps the last ``per_hour`` send times, oldest first)."""
+    return {"_id": key, "$or": [{"sent.%d" % (per_hour - 1): {"$exists": False}},
+                                {"sent.0": {"$lte": now - timedelta(hours=1)}}]}
+
+
+def claim_client_slot(db, key, now, per_hour):
+    """Count one login code for the client address ``key``; None when counted, else the seconds until a slot of
+    the hour frees up (for Retry-After)."""
+    allowed = _window_open(key, now, per_hour)
+    update = {"$set": {"last_sent": now}, "$push": {"sent": {"$each": [now], "$slice": -per_hour}}}
+    if db.otp_clients.update_one(allowed, update).matched_count:
+        return None
+    try:
+        db.otp_clients.insert_one({"_id": key, "sent": [now], "last_sent": now})
+        return None
+    except DuplicateKeyError:
+        if db.otp_clients.update_one(allowed, update).matched_count:
+            return None
+    doc = db.otp_clients.find_one({"_id": key}) or {"sent": [now]}
+    oldest = doc["sent"][-per_hour] if len(doc["sent"]) >= per_hour else doc["sent"][0]
+    return domain.seconds_until(oldest + timedelta(hours=1), now)
+
+
+def release_client_slot(db, key, sent_at):
+    """Undo ``claim_client_slot`` (the code was not sent after all)."""
+    db.otp_clients.update_one({"_id": key}, {"$pull": {"sent": sent_at}})
+
+
+# ---- staff password lock-out ------------------------------------------------------------------------------------
+def login_locked_until(db, username, now):
+    """When the lock-out of ``username`` ends, or None when it is not locked."""
+    doc = db.logins.find_one({"_id": username, "locked_until": {"$gt": now}}, {"locked_until": 1})
+    return doc["locked_until"] if doc else None
+
+
+def login_failed(db, username, now, max_failures, lock_seconds):
+    """Count a wrong password in a row; the ``max_failures``-th locks the username for ``lock_seconds``."""
+    doc = upsert_returning(db.logins, {"_id": username}, {"$inc": {"failures": 1}, "$set": {"last_failure": now}})
+    if doc["failures"] >= max_failures:
+        db.logins.update_one({"_id": username, "failures": {"$gte": max_failures}},
+                             {"$set": {"failures": 0, "locked_until": now + timedelta(seconds=lock_seconds)}})
+
+
+def login_succeeded(db, username):
+    db.logins.delete_one({"_id": username, "failures": {"$gt": 0}})
+
+
 def release_otp(db, key, code_hash, sent_at):
     """Undo ``claim_otp`` when the SMS could not be handed over (the attempt does not count)."""
     db.otps.update_one({"_id": key, "code_hash": code_hash},
@@ -201,7 +253,10 @@ def consume_otp(db, key, code_hash):
 def purge_stale_otps(db, now):
     """Delete the login-code records of phones that were sent nothing for an hour: their code expired long ago and
     the rate limits only count the last hour, so they carry nothing. Returns how many went."""
-    return db.otps.delete_many({"last_sent": {"$lt": now - timedelta(hours=1)}}).deleted_count
+    hour_ago = now - timedelta(hours=1)
+    db.otp_clients.delete_many({"last_sent": {"$lt": hour_ago}})
+    db.logins.delete_many({"last_failure": {"$lt": hour_ago}, "locked_until": {"$not": {"$gt": now}}})
+    return db.otps.delete_many({"last_sent": {"$lt": hour_ago}}).deleted_count
 
 
 # ---- members ----------------------------------------------------------------------------------------------------

@@ -134,3 +134,62 @@ def test_odd_paths_and_methods_are_problem_documents_and_405_says_allow(stack):
     assert r.status_code == 204 and "POST" in r.headers["Allow"]
     r = requests.request("TRACE", stack.url + "/nowhere", timeout=30)
     problem(r, 404, "NOT_FOUND")
+
+
+# ---- defect 6: login codes per client address, staff lock-out -------------------------------------------------
+def post_from(source, url, body, headers=None):
+    """POST from the loopback address ``source`` (127.0.0.x), as a client behind that address would."""
+    import http.client
+    from urllib.parse import urlparse
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30, source_address=(source, 0))
+    try:
+        conn.request("POST", u.path, json.dumps(body), dict({"Content-Type": "application/json"}, **(headers or {})))
+        r = conn.getresponse()
+        return r.status, dict(r.getheaders()), json.loads(r.read() or b"null")
+    finally:
+        conn.close()
+
+
+def test_login_codes_per_address_and_staff_lockout(make_stack):
+    st = make_stack(extra_env={"OTP_PER_ADDRESS_PER_HOUR": "3", "LOGIN_LOCKOUT_SECONDS": "4",
+                               "TRUSTED_PROXIES": "127.0.0.2, 10.0.0.0/8"})
+    otp = st.url + "/api/v1/auth/otp"
+    # 127.0.0.1 is no proxy: its X-Forwarded-For is the client's say-so and is ignored
+    for _ in range(3):
+        status, _, body = post_from("127.0.0.1", otp, {"phone": helpers.new_phone()},
+                                    {"X-Forwarded-For": "203.0.113.%d" % (uuid.uuid4().int % 250)})
+        assert status == 202, body
+    status, headers, body = post_from("127.0.0.1", otp, {"phone": helpers.new_phone()})
+    assert status == 429 and body["code"] == "RATE_LIMITED" and 3000 < int(headers["Retry-After"]) <= 3600, body
+    # 127.0.0.2 is a trusted proxy: the last address of its X-Forwarded-For is the client
+    for _ in range(3):
+        status, _, body = post_from("127.0.0.2", otp, {"phone": helpers.new_phone()},
+                                    {"X-Forwarded-For": "127.0.0.1, 198.51.100.7"})
+        assert status == 202, body
+    status, headers, body = post_from("127.0.0.2", otp, {"phone": helpers.new_phone()},
+                                      {"X-Forwarded-For": "198.51.100.7"})
+    assert status == 429 and int(headers["Retry-After"]) > 0, body
+    status, _, body = post_from("127.0.0.2", otp, {"phone": helpers.new_phone()}, {"X-Forwarded-For": "198.51.100.8"})
+    assert status == 202, body
+    assert len(st.sms_outbox()) == 7  # a refused request sends nothing
+    assert "198.51.100" not in json.dumps(list(st.db("membership").otp_clients.find()), default=str)
+
+    # five wrong passwords in a row lock the username: every try meanwhile, right or wrong, from anywhere is a 429
+    token = st.url + "/api/v1/auth/token"
+    right = {"username": "admin", "password": helpers.ADMIN_PASSWORD}
+    wrong = dict(right, password="not-the-password")
+    for _ in range(5):
+        status, _, body = post_from("127.0.0.1", token, wrong)
+        assert status == 401 and body["code"] == "INVALID_CREDENTIALS", body
+    for source in ("127.0.0.1", "127.0.0.2"):
+        status, headers, body = post_from(source, token, right, {"X-Forwarded-For": "198.51.100.9"})
+        assert status == 429 and body["code"] == "RATE_LIMITED" and 1 <= int(headers["Retry-After"]) <= 4, body
+    import time
+    time.sleep(4.2)
+    status, _, body = post_from("127.0.0.1", token, right)
+    assert status == 200 and body["role"] == "union_admin", body
+    # a success clears the count: four wrong ones later do not lock
+    for _ in range(4):
+        assert post_from("127.0.0.1", token, wrong)[0] == 401
+    assert post_from("127.0.0.1", token, right)[0] == 200
