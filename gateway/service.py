@@ -108,6 +108,7 @@ class GatewayService:
     benefits = TimedRpc("benefits")
     jobs = TimedRpc("jobs")
     notify = TimedRpc("notify")
+    stations = TimedRpc("stations")
     set_request_id = RequestId()
     service_metrics = ServiceMetrics()  # access log with the request id; :METRICS_PORT/metrics
 

@@ -170,6 +170,39 @@ class JobAlertMatched(EventData):
     user_ids = fields.List(Str(), required=True)
 
 
+# ---- stations -------------------------------------------------------------------------------------------------
+class Point(Schema):
+    lat = fields.Float(required=True)
+    lng = fields.Float(required=True)
+
+
+class StationOpened(EventData):
+    station_id = Str(required=True)
+    code = Str(required=True, metadata={"description": "The short code on the station's poster (members check in with it)."})
+    name = Str(required=True)
+    kind = Str(required=True)
+    region_code = Str(required=True)
+    location = fields.Nested(Point, required=True)
+    amenities = fields.List(Str(), load_default=list)
+
+
+class StationClosed(EventData):
+    station_id = Str(required=True)
+    code = Str(required=True)
+    name = Str(required=True)
+    region_code = Str(required=True)
+
+
+class StationVisited(EventData):
+    visit_id = Str(required=True)
+    station_id = Str(required=True)
+    code = Str(required=True)
+    region_code = Str(required=True)
+    user_id = Str(required=True, metadata={"description": "The member's account id."})
+    at = DT(required=True)
+    month = Str(required=True, metadata={"description": "YYYY-MM of the visit in Asia/Shanghai time."})
+
+
 # ---- notify ---------------------------------------------------------------------------------------------------
 class NotificationOutcome(EventData):
     notification_id = Str(required=True)
@@ -201,6 +234,10 @@ EVENTS = {
     ("jobs", "application_submitted"): (ApplicationSubmitted, "A member applied to a posting."),
     ("jobs", "application_status_changed"): (ApplicationStatusChanged, "An employer moved an application on."),
     ("jobs", "job_alert_matched"): (JobAlertMatched, "A new posting matched members' job alerts (for notify)."),
+    ("stations", "station_opened"): (StationOpened, "A station was opened (created, or reopened)."),
+    ("stations", "station_closed"): (StationClosed, "A station was closed."),
+    ("stations", "station_visited"): (StationVisited, "A member checked in at a station (at most once per 30 minutes "
+                                                      "per station); notify puts nothing in inboxes for it."),
     ("notify", "notification_delivered"): (NotificationOutcome, "A provider accepted a notification."),
     ("notify", "notification_failed"): (NotificationFailed, "A notification failed after its retries."),
 }

@@ -38,6 +38,8 @@ SUBSCRIPTIONS = [
     # jobs: the masked phone employers see of an applicant; erasure of a member who left
     Subscription("jobs", "on_member_joined", [("membership", "member_joined")]),
     Subscription("jobs", "on_member_left", [("membership", "member_left")]),
+    # stations: visit counters from its own check-ins
+    Subscription("stations", "on_station_visited", [("stations", "station_visited")]),
     # notify: integrator webhooks receive every event type
     Subscription("notify", "on_any_event", [ALL]),
 ]

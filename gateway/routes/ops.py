@@ -9,7 +9,7 @@ from unionhub_kit.errors import AppError
 from .. import asyncapi, metrics, openapi
 from ..framework import ROUTES, json_response, route
 
-SERVICES = ("membership", "benefits", "jobs", "notify")
+SERVICES = ("membership", "benefits", "jobs", "notify", "stations")
 _cache = {}
 
 

@@ -1,0 +1,164 @@
+"""Storage of the stations service (its own database): stations, visits, the check-in window and the counters.
+
+Collections:
+  ``stations``     one document per station; ``cells`` (indexed array: its grid cell at every level, see ``geo``),
+                   ``code`` (unique: the poster code), ``region_prefixes``.
+  ``visits``       one document per check-in (written with its ``station_visited`` event in one transaction).
+  ``last_visits``  ``_id`` = user|station: the member's latest visit there, the 30-minute check-in window.
+  ``counters``     ``<key>|<YYYY-MM>`` -> visits and distinct visitors of a station (key = station id) or region
+                   (``r:<code>``) in a month; ``open|r:<code>`` -> stations open in a region now.
+  ``visitor_marks`` ``<key>|<YYYY-MM>|<user>``: that member was counted as a visitor there that month.
+"""
+import pymongo
+import pymongo.errors
+from bson import ObjectId
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import DuplicateKeyError
+
+from unionhub_kit import config
+
+ASC = pymongo.ASCENDING
+CODE_ATTEMPTS = 8
+
+
+class CodeTaken(Exception):
+    """The poster code drawn is in use (draw another)."""
+
+
+class InWindow(Exception):
+    """The member checked in at this station less than the window ago."""
+
+
+def open_from_env():
+    """The stations database of ``MONGO_URI`` / ``UNIONHUB_DB_PREFIX``, for the command-line tools (seed, bench);
+    None, having said why, when no store answers."""
+    client = pymongo.MongoClient(config.get("MONGO_URI"), tz_aware=True, serverSelectionTimeoutMS=5000)
+    try:
+        client.admin.command("ping")
+    except pymongo.errors.PyMongoError:
+        print("no store answers at %s: start one (make run) or set MONGO_URI" % config.get("MONGO_URI"))
+        return None
+    return client[config.db_name("stations")]
+
+
+def ensure_indexes(db):
+    db.stations.create_index("code", unique=True, name="poster_code")
+    db.stations.create_index("cells", name="cells")
+    db.stations.create_index([("region_prefixes", ASC), ("code", ASC)], name="by_region")
+
+
+def new_id():
+    return str(ObjectId())
+
+
+# ---- stations -------------------------------------------------------------------------------------------------
+def insert_station(db, doc, session):
+    try:
+        db.stations.insert_one(doc, session=session)
+    except DuplicateKeyError:
+        raise CodeTaken()
+
+
+def station(db, station_id, session=None):
+    return db.stations.find_one({"_id": station_id}, session=session)
+
+
+def station_by_code(db, code):
+    return db.stations.find_one({"code": code})
+
+
+def update_station(db, station_id, changes, now, session):
+    """Apply ``changes``; return the station as it was, or None when there is none."""
+    return db.stations.find_one_and_update({"_id": station_id}, {"$set": dict(changes, updated_at=now)},
+                                           return_document=ReturnDocument.BEFORE, session=session)
+
+
+def stations_in_cells(db, keys):
+    """Every station in one of the cells ``keys`` (one level's cells: a station is in at most one of them)."""
+    return list(db.stations.find({"cells": {"$in": keys}}))
+
+
+def stations_by_code(db, flt, after_code, batch):
+    """Stations in code order after ``after_code``, narrowed by what the store can filter on; the caller applies
+    the rest (``domain.matches``)."""
+    q = {}
+    if flt.get("status", "open") != "any":
+        q["status"] = flt.get("status", "open")
+    if flt.get("region_code"):
+        q["region_prefixes"] = flt["region_code"]
+    if flt.get("kind"):
+        q["kind"] = flt["kind"]
+    if flt.get("amenity"):
+        q["amenities"] = {"$all": list(flt["amenity"])}
+    if after_code:
+        q["code"] = {"$gt": after_code}
+    return db.stations.find(q).sort("code", ASC).batch_size(batch)
+
+
+# ---- counters -------------------------------------------------------------------------------------------------
+def bump_open(db, deltas, session):
+    """Move the open-station counters of regions (``{code: delta}``) inside the station write's transaction."""
+    for code, delta in sorted(deltas.items()):
+        db.counters.update_one({"_id": "open|r:" + code}, {"$inc": {"open": delta}}, upsert=True, session=session)
+
+
+def open_counts(db, codes):
+    return {d["_id"][len("open|r:"):]: d.get("open", 0)
+            for d in db.counters.find({"_id": {"$in": ["open|r:" + c for c in codes]}})}
+
+
+def month_counters(db, keys, month):
+    """``{key: {"visits", "visitors"}}`` of ``keys`` (station ids or ``r:<code>``) in ``month``."""
+    ids = ["%s|%s" % (k, month) for k in keys]
+    return {d["key"]: d for d in db.counters.find({"_id": {"$in": ids}})}
+
+
+def count_visit(db, keys, month, user_id, session):
+    """One visit counted on each of ``keys`` in ``month``; a member not yet marked there is a new visitor."""
+    for key in keys:
+        mark = db.visitor_marks.update_one({"_id": "%s|%s|%s" % (key, month, user_id)},
+                                           {"$setOnInsert": {"month": month}}, upsert=True, session=session)
+        inc = {"visits": 1, "visitors": 1 if mark.upserted_id is not None else 0}
+        db.counters.update_one({"_id": "%s|%s" % (key, month)},
+                               {"$inc": inc, "$setOnInsert": {"key": key, "month": month}}, upsert=True,
+                               session=session)
+
+
+def forget_marks_before(db, month):
+    """Visitor marks of months before ``month`` decide nothing any more (counters are per month)."""
+    return db.visitor_marks.delete_many({"month": {"$lt": month}}).deleted_count
+
+
+# ---- visits ---------------------------------------------------------------------------------------------------
+def claim_window(db, user_id, station_id, visit_id, now, since, session):
+    """Make ``visit_id`` the member's latest visit at the station unless there is one at or after ``since``
+    (``InWindow`` then: the insert of the window's key collides with the recent one)."""
+    try:
+        db.last_visits.update_one({"_id": "%s|%s" % (user_id, station_id), "at": {"$lt": since}},
+                                  {"$set": {"visit_id": visit_id, "at": now}}, upsert=True, session=session)
+    except DuplicateKeyError:
+        raise InWindow()
+
+
+def last_visit(db, user_id, station_id):
+    last = db.last_visits.find_one({"_id": "%s|%s" % (user_id, station_id)})
+    return db.visits.find_one({"_id": last["visit_id"]}) if last else None
+
+
+def insert_visit(db, doc, session):
+    db.visits.insert_one(doc, session=session)
+
+
+# ---- bulk writes (seed) ---------------------------------------------------------------------------------------
+def insert_many(coll, docs):
+    if docs:
+        coll.insert_many(docs, ordered=False)
+
+
+def add_counters(db, counts):
+    """Add ``{counter id: {"visits": n, "visitors": n}}`` (ids ``<key>|<month>``) to the counters."""
+    ops = [UpdateOne({"_id": cid}, {"$inc": inc, "$setOnInsert": {"key": cid.rsplit("|", 1)[0],
+                                                                 "month": cid.rsplit("|", 1)[1]}}, upsert=True)
+           for cid, inc in counts.items()]
+    for k in range(0, len(ops), 5000):
+        db.counters.bulk_write(ops[k:k + 5000], ordered=False)
