@@ -37,6 +37,8 @@ SIZING = {
     "benefits": dict(min=2, max=40, cpu="500m", mem="256Mi", cpu_limit="1", mem_limit="512Mi", rpc=40, evt=200),
     "jobs": dict(min=2, max=12, cpu="250m", mem="384Mi", cpu_limit="1", mem_limit="768Mi", rpc=40, evt=200),
     "notify": dict(min=2, max=30, cpu="250m", mem="256Mi", cpu_limit="1", mem_limit="512Mi", rpc=40, evt=500),
+    # 2.82 M check-ins a year is ~0.1/s on average; riders' nearest-station reads are the load (CPU: haversine)
+    "stations": dict(min=2, max=10, cpu="250m", mem="256Mi", cpu_limit="1", mem_limit="512Mi", rpc=40, evt=200),
 }
 DEFAULT_SIZING = dict(min=2, max=10, cpu="250m", mem="256Mi", cpu_limit="1", mem_limit="512Mi", rpc=40, evt=200)
 GATEWAY_SIZING = dict(min=2, max=30, cpu="500m", mem="256Mi", cpu_limit="1", mem_limit="512Mi", cpu_target=65)

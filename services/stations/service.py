@@ -80,10 +80,10 @@ class StationsService:
             changes = {k: after[k] for k in list(p) + ["cells", "region_prefixes", "prefecture_code"]}
             store.update_station(self.db, station_id, changes, now, session)
             store.bump_open(self.db, domain.open_deltas(before, after), session)
-            if before["status"] != after["status"]:
-                event = "station_opened" if after["status"] == "open" else "station_closed"
-                data = (domain.opened_data if event == "station_opened" else domain.closed_data)(after)
-                self.outbox.add(session, event, data, subject=station_id)
+            if before["status"] != after["status"] and after["status"] == "open":
+                self.outbox.add(session, "station_opened", domain.opened_data(after), subject=station_id)
+            elif before["status"] != after["status"]:
+                self.outbox.add(session, "station_closed", domain.closed_data(after), subject=station_id)
             return domain.station_view(dict(after, updated_at=now), now)
         return transaction(self.db, txn)
 
