@@ -9,9 +9,9 @@ event counts once), so statistics read counters, never scan visits.
 """
 from nameko.timer import timer
 
-from unionhub_kit import events, paging
+from unionhub_kit import events, idempotency, paging
 from unionhub_kit.consumer import idempotent, on_event
-from unionhub_kit.idempotency import run_idempotent
+
 from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo, transaction
 from unionhub_kit.outbox import Outbox
@@ -57,7 +57,8 @@ class StationsService:
             return domain.station_view(doc, now)
         for _ in range(store.CODE_ATTEMPTS):
             try:
-                return run_idempotent(self.db, actor["sub"], idempotency_key, p, txn)
+                return idempotency.run_idempotent(self.db, idempotency.scope("create_station", actor["sub"]),
+                                                  idempotency_key, p, txn)
             except store.CodeTaken:
                 continue  # another station drew that code: draw again
         raise RuntimeError("no free poster code after %d draws" % store.CODE_ATTEMPTS)
