@@ -6,7 +6,8 @@ def test_health_ready_and_documents(stack):
     assert requests.get(stack.url + "/healthz").json() == {"status": "ok"}
     r = requests.get(stack.url + "/readyz")
     assert r.status_code == 200, r.text
-    assert r.json()["checks"] == {"broker": "ok", "membership": "ok", "benefits": "ok", "jobs": "ok", "notify": "ok"}
+    assert r.json()["checks"] == {"broker": "ok", "membership": "ok", "benefits": "ok", "jobs": "ok", "notify": "ok",
+                                  "stations": "ok"}
     spec = requests.get(stack.url + "/openapi.json").json()
     assert spec["openapi"].startswith("3.")
     events = requests.get(stack.url + "/asyncapi.json").json()
