@@ -1,5 +1,6 @@
 """pymongo DependencyProvider: one client per container, the service's own database, indexes ensured at start."""
 import pymongo
+import pymongo.errors
 from nameko.extensions import DependencyProvider
 
 from . import config
@@ -58,6 +59,18 @@ class Mongo(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         return self.database
+
+
+def open_from_env(service):
+    """``service``'s database at ``MONGO_URI`` / ``UNIONHUB_DB_PREFIX``, for command-line tools (seed, rekey, bench);
+    None, having said why, when no store answers."""
+    client = pymongo.MongoClient(config.get("MONGO_URI"), tz_aware=True, serverSelectionTimeoutMS=5000)
+    try:
+        client.admin.command("ping")
+    except pymongo.errors.PyMongoError:
+        print("no store answers at %s: start one (make run) or set MONGO_URI" % config.get("MONGO_URI"))
+        return None
+    return client[config.db_name(service)]
 
 
 def transaction(db, fn):

@@ -17,7 +17,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from unionhub_kit import config
+from unionhub_kit import mongo
 from unionhub_kit.errors import Conflict
 from unionhub_kit.mongo import upsert_returning
 
@@ -29,15 +29,8 @@ NO_STATS_SINCE_DAYS = 400
 
 
 def open_from_env():
-    """The jobs database of ``MONGO_URI`` / ``UNIONHUB_DB_PREFIX``, for the command-line tools (seed, rekey); None,
-    having said why, when no store answers."""
-    client = pymongo.MongoClient(config.get("MONGO_URI"), tz_aware=True, serverSelectionTimeoutMS=5000)
-    try:
-        client.admin.command("ping")
-    except pymongo.errors.PyMongoError:
-        print("no store answers at %s: start one (make run) or set MONGO_URI" % config.get("MONGO_URI"))
-        return None
-    return client[config.db_name("jobs")]
+    """The jobs database for the command-line tools (``unionhub_kit.mongo.open_from_env``)."""
+    return mongo.open_from_env("jobs")
 
 
 def ensure_indexes(db):

@@ -10,12 +10,11 @@ Collections:
   ``visitor_marks`` ``<key>|<YYYY-MM>|<user>``: that member was counted as a visitor there that month.
 """
 import pymongo
-import pymongo.errors
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from unionhub_kit import config
+from unionhub_kit import mongo
 
 ASC = pymongo.ASCENDING
 CODE_ATTEMPTS = 8
@@ -30,15 +29,8 @@ class InWindow(Exception):
 
 
 def open_from_env():
-    """The stations database of ``MONGO_URI`` / ``UNIONHUB_DB_PREFIX``, for the command-line tools (seed, bench);
-    None, having said why, when no store answers."""
-    client = pymongo.MongoClient(config.get("MONGO_URI"), tz_aware=True, serverSelectionTimeoutMS=5000)
-    try:
-        client.admin.command("ping")
-    except pymongo.errors.PyMongoError:
-        print("no store answers at %s: start one (make run) or set MONGO_URI" % config.get("MONGO_URI"))
-        return None
-    return client[config.db_name("stations")]
+    """The stations database for the command-line tools (``unionhub_kit.mongo.open_from_env``)."""
+    return mongo.open_from_env("stations")
 
 
 def ensure_indexes(db):
