@@ -2,6 +2,7 @@
 import base64
 import hashlib
 import hmac
+import time
 
 from cryptography.fernet import Fernet
 
@@ -34,8 +35,31 @@ def unseal(token):
     return decrypt(token, "event-seal")
 
 
-def sign(body, key):
-    """``sha256=<hex HMAC>`` of ``body`` (bytes) as sent in ``X-UnionHub-Signature``."""
+SIGNATURE_TOLERANCE_SECONDS = 300  # receivers reject a delivery whose timestamp is older (or further ahead)
+
+
+def sign(body, key, timestamp):
+    """``sha256=<hex HMAC-SHA256 of "<timestamp>." + body>`` (``body`` bytes) as sent in ``X-UnionHub-Signature``:
+    the timestamp is signed with the body, so a captured delivery cannot be replayed later with a fresh one."""
     if isinstance(key, str):
         key = key.encode()
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+    return "sha256=" + hmac.new(key, b"%d." % int(timestamp) + body, hashlib.sha256).hexdigest()
+
+
+def signed_headers(body, key, delivery_id, now=None):
+    """The headers of one signed delivery attempt (Signed deliveries in API.md): a fresh timestamp each attempt,
+    the same ``X-UnionHub-Delivery`` across the retries of one delivery, so a receiver can drop a repeat."""
+    ts = int(time.time() if now is None else now)
+    return {"X-UnionHub-Timestamp": str(ts), "X-UnionHub-Signature": sign(body, key, ts),
+            "X-UnionHub-Delivery": str(delivery_id)}
+
+
+def verify_signed(body, headers, key, now=None, tolerance=SIGNATURE_TOLERANCE_SECONDS):
+    """What a receiver does: the signature matches "<timestamp>." + body and the timestamp is recent."""
+    try:
+        ts = int(headers.get("X-UnionHub-Timestamp", ""))
+    except ValueError:
+        return False
+    if abs((time.time() if now is None else now) - ts) > tolerance:
+        return False
+    return hmac.compare_digest(sign(body, key, ts), headers.get("X-UnionHub-Signature") or "")

@@ -78,7 +78,8 @@ def send(db, settings, outbox, doc):
     error = None
     try:
         to = crypto.decrypt(doc["to_enc"], CONTACT)
-        _provider(settings, doc["channel"]).send(domain.provider_message(doc, to), timeout=settings.provider_timeout)
+        _provider(settings, doc["channel"]).send(domain.provider_message(doc, to), timeout=settings.provider_timeout,
+                                                 delivery_id=doc["_id"])
     except ProviderError as exc:
         error = str(exc)
     except Exception as exc:  # a broken message must not stop the others
@@ -123,11 +124,14 @@ def send_now(db, settings, outbox, body):
     message = {"to": body["to"], "template": body["template"], "params": body["params"], "text": rendered["text"]}
     started = time.monotonic()
     attempts, error = 0, None
+    now = domain.CLOCK.now()
+    delivery_id = domain.new_id(now)  # the record's id, and X-UnionHub-Delivery on every attempt
     while True:
         attempts += 1
         remaining = settings.otp_budget - (time.monotonic() - started)
         try:
-            settings.sms.send(message, timeout=max(0.5, min(settings.provider_timeout, remaining)))
+            settings.sms.send(message, timeout=max(0.5, min(settings.provider_timeout, remaining)),
+                              delivery_id=delivery_id)
             error = None
             break
         except ProviderError as exc:
@@ -138,7 +142,7 @@ def send_now(db, settings, outbox, body):
         eventlet.sleep(delay)
     now = domain.CLOCK.now()
     status = "delivered" if error is None else "failed"
-    record = {"_id": domain.new_id(now), "dedupe": "direct:%s" % domain.new_id(now), "notification_id": None,
+    record = {"_id": delivery_id, "dedupe": "direct:%s" % delivery_id, "notification_id": None,
               "user_id": None, "channel": "sms", "template": body["template"],
               "category": domain.FLOWS[body["template"]].category, "to_masked": mask_phone(body["to"]),
               "status": status, "attempts": attempts, "last_error": error, "created_at": now, "finished_at": now,

@@ -2,8 +2,9 @@
 
 * sink: one log line (phone and login code masked) and one JSON line ``{to, template, params, text}`` (push:
   ``{to, platform, template, params, title, body}``) appended to ``SMS_SINK_FILE`` / ``PUSH_SINK_FILE``;
-* webhook (``SMS_WEBHOOK_URL`` / ``PUSH_WEBHOOK_URL``): ``POST`` of the same JSON, signed
-  ``X-UnionHub-Signature: sha256=<hex HMAC of the body>`` with ``SMS_WEBHOOK_SECRET`` / ``PUSH_WEBHOOK_SECRET``;
+* webhook (``SMS_WEBHOOK_URL`` / ``PUSH_WEBHOOK_URL``): ``POST`` of the same JSON, signed like every outgoing
+  webhook (``X-UnionHub-Timestamp``, ``X-UnionHub-Signature: sha256=<hex HMAC of "<timestamp>." + body>``,
+  ``X-UnionHub-Delivery`` stable across retries) with ``SMS_WEBHOOK_SECRET`` / ``PUSH_WEBHOOK_SECRET``;
   anything but a 2xx answer, or no answer within ``NOTIFY_PROVIDER_TIMEOUT`` seconds, is a ``ProviderError``.
 
 Retrying is the caller's business (see ``service``): providers make one attempt.
@@ -11,6 +12,7 @@ Retrying is the caller's business (see ``service``): providers make one attempt.
 import json
 import logging
 import os
+import uuid
 
 import requests
 
@@ -18,8 +20,6 @@ from unionhub_kit import crypto
 from unionhub_kit.ids import mask_phone
 
 log = logging.getLogger("unionhub.notify.providers")
-
-SIGNATURE_HEADER = "X-UnionHub-Signature"
 
 
 class ProviderError(Exception):
@@ -42,7 +42,7 @@ class SinkProvider:
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
 
-    def send(self, message, timeout=None):
+    def send(self, message, timeout=None, delivery_id=None):
         to, params = _masked(message)
         log.info("%s sink: to %s template %s params %s", self.channel, to, message.get("template"),
                  json.dumps(params, ensure_ascii=False))
@@ -69,9 +69,10 @@ class WebhookProvider:
         if not secret:
             log.warning("%s provider webhook has no secret: set %s_WEBHOOK_SECRET", channel, channel.upper())
 
-    def send(self, message, timeout=None):
+    def send(self, message, timeout=None, delivery_id=None):
         body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: crypto.sign(body, self.secret)}
+        headers = dict(crypto.signed_headers(body, self.secret, delivery_id or uuid.uuid4().hex),
+                       **{"Content-Type": "application/json"})
         try:
             r = requests.post(self.url, data=body, headers=headers, timeout=timeout or self.timeout,
                               allow_redirects=False)

@@ -1,5 +1,7 @@
-"""Integrator webhooks: one delivery per (webhook, event), POSTed as the event's CloudEvents JSON, signed
-``X-UnionHub-Signature: sha256=<HMAC-SHA256 of the body, key = the webhook's secret>``.
+"""Integrator webhooks: one delivery per (webhook, event), POSTed as the event's CloudEvents JSON, signed (API.md
+"Signed deliveries"): ``X-UnionHub-Timestamp: <unix seconds>``, ``X-UnionHub-Signature: sha256=<HMAC-SHA256 of
+"<timestamp>." + body, key = the webhook's secret>`` and ``X-UnionHub-Delivery`` (the delivery id, the same on every
+retry).
 
 Handlers only record deliveries; ``send`` (run by a poller) makes one attempt. A 2xx answer delivers; anything
 else, a timeout, or a target that now resolves to a private address is retried with exponential backoff and jitter
@@ -28,9 +30,8 @@ def body_of(envelope):
 def post(url, envelope, secret, delivery_id, timeout):
     """One signed POST; returns ``(http_status or None, error or None)``."""
     body = body_of(envelope)
-    headers = {"Content-Type": CONTENT_TYPE, "X-UnionHub-Signature": crypto.sign(body, secret),
-               "X-UnionHub-Delivery": delivery_id, "X-UnionHub-Event-Type": envelope["type"],
-               "User-Agent": "UnionHub-Webhooks/1"}
+    headers = dict(crypto.signed_headers(body, secret, delivery_id), **{
+        "Content-Type": CONTENT_TYPE, "X-UnionHub-Event-Type": envelope["type"], "User-Agent": "UnionHub-Webhooks/1"})
     try:
         r = requests.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
     except requests.RequestException as exc:

@@ -161,7 +161,7 @@ def test_webhooks_signed_delivery_log_and_replay(stack):
         eventually(lambda: [i for i in range(len(receiver.requests))
                             if receiver.json(i)["data"]["member_id"] == membership["id"]])
         req = next(q for i, q in enumerate(receiver.requests) if receiver.json(i)["data"]["member_id"] == membership["id"])
-        assert signature_ok(req["body"], req["headers"]["X-UnionHub-Signature"], secret)
+        assert signature_ok(req, secret)
         event = receiver.json(receiver.requests.index(req))
         assert event["type"] == "org.unionhub.membership.member_joined.v1" and event["specversion"] == "1.0"
         assert "id_number" not in str(event["data"])
@@ -174,6 +174,9 @@ def test_webhooks_signed_delivery_log_and_replay(stack):
         r = call(stack, "POST", "/api/v1/webhooks/%s/deliveries/%s/replay" % (hook["id"], log[0]["id"]), integrator)
         assert r.status_code == 202 and r.json()["status"] == "pending"
         eventually(lambda: len([q for q in receiver.requests if q["body"] == req["body"]]) == 2)  # sent again
+        again = [q for q in receiver.requests if q["body"] == req["body"]][1]
+        assert signature_ok(again, secret)
+        assert again["headers"]["X-UnionHub-Delivery"] == req["headers"]["X-UnionHub-Delivery"] == log[0]["id"]
         problem(call(stack, "POST", "/api/v1/webhooks/%s/deliveries/%s/replay" % (hook["id"], log[0]["id"]), other),
                 404, "NOT_FOUND")
     finally:

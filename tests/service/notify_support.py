@@ -2,6 +2,7 @@
 fails on demand, and waiting for a condition (no timed assertions: wait until true, or fail after a long bound)."""
 import hashlib
 import hmac
+import time
 import json
 import threading
 import uuid
@@ -61,9 +62,14 @@ def lines(path):
         return []
 
 
-def signature_ok(body, header, secret):
-    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, header or "")
+def signature_ok(req, secret):
+    """A recorded request is signed as API.md's "Signed deliveries" says: HMAC-SHA256 of "<timestamp>." + body,
+    with a timestamp of the last 5 minutes and a delivery id (checked here by hand, not with the kit's helper)."""
+    headers = req["headers"]
+    ts = headers.get("X-UnionHub-Timestamp", "")
+    expected = "sha256=" + hmac.new(secret.encode(), ts.encode() + b"." + req["body"], hashlib.sha256).hexdigest()
+    return ts.isdigit() and abs(time.time() - int(ts)) <= 300 and bool(headers.get("X-UnionHub-Delivery")) and \
+        hmac.compare_digest(expected, headers.get("X-UnionHub-Signature") or "")
 
 
 class Receiver:

@@ -72,12 +72,16 @@ def test_otp_webhook_retried_until_the_provider_takes_it(container_factory, conf
         out = send_sms(otp(code="120034"))
     assert out["attempts"] == 3 and len(hook.requests) == 3  # returned only after the provider took it
     for req in hook.requests:
-        assert signature_ok(req["body"], req["headers"]["X-UnionHub-Signature"], SECRET)
+        assert signature_ok(req, SECRET)
         assert req["headers"]["Content-Type"] == "application/json"
     body = hook.json(2)
     assert body == {"to": "13812345678", "template": "otp", "params": {"code": "120034"}, "text": body["text"]}
     assert "120034" in body["text"]
-    assert not signature_ok(hook.requests[0]["body"], hook.requests[0]["headers"]["X-UnionHub-Signature"], "wrong")
+    assert not signature_ok(hook.requests[0], "wrong")
+    assert len({r["headers"]["X-UnionHub-Delivery"] for r in hook.requests}) == 1  # one delivery, retried
+    replayed = dict(hook.requests[0], headers=dict(hook.requests[0]["headers"], **{
+        "X-UnionHub-Timestamp": str(int(hook.requests[0]["headers"]["X-UnionHub-Timestamp"]) + 600)}))
+    assert not signature_ok(replayed, SECRET)  # the timestamp is signed: a fresh one on an old body fails
     db = db_of("notify")
     event = wait_for(lambda: db.outbox.find_one({"type": "notification_delivered"}))["envelope"]
     assert event["data"]["attempts"] == 3 and event["data"]["channel"] == "sms"
@@ -111,7 +115,8 @@ def test_welcome_sms_retried_with_backoff_then_delivered(container_factory, conf
     doc = wait_for(lambda: db.dispatches.find_one({"user_id": uid, "status": "delivered"}))
     assert doc["attempts"] == 3 and doc["last_error"] is None and "to_enc" not in doc
     assert [hook.json(i)["to"] for i in range(3)] == ["15011112222"] * 3
-    assert all(signature_ok(r["body"], r["headers"]["X-UnionHub-Signature"], SECRET) for r in hook.requests)
+    assert all(signature_ok(r, SECRET) for r in hook.requests)
+    assert {r["headers"]["X-UnionHub-Delivery"] for r in hook.requests} == {doc["_id"]}
     event = wait_for(lambda: db.outbox.find_one({"type": "notification_delivered", "envelope.data.user_id": uid}))
     assert event["envelope"]["data"]["attempts"] == 3
 
@@ -133,7 +138,7 @@ def test_push_provider_failing_every_time_ends_failed_with_an_event(container_fa
     assert doc["attempts"] == 3 and "500" in doc["last_error"] and len(hook.requests) == 3
     body = hook.json(0)
     assert body["to"] == "apns-token-0001" and body["platform"] == "ios" and body["title"] == "领券成功"
-    assert signature_ok(hook.requests[0]["body"], hook.requests[0]["headers"]["X-UnionHub-Signature"], "push-secret")
+    assert signature_ok(hook.requests[0], "push-secret")
     failed = wait_for(lambda: db.outbox.find_one({"type": "notification_failed"}))["envelope"]["data"]
     assert failed == {"notification_id": doc["notification_id"], "user_id": uid, "channel": "push",
                       "category": "benefits", "template": "coupon_claimed", "attempts": 3, "error": doc["last_error"]}

@@ -83,7 +83,19 @@ def test_keyed_hash_and_encryption():
     c = crypto.encrypt("510104198001011236")
     assert "510104198001011236" not in c and crypto.decrypt(c) == "510104198001011236"
     assert crypto.unseal(crypto.seal("13812345678")) == "13812345678"
-    assert crypto.sign(b"{}", "k").startswith("sha256=")
+
+
+
+def test_signed_deliveries_cover_the_timestamp_and_expire():
+    headers = crypto.signed_headers(b'{"a":1}', "k", "dlv_1", now=1_000_000)
+    assert headers["X-UnionHub-Timestamp"] == "1000000" and headers["X-UnionHub-Delivery"] == "dlv_1"
+    assert headers["X-UnionHub-Signature"] == crypto.sign(b'{"a":1}', "k", 1_000_000)
+    assert crypto.verify_signed(b'{"a":1}', headers, "k", now=1_000_299)
+    assert not crypto.verify_signed(b'{"a":1}', headers, "k", now=1_000_301)  # older than 5 minutes
+    assert not crypto.verify_signed(b'{"a":2}', headers, "k", now=1_000_000)
+    assert not crypto.verify_signed(b'{"a":1}', headers, "other", now=1_000_000)
+    fresh = dict(headers, **{"X-UnionHub-Timestamp": "1000290"})  # a replay with a new timestamp
+    assert not crypto.verify_signed(b'{"a":1}', fresh, "k", now=1_000_300)
 
 
 def test_retry_backoff_grows_and_is_bounded():
