@@ -254,12 +254,11 @@ def cmd_outbox_show(ctx, args):
 
 def redrive(db, service, amqp_uri, steal=False, limit=None):
     """Publish ``service``'s pending outbox rows now; return how many were published."""
-    from nameko.amqp.publish import Publisher
     from . import outbox
     topology.declare_uri(amqp_uri, [service])
     if steal:  # a relay that died holds its lease for LEASE_SECONDS; ops may take it over at once
         db.outbox.update_many({"published_at": None}, {"$set": {"lease_until": outbox.EPOCH}})
-    publisher = Publisher(amqp_uri, use_confirms=True, serializer="json")
+    publisher = outbox.BatchPublisher(amqp_uri)
     owner = "cli-%s-%d" % (socket.gethostname(), os.getpid())
     total = 0
     while limit is None or total < limit:
@@ -268,6 +267,7 @@ def redrive(db, service, amqp_uri, steal=False, limit=None):
         if not n:
             break
         total += n
+    publisher.close()
     return total
 
 

@@ -32,6 +32,7 @@ def database_for(container):
 def ensure_kit_indexes(db):
     db.processed_events.create_index([("at", pymongo.ASCENDING)])
     db.outbox.create_index([("published_at", pymongo.ASCENDING), ("lease_until", pymongo.ASCENDING)])
+    db.outbox.create_index([("published_at", pymongo.ASCENDING), ("owner", pymongo.ASCENDING)])
     db.idempotency.create_index([("created_at", pymongo.ASCENDING)])
 
 

@@ -8,9 +8,14 @@ In a worker::
         self.outbox.add(session, "member_joined", data, subject=member_id)
     transaction(self.db, txn)
 
-When the worker ends, the relay is woken and publishes at once; it also polls, so events written by a process that
-died before publishing are published by the next relay of that service (any replica). Several replicas lease
-batches so each event is normally published once; delivery is at least once and consumers are idempotent.
+When the worker ends, the relay is woken and publishes at once. Each row names the process that wrote it
+(``owner``), and a relay publishes its own process's rows without a lease (two ops a batch: one read, one
+``update_many``), so replicas never contend on each other's rows. Rows whose writer died before publishing are
+*orphans*: every relay also polls for rows older than ``ORPHAN_SECONDS`` and leases them, so the next relay of that
+service (any replica, or the restarted process) publishes them. Delivery is at least once and consumers are
+idempotent.
+
+A batch is published with one wait for the broker's publisher confirms (``BatchPublisher``), not one per event.
 """
 import logging
 import os
@@ -18,9 +23,10 @@ import socket
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import amqp
 import eventlet
+import kombu
 from eventlet.queue import Empty, LightQueue
-from nameko.amqp.publish import Publisher as AmqpPublisher
 from nameko.extensions import DependencyProvider
 
 from . import config, events, topology
@@ -29,6 +35,7 @@ from .mongo import database_for
 log = logging.getLogger("unionhub.outbox")
 
 LEASE_SECONDS = 30
+ORPHAN_SECONDS = 5  # a row this old whose writer has not published it is any relay's to publish
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 BATCH = 200
 RETENTION = timedelta(days=1)
@@ -53,24 +60,24 @@ class OutboxWriter:
         commit writes the events of many requests, each with its own request id); return their ids."""
         envs = [(events.build(self._provider.service, event, data, subject=subject, request_id=request_id), event)
                 for event, data, subject, request_id in items]
-        store_many(self._provider.db, envs, session=session)
+        store_many(self._provider.db, envs, session=session, owner=self._provider.owner)
         self._worker_ctx.data.setdefault("_outbox_written", True)
         return [env["id"] for env, _ in envs]
 
 
-def _row(env, event):
+def _row(env, event, owner=None):
     return {"event_id": env["id"], "type": event, "envelope": env, "created_at": events.utcnow(),
-            "published_at": None, "lease_until": EPOCH, "attempts": 0}
+            "published_at": None, "lease_until": EPOCH, "attempts": 0, "owner": owner}
 
 
 def store(db, env, event, session=None):
     db.outbox.insert_one(_row(env, event), session=session)
 
 
-def store_many(db, envs, session=None):
-    """``[(envelope, event name)]`` in one insert."""
+def store_many(db, envs, session=None, owner=None):
+    """``[(envelope, event name)]`` in one insert; ``owner``: the process whose relay publishes them."""
     if envs:
-        db.outbox.insert_many([_row(env, event) for env, event in envs], session=session)
+        db.outbox.insert_many([_row(env, event, owner) for env, event in envs], session=session)
 
 
 def _headers(env):
@@ -80,11 +87,92 @@ def _headers(env):
     return headers
 
 
-def relay_batch(db, service, publisher, owner, limit=BATCH):
-    """Lease up to ``limit`` unpublished events, publish them with confirms, mark them. Return how many."""
+class BatchPublisher:
+    """Publishes a batch of events and waits once for the broker's confirms of all of them (RabbitMQ acknowledges
+    the highest delivery tag with ``multiple``), instead of a round trip per event. A nack, a timeout or a broken
+    connection raises; the caller publishes the batch again (consumers are idempotent)."""
+
+    def __init__(self, amqp_uri, timeout=10.0):
+        self.amqp_uri, self.timeout = amqp_uri, timeout
+        self.conn = None
+
+    def _open(self):
+        self.conn = kombu.Connection(self.amqp_uri, connect_timeout=5)
+        self.channel = self.conn.channel()
+        self.channel.confirm_select()
+        self.seq, self.unconfirmed, self.nacked = 0, set(), False
+        self.channel.events["basic_ack"].add(self._ack)
+        self.channel.events["basic_nack"].add(self._nack)
+        self.producer = kombu.Producer(self.channel, serializer="json")
+
+    def _ack(self, tag, multiple):
+        if multiple:
+            self.unconfirmed = {t for t in self.unconfirmed if t > tag}
+        else:
+            self.unconfirmed.discard(tag)
+
+    def _nack(self, tag, multiple):
+        self.nacked = True
+        self._ack(tag, multiple)
+
+    def publish_many(self, messages):
+        """``[(body, exchange, routing key, headers, message id)]``, persistent; returns once the broker has them."""
+        if self.conn is None:
+            self._open()
+        try:
+            for body, exchange, routing_key, headers, message_id in messages:
+                self.producer.publish(body, exchange=exchange, routing_key=routing_key, headers=headers,
+                                      message_id=message_id, delivery_mode=2, retry=False)
+                self.seq += 1
+                self.unconfirmed.add(self.seq)
+            deadline = eventlet.hubs.get_hub().clock() + self.timeout
+            while self.unconfirmed:
+                left = deadline - eventlet.hubs.get_hub().clock()
+                if left <= 0:
+                    raise TimeoutError("the broker did not confirm %d event(s)" % len(self.unconfirmed))
+                self.channel.wait([amqp.spec.Basic.Ack, amqp.spec.Basic.Nack], timeout=left)
+            if self.nacked:
+                raise RuntimeError("the broker refused an event (nack)")
+        except Exception:
+            self.close()
+            raise
+
+    def close(self):
+        if self.conn is not None:
+            try:
+                self.conn.release()
+            except Exception:
+                pass
+        self.conn = None
+
+
+def publish_rows(db, service, publisher, docs):
+    """Publish outbox rows (one confirm for all) and mark them published (one write)."""
+    exchange = topology.event_exchange(service)
+    publisher.publish_many([(d["envelope"], exchange.name, d["type"], _headers(d["envelope"]), d["envelope"]["id"])
+                            for d in docs])
+    db.outbox.update_many({"_id": {"$in": [d["_id"] for d in docs]}},
+                          {"$set": {"published_at": events.utcnow()}, "$unset": {"lease": ""},
+                           "$inc": {"attempts": 1}})
+
+
+def relay_own(db, service, publisher, owner, limit=BATCH):
+    """Publish up to ``limit`` of the rows this process wrote (no lease: only this process's relay takes them
+    before they are orphans). Return how many."""
+    docs = list(db.outbox.find({"published_at": None, "owner": owner}).sort("_id", 1).limit(limit))
+    if docs:
+        publish_rows(db, service, publisher, docs)
+    return len(docs)
+
+
+def relay_batch(db, service, publisher, owner, limit=BATCH, older_than=None):
+    """Lease up to ``limit`` unpublished events (only those older than ``older_than`` seconds, if given: orphans),
+    publish them with one confirm, mark them. Return how many."""
     now = events.utcnow()
     # no $or: SecantusDB answers an $or with a collection scan; an unleased row carries the epoch
     free = {"published_at": None, "lease_until": {"$lt": now}}
+    if older_than is not None:
+        free["created_at"] = {"$lt": now - timedelta(seconds=older_than)}
     ids = [d["_id"] for d in db.outbox.find(free, {"_id": 1}).sort("_id", 1).limit(limit)]
     if not ids:
         return 0
@@ -92,23 +180,15 @@ def relay_batch(db, service, publisher, owner, limit=BATCH):
     db.outbox.update_many(dict(free, _id={"$in": ids}),
                           {"$set": {"lease_until": now + timedelta(seconds=LEASE_SECONDS), "lease": token}})
     mine = list(db.outbox.find({"_id": {"$in": ids}, "lease": token, "published_at": None}).sort("_id", 1))
-    exchange = topology.event_exchange(service)
-    done = []
+    if not mine:
+        return 0
     try:
-        for doc in mine:
-            env = doc["envelope"]
-            publisher.publish(env, exchange=exchange, routing_key=doc["type"], extra_headers=_headers(env),
-                              message_id=env["id"])
-            done.append(doc["_id"])
-    finally:
-        if done:
-            db.outbox.update_many({"_id": {"$in": done}},
-                                  {"$set": {"published_at": events.utcnow()}, "$unset": {"lease": ""},
-                                   "$inc": {"attempts": 1}})
-        failed = [d["_id"] for d in mine if d["_id"] not in set(done)]
-        if failed:
-            db.outbox.update_many({"_id": {"$in": failed}}, {"$set": {"lease_until": EPOCH}, "$inc": {"attempts": 1}})
-    return len(done)
+        publish_rows(db, service, publisher, mine)
+    except Exception:
+        db.outbox.update_many({"_id": {"$in": [d["_id"] for d in mine]}},
+                              {"$set": {"lease_until": EPOCH}, "$inc": {"attempts": 1}})
+        raise
+    return len(mine)
 
 
 def backlog(db):
@@ -128,9 +208,7 @@ class Outbox(DependencyProvider):
         self.service = self.container.service_name
         self.db = database_for(self.container)
         self.amqp_uri = self.container.config.get("AMQP_URI") or config.get("AMQP_URI")
-        self.publisher = AmqpPublisher(self.amqp_uri, use_confirms=True, serializer="json",
-                                       retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2,
-                                                                 "interval_step": 0.5, "interval_max": 2})
+        self.publisher = BatchPublisher(self.amqp_uri)
         self.owner = "%s-%s-%d" % (self.service, socket.gethostname(), os.getpid())
 
     def start(self):
@@ -140,6 +218,7 @@ class Outbox(DependencyProvider):
     def stop(self):
         self._running = False
         self.kick()
+        self.publisher.close()
 
     def kill(self):
         self._running = False
@@ -164,15 +243,20 @@ class Outbox(DependencyProvider):
     def _run(self):
         declared = False
         delay = 0.2
-        last_cleanup = events.utcnow()
+        last_cleanup = last_orphans = events.utcnow()
         while self._running:
             try:
                 if not declared:
                     # every queue bound to our exchange exists before our first publish
                     topology.declare_uri(self.amqp_uri, [self.service])
                     declared = True
-                while self._running and relay_batch(self.db, self.service, self.publisher, self.owner):
+                while self._running and relay_own(self.db, self.service, self.publisher, self.owner):
                     pass
+                if events.utcnow() - last_orphans > timedelta(seconds=self.poll_seconds):
+                    while self._running and relay_batch(self.db, self.service, self.publisher, self.owner,
+                                                        older_than=ORPHAN_SECONDS):
+                        pass
+                    last_orphans = events.utcnow()
                 delay = 0.2
                 if events.utcnow() - last_cleanup > timedelta(minutes=1):
                     self.db.outbox.delete_many({"published_at": {"$lt": events.utcnow() - RETENTION}})
