@@ -143,15 +143,47 @@ class _Duplicate(Exception):
     pass
 
 
+def _processed_key(envelope, handler):
+    key = "%s|%s" % (envelope["source"], envelope["id"])
+    return "%s|%s" % (handler, key) if handler else key
+
+
+def run_once_many(db, envelopes, fn, handler=None, attempts=5):
+    """The batch form of ``run_once`` (a group commit of one handler's events): ``fn(session, fresh)`` with the
+    envelopes not recorded before (each once, however often it is in the batch), in one transaction that records
+    them all with one ``insert_many``. An event recorded meanwhile by another replica aborts the transaction (a
+    duplicate key); the batch is then sorted again without it."""
+    for _ in range(attempts):
+        keys = [_processed_key(env, handler) for env in envelopes]
+        done = {d["_id"] for d in db.processed_events.find({"_id": {"$in": keys}}, {"_id": 1})}
+        fresh = {}
+        for key, env in zip(keys, envelopes):
+            if key not in done:
+                fresh.setdefault(key, env)
+        if not fresh:
+            return
+
+        def txn(session):
+            now, by = events.utcnow(), os.environ.get("UNIONHUB_REPLICA")
+            db.processed_events.insert_many([{"_id": key, "type": env["type"], "at": now, "by": by}
+                                             for key, env in fresh.items()], session=session)
+            fn(session, list(fresh.values()))
+        try:
+            with db.client.start_session() as session:
+                session.with_transaction(txn)
+            return
+        except DuplicateKeyError:
+            continue
+    raise RuntimeError("events of this batch kept being recorded concurrently")
+
+
 def run_once(db, envelope, fn, handler=None):
     """Run ``fn(session)`` in a transaction that also records ``(handler, source, id)``; skip if already recorded.
 
     The handler is part of the key: two handlers of one service that receive the same event (for example
     ``on_member_joined`` and ``on_any_event``) each apply it once.
     """
-    key = "%s|%s" % (envelope["source"], envelope["id"])
-    if handler:
-        key = "%s|%s" % (handler, key)
+    key = _processed_key(envelope, handler)
     if db.processed_events.find_one({"_id": key}, {"_id": 1}):
         return None
 

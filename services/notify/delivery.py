@@ -32,39 +32,53 @@ def seal_contact(value):
 def plan(db, session, template, user_ids, data, dedupe_prefix, now, phones=None, announcement_id=None):
     """``(inbox_docs, dispatch_docs)`` for ``user_ids``. ``phones`` (user id -> (encrypted, masked)) overrides the
     projection, for the event that brings the phone itself."""
+    return plan_many(db, session, template, [(user_ids, data, dedupe_prefix)], now, phones, announcement_id)
+
+
+def plan_many(db, session, template, jobs, now, phones=None, announcement_id=None):
+    """``plan`` for several events of one template at once (``jobs``: ``[(user_ids, data, dedupe_prefix)]``): the
+    members' devices, phones and preferences are read once for all of them."""
     channels = domain.FLOWS[template].channels
-    devices = store.devices_of(db, user_ids, session) if "push" in channels else []
+    everyone = list(dict.fromkeys(u for user_ids, _, _ in jobs for u in user_ids))
+    devices = store.devices_of(db, everyone, session) if "push" in channels else []
     contacts = {}
     if "sms" in channels:
-        contacts = dict(store.phones_of(db, [u for u in user_ids if u not in (phones or {})], session))
+        contacts = dict(store.phones_of(db, [u for u in everyone if u not in (phones or {})], session))
         contacts.update(phones or {})
     reachable = {d["user_id"] for d in devices} | set(contacts)
     # preferences matter for the reachable members, and for everyone when the inbox text depends on the language
-    wanted = user_ids if not templates.language_neutral(template, "inbox") else list(reachable)
+    wanted = everyone if not templates.language_neutral(template, "inbox") else list(reachable)
     prefs = store.preferences_of(db, wanted, session) if wanted else {}
-    inbox, allowed = [], {}
-    for uid in user_ids:
-        p = domain.prefs_view(prefs.get(uid))
-        entry = domain.notification_doc(uid, template, templates.render(template, "inbox", data, p["language"]),
-                                        "%s:%s" % (dedupe_prefix, uid), now, announcement_id=announcement_id)
-        inbox.append(entry)
-        if uid in reachable:
-            allowed[uid] = (entry["_id"], p, domain.provider_channels(template, p))
-    dispatches = []
-    for uid, (enc, masked) in contacts.items():
-        notification_id, p, chans = allowed[uid]
-        if "sms" in chans:
-            dispatches.append(domain.dispatch_doc(
-                uid, notification_id, template, "sms", templates.render(template, "sms", data, p["language"]),
-                enc, masked, "%s:%s:sms" % (dedupe_prefix, uid), now, domain.quiet_until(now, p["quiet_hours"]) or now))
-    for device in devices:
-        notification_id, p, chans = allowed[device["user_id"]]
-        if "push" in chans:
-            dispatches.append(domain.dispatch_doc(
-                device["user_id"], notification_id, template, "push",
-                templates.render(template, "push", data, p["language"]), seal_contact(device["token"]),
-                device["token"][:4] + "…", "%s:push:%s" % (dedupe_prefix, device["_id"]), now,
-                domain.quiet_until(now, p["quiet_hours"]) or now, platform=device["platform"]))
+    inbox, dispatches = [], []
+    for user_ids, data, dedupe_prefix in jobs:
+        allowed = {}
+        for uid in user_ids:
+            p = domain.prefs_view(prefs.get(uid))
+            entry = domain.notification_doc(uid, template, templates.render(template, "inbox", data, p["language"]),
+                                            "%s:%s" % (dedupe_prefix, uid), now, announcement_id=announcement_id)
+            inbox.append(entry)
+            if uid in reachable:
+                allowed[uid] = (entry["_id"], p, domain.provider_channels(template, p))
+        for uid in user_ids:
+            if uid not in contacts:
+                continue
+            enc, masked = contacts[uid]
+            notification_id, p, chans = allowed[uid]
+            if "sms" in chans:
+                dispatches.append(domain.dispatch_doc(
+                    uid, notification_id, template, "sms", templates.render(template, "sms", data, p["language"]),
+                    enc, masked, "%s:%s:sms" % (dedupe_prefix, uid), now,
+                    domain.quiet_until(now, p["quiet_hours"]) or now))
+        for device in devices:
+            if device["user_id"] not in allowed:
+                continue
+            notification_id, p, chans = allowed[device["user_id"]]
+            if "push" in chans:
+                dispatches.append(domain.dispatch_doc(
+                    device["user_id"], notification_id, template, "push",
+                    templates.render(template, "push", data, p["language"]), seal_contact(device["token"]),
+                    device["token"][:4] + "…", "%s:push:%s" % (dedupe_prefix, device["_id"]), now,
+                    domain.quiet_until(now, p["quiet_hours"]) or now, platform=device["platform"]))
     return inbox, dispatches
 
 

@@ -13,7 +13,8 @@ from cryptography.fernet import InvalidToken
 from nameko.rpc import rpc
 
 from unionhub_kit import crypto, events, topology
-from unionhub_kit.consumer import idempotent, on_event, run_once
+from unionhub_kit.batching import Batcher
+from unionhub_kit.consumer import idempotent, on_event, run_once, run_once_many
 from unionhub_kit.errors import NotFound, validation_error
 from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo
@@ -38,6 +39,7 @@ class NotifyService:
     metrics = ServiceMetrics()  # entrypoint latency/errors, request id in every log line
     settings = SettingsProvider()
     wake = Wake()
+    batches = Batcher(window_ms=2)  # group commit of coupon_claimed inbox entries, and of webhook look-ups
 
     @rpc
     def ping(self):
@@ -226,9 +228,17 @@ class NotifyService:
 
     # ---- benefits and jobs events ---------------------------------------------------------------------------
     @on_event("benefits", "coupon_claimed")
-    @idempotent
-    def on_coupon_claimed(self, event, session):
-        self._notify(session, event, "coupon_claimed", [event["data"]["user_id"]], event["data"])
+    def on_coupon_claimed(self, event):
+        """The busiest event (a grab issues hundreds a second): the ones this process is handling at once are
+        written together (``_coupons_claimed``)."""
+        self.batches.submit("coupon_claimed", event, self._coupons_claimed)
+
+    def _coupons_claimed(self, _key, envs):
+        """A batch of ``coupon_claimed``: one transaction recording them (idempotent per event, as ``@idempotent``)
+        and writing their inbox entries with one ``insert_many``."""
+        run_once_many(self.db, envs, lambda session, fresh: self._notify_many(
+            session, fresh, "coupon_claimed", lambda e: [e["data"]["user_id"]]), handler="on_coupon_claimed")
+        return [None] * len(envs)
 
     @on_event("benefits", "coupon_redeemed")
     @idempotent
@@ -250,6 +260,14 @@ class NotifyService:
         """Inbox entries (now) and SMS / push messages (now or after quiet hours) for an event."""
         inbox, dispatches = delivery.plan(self.db, session, template, user_ids, data, "evt:%s" % event["id"],
                                           domain.CLOCK.now(), phones=phones)
+        self._write_notifications(session, inbox, dispatches)
+
+    def _notify_many(self, session, envs, template, recipients):
+        inbox, dispatches = delivery.plan_many(self.db, session, template, [
+            (recipients(e), e["data"], "evt:%s" % e["id"]) for e in envs], domain.CLOCK.now())
+        self._write_notifications(session, inbox, dispatches)
+
+    def _write_notifications(self, session, inbox, dispatches):
         store.add_notifications(self.db, session, inbox)
         store.add_dispatches(self.db, session, dispatches)
         if dispatches:
@@ -258,14 +276,26 @@ class NotifyService:
     # ---- every event: integrator webhooks -------------------------------------------------------------------
     @on_event(topology.ALL)
     def on_any_event(self, event):
-        """Every event passes here; most have no subscriber. Those are answered by one indexed query, with no
-        transaction and nothing recorded (nothing is written, so a redelivery changes nothing either). An event
-        with subscribers gets its deliveries in an idempotent transaction. A webhook registered between the two
-        reads is as if registered just after the event."""
-        event_type = "%s.%s" % events.name_of(event)
-        if store.webhooks_for(self.db, event_type):
-            run_once(self.db, event, lambda session: self._queue_webhook_deliveries(session, event, event_type),
-                     handler="on_any_event")
+        """Every event passes here; most have no subscriber. Those are answered by one indexed query for all the
+        events this process is handling at once (``_any_events``), with no transaction and nothing recorded
+        (nothing is written, so a redelivery changes nothing either). An event with subscribers gets its
+        deliveries in an idempotent transaction. A webhook registered between the two reads is as if registered
+        just after the event."""
+        self.batches.submit("any", event, self._any_events)
+
+    def _any_events(self, _key, envs):
+        types = ["%s.%s" % events.name_of(e) for e in envs]
+        subscribed = store.subscribed_types(self.db, types)
+        out = []
+        for event, event_type in zip(envs, types):
+            try:
+                if event_type in subscribed:
+                    run_once(self.db, event, lambda session: self._queue_webhook_deliveries(
+                        session, event, event_type), handler="on_any_event")
+                out.append(None)
+            except Exception as exc:  # noqa: BLE001  (this event is retried; the others of the batch are done)
+                out.append(exc)
+        return out
 
     def _queue_webhook_deliveries(self, session, event, event_type):
         hooks = store.webhooks_for(self.db, event_type, session)

@@ -2,6 +2,7 @@
 welcome (inbox + SMS), rejection, transfer, leaving (and erasure), coupons, applications, job alerts; preferences,
 devices and push; the inbox RPCs (newest first, cursors, unread, read, own entries only)."""
 import pytest
+from eventlet import sleep as eventlet_sleep
 from nameko.standalone.events import event_dispatcher
 from nameko.testing.services import entrypoint_hook, entrypoint_waiter
 
@@ -132,6 +133,32 @@ def test_benefits_and_jobs_events_reach_the_inbox(notify, cfg, db):
     assert "邀请面试" in by_template["application_status_changed"]["body"]
     assert "外卖骑手" in by_template["job_alert_matched"]["body"]
     assert [e["template"] for e in wait_for(lambda: inbox_of(db, other))] == ["job_alert_matched"]
+
+
+def test_a_burst_of_coupon_claimed_is_written_in_batches_each_event_once(notify, cfg, db):
+    """40 coupon_claimed events at once, 5 of them delivered twice (at least once): batched (fewer transactions
+    than events), one inbox entry per event, a push for the member with a device, nothing twice."""
+    from unionhub_kit.batching import Batcher
+    group = next(d for d in notify.extensions if isinstance(d, Batcher)).group
+    group.window = 0.05
+    users = [new_user() for _ in range(40)]
+    with entrypoint_hook(notify, "register_device") as register:
+        register(member(users[0]), {"platform": "ios", "token": "burst-%s" % users[0]})
+    dispatch = event_dispatcher(cfg)
+    envs = [events.build("benefits", "coupon_claimed", {
+        "coupon_id": "c%d" % n, "campaign_id": "k1", "user_id": u, "title": "满30减10", "face_value_cents": 1000,
+        "expires_at": "2026-12-31T15:59:59.000Z"}) for n, u in enumerate(users)]
+    before, items_before = group.batches, group.items
+    for env in envs + envs[:5]:
+        dispatch("benefits", "coupon_claimed", env)
+    wait_for(lambda: db.processed_events.count_documents({"_id": {"$regex": "^on_coupon_claimed"}}) == 40)
+    wait_for(lambda: db.notifications.count_documents({"user_id": {"$in": users}}) == 40)
+    eventlet_sleep(0.5)  # the redeliveries are handled too
+    assert db.notifications.count_documents({"user_id": {"$in": users}}) == 40
+    assert all(db.notifications.count_documents({"user_id": u, "template": "coupon_claimed"}) == 1 for u in users)
+    assert db.dispatches.count_documents({"user_id": users[0], "channel": "push"}) == 1
+    wait_for(lambda: group.items - items_before >= 90)  # 45 deliveries, each to the inbox and the webhook handler
+    assert group.batches - before < 45  # batched: fewer transactions / webhook look-ups than deliveries
 
 
 def test_preferences_language_sms_switch_and_muting(notify, cfg, db):
