@@ -99,3 +99,31 @@ def upsert_returning(coll, flt, update, session=None, attempts=5):
         if doc is not None:
             return doc
     raise RuntimeError("upsert into %s did not return a document" % coll.name)
+
+
+def update_returning(coll, flt, update, projection=None, upsert=False, session=None):
+    """The document after ``update`` of the one matching ``flt`` (None when none matches and not ``upsert``), as
+    ``find_one_and_update(..., return_document=AFTER)`` answers it, but written as an update by ``_id`` and a read.
+
+    Why: the embedded store writes a ``findAndModify`` under the filter ``{_id, $and: [query]}``, which its planner
+    cannot drive by any index (a top-level operator), so every matching ``findAndModify`` scans the whole collection
+    (measured: 0.7 ms to find a user by phone, 760 ms to ``findAndModify`` it at 20,000 users; 3.2 s at 100,000).
+    Here each step is a point lookup. Inside a transaction (``session`` in one) the answer is exact; outside one, a
+    concurrent write to the same document may land between the update and the read and show in the answer (use
+    ``find_one_and_update`` where that matters and the collection is small, e.g. a sequence counter)."""
+    doc_id = flt.get("_id")
+    if not isinstance(doc_id, (str, int, bytes)) and not hasattr(doc_id, "binary"):  # not a point _id: find it
+        found = coll.find_one(flt, {"_id": 1}, session=session)
+        if found is None:
+            if not upsert:
+                return None
+            doc_id = coll.update_one(flt, update, upsert=True, session=session).upserted_id
+            if doc_id is None:  # a concurrent upsert created it meanwhile: ours updated that one
+                return coll.find_one(flt, projection, session=session)
+            return coll.find_one({"_id": doc_id}, projection, session=session)
+        doc_id = found["_id"]
+        flt = dict({"_id": doc_id}, **{k: v for k, v in flt.items() if k != "_id"})  # _id first: the store's key
+    result = coll.update_one(flt, update, upsert=upsert, session=session)
+    if not result.matched_count and result.upserted_id is None:
+        return None
+    return coll.find_one({"_id": doc_id}, projection, session=session)
