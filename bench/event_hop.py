@@ -33,7 +33,7 @@ if SINK not in topology.SUBSCRIPTIONS:  # both processes import this module: the
 
 MEMBER = {"user_id": "usr_bench", "union_id": "uni_bench", "union_code": "5101040001", "region_code": "510104",
           "occupation_group": "courier", "status": "active", "card_no": "C1", "joined_at": "2026-01-01T00:00:00Z",
-          "phone_masked": "138****5678", "phone_sealed": "x"}
+          "phone_masked": "138****5678"}
 
 
 class HopSource:

@@ -31,7 +31,7 @@ import eventlet  # noqa: E402
 from nameko.standalone.events import event_dispatcher  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 
-from unionhub_kit import crypto, events, ids, tokens  # noqa: E402
+from unionhub_kit import events, ids, tokens  # noqa: E402
 
 RAW_CONCURRENCY = 32
 
@@ -68,7 +68,7 @@ def joined(user_id, n):
             "union_code": union_code, "region_code": "510104", "occupation_group": random.choice(
                 ["courier", "delivery_rider", "truck_driver", "ride_hailing_driver"]), "status": "active",
             "card_no": "SC%08d" % n, "joined_at": events.rfc3339(events.utcnow()),
-            "phone_masked": ids.mask_phone(phone), "phone_sealed": crypto.seal(phone)}
+            "phone_masked": ids.mask_phone(phone)}
     return events.build("membership", "member_joined", data, subject=data["member_id"])
 
 

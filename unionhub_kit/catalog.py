@@ -14,6 +14,12 @@ class EventData(Schema):
         unknown = INCLUDE  # consumers tolerate additive fields (a non-breaking change)
 
 
+# Personal data never goes on an event, whole or sealed (events reach other services and integrators' webhooks);
+# ``events.build`` refuses data holding any of these fields at any depth. Masked forms (``phone_masked``) are fine.
+FORBIDDEN_FIELDS = frozenset({"phone", "phone_sealed", "phone_enc", "id_number", "id_enc", "id_hash",
+                              "password", "password_hash", "token", "access_token", "refresh_token", "secret"})
+
+
 Str = fields.String
 DT = fields.String  # RFC 3339 UTC string
 Int = fields.Integer
@@ -35,9 +41,9 @@ class MemberData(EventData):
 class MemberJoined(MemberData):
     card_no = Str(required=True)
     joined_at = DT(required=True)
-    phone_masked = Str(required=True)
-    phone_sealed = Str(required=True, metadata={
-        "description": "The phone encrypted with the platform's internal event key; only notify can read it."})
+    phone_masked = Str(required=True, metadata={
+        "description": "The masked phone (138****5678); no event carries a phone, whole or sealed: notify asks "
+                       "membership for it by RPC."})
     name_masked = Str(load_default=None)
 
 

@@ -26,15 +26,6 @@ def decrypt(token, purpose="pii"):
     return _fernet(purpose).decrypt(token.encode()).decode()
 
 
-def seal(value):
-    """Encrypt a value that travels inside an internal event (for example a phone for notify's projection)."""
-    return encrypt(value, "event-seal")
-
-
-def unseal(token):
-    return decrypt(token, "event-seal")
-
-
 SIGNATURE_TOLERANCE_SECONDS = 300  # receivers reject a delivery whose timestamp is older (or further ahead)
 
 

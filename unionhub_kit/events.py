@@ -48,6 +48,9 @@ def build(service, event, data, subject=None, request_id=None, event_id=None, ti
     errors = schema.validate(data)
     if errors:
         raise ValueError("event %s.%s data invalid: %s" % (service, event, errors))
+    leaked = _forbidden(data)
+    if leaked:
+        raise ValueError("event %s.%s data carries personal data or a secret: %s" % (service, event, leaked))
     env = {
         "specversion": "1.0",
         "id": event_id or str(uuid.uuid4()),
@@ -61,6 +64,19 @@ def build(service, event, data, subject=None, request_id=None, event_id=None, ti
     if request_id:
         env["requestid"] = request_id
     return env
+
+
+def _forbidden(data):
+    """The names of ``catalog.FORBIDDEN_FIELDS`` found anywhere in ``data``."""
+    found, todo = set(), [data]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, dict):
+            found |= set(value) & catalog.FORBIDDEN_FIELDS
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+    return sorted(found)
 
 
 def parse(service, event, body):

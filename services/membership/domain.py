@@ -252,9 +252,9 @@ def member_data(m):
 
 
 def joined_data(m, phone):
-    """``member_joined`` data: masked and sealed phone for notify, never the ID number."""
+    """``member_joined`` data: the masked phone only (notify asks ``contact_phone`` by RPC), never the ID number."""
     return dict(member_data(m), card_no=m["card_no"], joined_at=events.rfc3339(m["joined_at"]),
-                phone_masked=ids.mask_phone(phone), phone_sealed=crypto.seal(phone), name_masked=mask_name(m["name"]))
+                phone_masked=ids.mask_phone(phone), name_masked=mask_name(m["name"]))
 
 
 def stats_key(group_by):

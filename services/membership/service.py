@@ -231,6 +231,16 @@ class MembershipService:
             return {"id": doc["_id"], "status": status, "card_no": doc.get("card_no"), "union_id": union["_id"]}
         return store.run_idempotent(self.db, "join:" + actor["sub"], idempotency_key, p, txn)
 
+    @rpc
+    def contact_phone(self, user_id):
+        """``{"phone"}`` of a member's account, for notify when it must send them an SMS (events carry the masked
+        form only). 404 when the account is unknown or erased. Only services reach RPC: the broker's integrator
+        account cannot read or publish on the RPC exchange (deploy/rabbitmq/definitions.json)."""
+        user = store.get_user(self.db, user_id) if isinstance(user_id, str) else None
+        if not user or not user.get("phone_enc"):
+            raise NotFound("No phone for this account.")
+        return {"phone": crypto.decrypt(user["phone_enc"])}
+
     def _phone_of(self, user_id):
         user = store.get_user(self.db, user_id)
         if not user or not user.get("phone_enc"):

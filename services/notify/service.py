@@ -9,7 +9,6 @@ and ``notification_failed`` (SMS and push), through the outbox.
 import logging
 
 import eventlet
-from cryptography.fernet import InvalidToken
 from nameko.rpc import rpc
 
 from unionhub_kit import crypto, events, topology
@@ -19,6 +18,7 @@ from unionhub_kit.errors import NotFound, validation_error
 from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo
 from unionhub_kit.outbox import Outbox
+from unionhub_kit.rpc import Rpc
 from unionhub_kit.ping import ping as _ping
 from unionhub_kit.schema import load
 
@@ -40,6 +40,7 @@ class NotifyService:
     settings = SettingsProvider()
     wake = Wake()
     batches = Batcher(window_ms=2)  # group commit of coupon_claimed inbox entries, and of webhook look-ups
+    membership = Rpc("membership")  # a new member's phone (events carry the masked form only)
 
     @rpc
     def ping(self):
@@ -189,10 +190,23 @@ class NotifyService:
 
     # ---- membership events: the projection and their inbox entries ----------------------------------------
     @on_event("membership", "member_joined")
-    @idempotent
-    def on_member_joined(self, event, session):
+    def on_member_joined(self, event):
+        """Project the member, welcome them. The event carries the masked phone only: the phone comes from
+        membership by RPC (before the transaction), and notify keeps it encrypted under its own key for the SMS of
+        later events and announcements (asking membership for millions of phones at fan-out time would not do)."""
+        phone = self._contact_phone(event["data"]["user_id"])
+        run_once(self.db, event, lambda session: self._member_joined(session, event, phone),
+                 handler="on_member_joined")
+
+    def _contact_phone(self, user_id):
+        try:
+            return self.membership.contact_phone(user_id)["phone"]
+        except NotFound:  # erased meanwhile, or never had a phone: no SMS for them
+            log.warning("member_joined: membership has no phone for this member; no SMS")
+            return None
+
+    def _member_joined(self, session, event, phone):
         d = event["data"]
-        phone = _unseal(d["phone_sealed"])
         fields = _member_fields(d)
         if phone:
             fields.update(phone_enc=delivery.seal_contact(phone), phone_masked=d["phone_masked"])
@@ -335,14 +349,6 @@ class NotifyService:
         if pushes:
             self.wake("deliver_due")
         return more
-
-
-def _unseal(sealed):
-    try:
-        return crypto.unseal(sealed)
-    except (InvalidToken, ValueError, TypeError):
-        log.warning("member_joined: the sealed phone could not be opened; no SMS for this member")
-        return None
 
 
 def _member_fields(d):

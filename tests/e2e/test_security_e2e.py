@@ -193,3 +193,39 @@ def test_login_codes_per_address_and_staff_lockout(make_stack):
     for _ in range(4):
         assert post_from("127.0.0.1", token, wrong)[0] == 401
     assert post_from("127.0.0.1", token, right)[0] == 200
+
+
+# ---- defect 4: no personal data on events ---------------------------------------------------------------------
+def test_member_joined_carries_no_phone_whole_or_sealed_and_the_sms_still_goes(stack):
+    from tests.service.notify_support import Receiver
+    integrator = staff_token(stack, admin_token(stack), "integ.%s" % uuid.uuid4().hex[:6], "integrator")
+    receiver = Receiver()
+    try:
+        r = post(stack, "/api/v1/webhooks", integrator, {"url": receiver.url, "event_types": [
+            "membership.member_joined"], "secret": "whsec-%s" % uuid.uuid4().hex})
+        assert r.status_code == 201, r.text
+        _, membership, phone = helpers.new_member(stack)
+        wait(lambda: [i for i in range(len(receiver.requests)) if receiver.json(i)["data"]["member_id"] ==
+                      membership["id"]])
+        body = next(q["body"] for i, q in enumerate(receiver.requests)
+                    if receiver.json(i)["data"]["member_id"] == membership["id"]).decode()
+        data = json.loads(body)["data"]
+        assert "phone_sealed" not in data and phone not in body and data["phone_masked"] == phone[:3] + "****" + \
+            phone[-4:]
+        # notify asked membership for the phone: the welcome SMS went to it
+        wait(lambda: [m for m in stack.sms_outbox() if m["to"] == phone and m["template"] == "member_joined"])
+        outbox = stack.db("membership").outbox.find_one({"envelope.data.member_id": membership["id"]})
+        assert "phone_sealed" not in outbox["envelope"]["data"]
+    finally:
+        receiver.close()
+
+
+def wait(fn, timeout=30):
+    import time
+    deadline = time.time() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        assert time.time() < deadline, "condition not met within %ss" % timeout
+        time.sleep(0.1)

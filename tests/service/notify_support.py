@@ -9,9 +9,11 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import eventlet
+from nameko.rpc import rpc
 from nameko.standalone.events import event_dispatcher
 
-from unionhub_kit import crypto, events
+from unionhub_kit import events
+from unionhub_kit.errors import NotFound
 
 WAIT = 20  # seconds before a wait gives up (a failure, not a timing assertion)
 
@@ -45,11 +47,31 @@ def new_user():
     return "usr_%s" % uuid.uuid4().hex[:20]
 
 
+class FakeMembership:
+    """Membership's ``contact_phone`` for notify: the phones ``joined`` was given (events carry masked ones only)."""
+    name = "membership"
+    phones = {}
+
+    @rpc
+    def contact_phone(self, user_id):
+        if user_id not in FakeMembership.phones:
+            raise NotFound("No phone for this account.")
+        return {"phone": FakeMembership.phones[user_id]}
+
+
+def notify_container(container_factory, cfg):
+    """A NotifyService container, with the fake membership it asks for phones (started, not yet notify)."""
+    from services.notify.service import NotifyService
+    container_factory(FakeMembership, cfg).start()
+    return container_factory(NotifyService, cfg)
+
+
 def joined(user_id, phone="13812345678", **kw):
     data = {"member_id": "mem_%s" % uuid.uuid4().hex[:12], "user_id": user_id, "union_id": "g1",
             "union_code": "5101040001", "region_code": "510104", "occupation_group": "courier", "status": "active",
             "card_no": "C%s" % uuid.uuid4().hex[:8].upper(), "joined_at": "2026-01-01T00:00:00.000Z",
-            "phone_masked": phone[:3] + "****" + phone[-4:], "phone_sealed": crypto.seal(phone)}
+            "phone_masked": phone[:3] + "****" + phone[-4:]}
+    FakeMembership.phones[user_id] = phone
     data.update(kw)
     return data
 

@@ -44,7 +44,7 @@ def joined_event(user_id, region="510104", union_code=None, group="courier", sta
     union_code = union_code or region + "0001"
     data = {"member_id": "mbr_" + user_id, "user_id": user_id, "union_id": "un_" + union_code,
             "union_code": union_code, "region_code": region, "occupation_group": group, "status": status,
-            "card_no": "SC1", "joined_at": iso(now()), "phone_masked": "138****5678", "phone_sealed": "sealed"}
+            "card_no": "SC1", "joined_at": iso(now()), "phone_masked": "138****5678"}
     return events.build("membership", "member_joined", data, subject=data["member_id"], event_id=event_id)
 
 

@@ -280,7 +280,7 @@ def test_employers_see_resume_and_masked_phone_from_membership_events(jobs, db, 
     joined = events.build("membership", "member_joined", {
         "member_id": "m1", "user_id": "u1", "union_id": "g1", "union_code": "5101040001", "region_code": "510104",
         "occupation_group": "courier", "status": "active", "card_no": "C1", "joined_at": events.rfc3339(
-            events.utcnow()), "phone_masked": "138****5678", "phone_sealed": "sealed"})
+            events.utcnow()), "phone_masked": "138****5678"})
     dispatch = event_dispatcher(config)
     dispatch("membership", "member_joined", joined)
     wait_for(lambda: db.members.find_one({"_id": "u1"}))

@@ -7,8 +7,7 @@ import pytest
 from nameko.testing.services import entrypoint_hook
 
 from services.notify import fanout
-from services.notify.service import NotifyService
-from tests.service.notify_support import lines, notify_config, wait_for
+from tests.service.notify_support import notify_container, lines, notify_config, wait_for
 from unionhub_kit.errors import Forbidden, ValidationFailed
 
 ADMIN = {"sub": "acc_admin", "role": "union_admin", "scope": "5101"}
@@ -38,7 +37,7 @@ AUDIENCE = {"title": "端午慰问", "body": "工会将于端午节为快递员�
 
 
 def start(container_factory, cfg):
-    c = container_factory(NotifyService, cfg)
+    c = notify_container(container_factory, cfg)
     c.start()
     return c
 

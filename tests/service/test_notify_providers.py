@@ -6,9 +6,8 @@ import logging
 import pytest
 from nameko.testing.services import entrypoint_hook
 
-from services.notify.service import NotifyService
-from tests.service.notify_support import (Receiver, joined, lines, new_user, notify_config, publish, signature_ok,
-                                          wait_for)
+from tests.service.notify_support import (Receiver, joined, lines, new_user, notify_config, notify_container, publish,
+                                          signature_ok, wait_for)
 from unionhub_kit.errors import ServiceUnavailable, ValidationFailed
 
 SECRET = "sms-provider-secret"
@@ -28,7 +27,7 @@ def receiver():
 
 
 def start(container_factory, cfg):
-    container = container_factory(NotifyService, cfg)
+    container = notify_container(container_factory, cfg)
     container.start()
     return container
 

@@ -6,8 +6,7 @@ import pytest
 from nameko.testing.services import entrypoint_hook
 
 from services.notify import domain
-from services.notify.service import NotifyService
-from tests.service.notify_support import joined, lines, new_user, notify_config, publish, wait_for
+from tests.service.notify_support import notify_container, joined, lines, new_user, notify_config, publish, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +24,7 @@ def window_around_now():
 
 def test_sms_and_push_held_during_quiet_hours_and_sent_when_they_end(container_factory, config, tmp_path, db_of):
     cfg = notify_config(config, tmp_path)
-    notify = container_factory(NotifyService, cfg)
+    notify = notify_container(container_factory, cfg)
     notify.start()
     uid, awake = new_user(), new_user()
     member = {"sub": uid, "role": "member"}

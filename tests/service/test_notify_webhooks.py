@@ -3,8 +3,8 @@ signature the receiver verifies, retries with backoff, the final failure, the de
 import pytest
 from nameko.testing.services import entrypoint_hook
 
-from services.notify.service import NotifyService
-from tests.service.notify_support import Receiver, joined, new_user, notify_config, publish, signature_ok, wait_for
+from tests.service.notify_support import (Receiver, joined, new_user, notify_config, notify_container, publish,
+                                          signature_ok, wait_for)
 from unionhub_kit.errors import NotFound, ValidationFailed
 
 SECRET = "whsec-0123456789"
@@ -26,7 +26,7 @@ def receiver():
 
 
 def start(container_factory, cfg):
-    c = container_factory(NotifyService, cfg)
+    c = notify_container(container_factory, cfg)
     c.start()
     return c
 

@@ -19,7 +19,7 @@ from unionhub_kit.outbox import Outbox
 
 MEMBER = {"member_id": "m1", "user_id": "u1", "union_id": "g1", "union_code": "5101040001", "region_code": "510104",
           "occupation_group": "courier", "status": "active", "card_no": "C1", "joined_at": "2026-01-01T00:00:00Z",
-          "phone_masked": "138****5678", "phone_sealed": "x"}
+          "phone_masked": "138****5678"}
 
 
 class Measured:

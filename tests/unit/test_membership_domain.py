@@ -132,12 +132,15 @@ def test_member_view_never_has_the_id_number():
     assert view["id_number_masked"] == "5101**********1236" and view["joined_at"] == "2026-01-02T03:04:05.000Z"
     assert "510104198001011236" not in str(view) and "id_enc" not in view and "id_hash" not in view
     data = domain.joined_data(m, "13812345678")
-    assert data["phone_masked"] == "138****5678" and crypto.unseal(data["phone_sealed"]) == "13812345678"
+    assert data["phone_masked"] == "138****5678" and "phone_sealed" not in data  # notify asks by RPC
     assert data["name_masked"] == "张*"
     assert "510104198001011236" not in str(data) and "13812345678" not in str(data)
     from unionhub_kit import catalog
     assert catalog.MemberJoined().validate(data) == {}
     assert events.build("membership", "member_joined", data)["data"] == data
+    import pytest
+    with pytest.raises(ValueError):  # no event carries a phone, whole or sealed
+        events.build("membership", "member_joined", dict(data, phone_sealed="gAAAA..."))
 
 
 def test_fingerprint_is_keyed_and_stable():

@@ -12,7 +12,7 @@ SAMPLES = {
     "otp": {"code": "123456"},
     "member_joined": {"member_id": "m1", "user_id": "u1", "union_id": "g1", "union_code": "5101040001",
                       "region_code": "510104", "occupation_group": "courier", "status": "active", "card_no": "C0001",
-                      "joined_at": "2026-01-01T00:00:00Z", "phone_masked": "138****5678", "phone_sealed": "x"},
+                      "joined_at": "2026-01-01T00:00:00Z", "phone_masked": "138****5678"},
     "member_rejected": {"member_id": "m1", "user_id": "u1", "union_id": "g1", "reason": "材料不全"},
     "member_transferred": {"member_id": "m1", "user_id": "u1", "union_id": "g2", "union_code": "5101050002",
                            "region_code": "510105", "occupation_group": "courier", "status": "active",
