@@ -545,7 +545,10 @@ def test_a_batch_bigger_than_the_stock_issues_what_is_left_and_the_rest_are_sold
         claim_at_once(config, [(u, c_far["id"], None)])
     answers = claim_at_once(config, [(far, c_far["id"], None), (users[2], c_far["id"], None),
                                      (users[3], c_far["id"], None)])
-    assert answers[0] == "NOT_ELIGIBLE" and not isinstance(answers[1], str) and answers[2] == "SOLD_OUT"
+    # which of the two eligible members arrives first inside the batch is up to the broker: one gets the last
+    # coupon, the other SOLD_OUT; the ineligible one is NOT_ELIGIBLE (not SOLD_OUT) whatever its place
+    assert answers[0] == "NOT_ELIGIBLE"
+    assert sorted(a if isinstance(a, str) else "ok" for a in answers[1:]) == ["SOLD_OUT", "ok"]
 
 
 def test_an_idempotency_key_twice_in_one_batch_and_a_replay_beside_new_claims(svc, config, db, campaign, members):
