@@ -219,33 +219,28 @@ def _pad_sent(db, key):
     return db.otps.update_one(short, _push_sent([NEVER] * domain.OTP_PER_HOUR)).modified_count == 1
 
 
-def _window_open(key, now, per_hour):
-    """The filter of a record ``key`` that may count one more send: fewer than ``per_hour`` in the last hour
-    (``sent`` keeps the last ``per_hour`` send times, oldest first)."""
-    return {"_id": key, "$or": [{"sent.%d" % (per_hour - 1): {"$exists": False}},
-                                {"sent.0": {"$lte": now - timedelta(hours=1)}}]}
-
-
 def claim_client_slot(db, key, now, per_hour):
     """Count one login code for the client address ``key``; None when counted, else the seconds until a slot of
-    the hour frees up (for Retry-After)."""
-    allowed = _window_open(key, now, per_hour)
-    update = {"$set": {"last_sent": now}, "$push": {"sent": {"$each": [now], "$slice": -per_hour}}}
+    the hour frees up (for Retry-After). Same shape as ``claim_otp``: ``sent`` holds the ``per_hour`` latest send
+    times padded with NEVER, so the limit is ``sent.0 <= an hour ago`` beside ``_id`` (no ``$or``: a scan)."""
+    allowed = {"_id": key, "sent.0": {"$lte": now - timedelta(hours=1)}}
+    update = {"$set": {"last_sent": now}, "$push": {"sent": {"$each": [now], "$sort": 1, "$slice": -per_hour}}}
     if db.otp_clients.update_one(allowed, update).matched_count:
         return None
     try:
-        db.otp_clients.insert_one({"_id": key, "sent": [now], "last_sent": now})
+        db.otp_clients.insert_one({"_id": key, "sent": [NEVER] * (per_hour - 1) + [now], "last_sent": now})
         return None
-    except DuplicateKeyError:
-        if db.otp_clients.update_one(allowed, update).matched_count:
-            return None
+    except DuplicateKeyError:  # refused by the limit, or the limit was raised since the record was written: pad it
+        db.otp_clients.update_one({"_id": key, "sent.%d" % (per_hour - 1): {"$exists": False}},
+                                  {"$push": {"sent": {"$each": [NEVER] * per_hour, "$sort": 1, "$slice": -per_hour}}})
+    if db.otp_clients.update_one(allowed, update).matched_count:
+        return None
     doc = db.otp_clients.find_one({"_id": key}) or {"sent": [now]}
-    oldest = doc["sent"][-per_hour] if len(doc["sent"]) >= per_hour else doc["sent"][0]
-    return domain.seconds_until(oldest + timedelta(hours=1), now)
+    return domain.seconds_until(doc["sent"][-per_hour] + timedelta(hours=1), now)
 
 
 def release_client_slot(db, key, sent_at):
-    """Undo ``claim_client_slot`` (the code was not sent after all)."""
+    """Undo ``claim_client_slot`` (the code was not sent after all; the next claim pads ``sent`` again)."""
     db.otp_clients.update_one({"_id": key}, {"$pull": {"sent": sent_at}})
 
 
@@ -258,7 +253,11 @@ def login_locked_until(db, username, now):
 
 def login_failed(db, username, now, max_failures, lock_seconds):
     """Count a wrong password in a row; the ``max_failures``-th locks the username for ``lock_seconds``."""
-    doc = upsert_returning(db.logins, {"_id": username}, {"$inc": {"failures": 1}, "$set": {"last_failure": now}})
+    update = {"$inc": {"failures": 1}, "$set": {"last_failure": now}}
+    try:
+        doc = update_returning(db.logins, {"_id": username}, update, upsert=True)
+    except DuplicateKeyError:  # a concurrent first failure created it: count on that one
+        doc = update_returning(db.logins, {"_id": username}, update)
     if doc["failures"] >= max_failures:
         db.logins.update_one({"_id": username, "failures": {"$gte": max_failures}},
                              {"$set": {"failures": 0, "locked_until": now + timedelta(seconds=lock_seconds)}})
