@@ -221,22 +221,21 @@ def _pad_sent(db, key):
 
 def claim_client_slot(db, key, now, per_hour):
     """Count one login code for the client address ``key``; None when counted, else the seconds until a slot of
-    the hour frees up (for Retry-After). Same shape as ``claim_otp``: ``sent`` holds the ``per_hour`` latest send
-    times padded with NEVER, so the limit is ``sent.0 <= an hour ago`` beside ``_id`` (no ``$or``: a scan)."""
-    allowed = {"_id": key, "sent.0": {"$lte": now - timedelta(hours=1)}}
-    update = {"$set": {"last_sent": now}, "$push": {"sent": {"$each": [now], "$sort": 1, "$slice": -per_hour}}}
-    if db.otp_clients.update_one(allowed, update).matched_count:
-        return None
+    the hour frees up (for Retry-After).
+
+    ``sent`` holds the send times of the last hour only: sends older than an hour are pulled first, then one
+    conditional push, allowed while the array has fewer than ``per_hour`` entries (``sent.<per_hour-1>`` absent).
+    Both are point updates by ``_id`` (no ``$or``, which the embedded store answers with a scan), the window is
+    exact, and the record is never bigger than the hour's sends (unlike padding it to ``per_hour`` entries)."""
+    db.otp_clients.update_one({"_id": key}, {"$pull": {"sent": {"$lte": now - timedelta(hours=1)}}})
     try:
-        db.otp_clients.insert_one({"_id": key, "sent": [NEVER] * (per_hour - 1) + [now], "last_sent": now})
-        return None
-    except DuplicateKeyError:  # refused by the limit, or the limit was raised since the record was written: pad it
         db.otp_clients.update_one({"_id": key, "sent.%d" % (per_hour - 1): {"$exists": False}},
-                                  {"$push": {"sent": {"$each": [NEVER] * per_hour, "$sort": 1, "$slice": -per_hour}}})
-    if db.otp_clients.update_one(allowed, update).matched_count:
+                                  {"$push": {"sent": now}, "$set": {"last_sent": now}}, upsert=True)
         return None
+    except DuplicateKeyError:  # the record exists and is full: refused
+        pass
     doc = db.otp_clients.find_one({"_id": key}) or {"sent": [now]}
-    return domain.seconds_until(doc["sent"][-per_hour] + timedelta(hours=1), now)
+    return domain.seconds_until(min(doc["sent"] or [now]) + timedelta(hours=1), now)
 
 
 def release_client_slot(db, key, sent_at):
