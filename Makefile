@@ -31,6 +31,7 @@ bench: install
 
 seed-scale: install
 	@$(PY) -m services.jobs.seed_scale
+	@$(PY) -m services.stations.seed_scale
 
 rekey-jobs: install
 	@$(PY) -m services.jobs.rekey

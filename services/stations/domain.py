@@ -99,6 +99,20 @@ def rings(radius_m):
     return out
 
 
+def nearest(lookup, lat, lng, radius_m, flt, now, limit, after=None):
+    """Up to ``limit + 1`` matching stations nearest first: ``[(millimetres, doc)]``.
+
+    Covers growing circles (``rings``) with one level's grid cells (``geo.covering``; ``lookup(keys)`` gives the
+    stations in them) until more than ``limit`` matches lie inside the circle covered (every station within it was a
+    candidate, so they are the nearest), or the radius is reached."""
+    hits = []
+    for ring in rings(radius_m):
+        hits = by_distance(lookup(geo.covering(lat, lng, ring)), lat, lng, flt, now, ring, after)
+        if len(hits) > limit:
+            break
+    return hits[:limit + 1]
+
+
 def matches(doc, flt, now):
     """Whether a station passes the search's filters other than place (kind, amenities, region, status, open now)."""
     if flt.get("status", "open") != "any" and doc["status"] != flt.get("status", "open"):

@@ -19,7 +19,8 @@ from unionhub_kit.ping import ping as _ping
 from unionhub_kit.rpc import rpc
 from unionhub_kit.schema import load
 
-from . import domain, geo, schemas, store
+from . import domain, schemas, store
+from .index import NearbyIndex
 
 MARKS_INTERVAL = 3600
 
@@ -34,6 +35,7 @@ class StationsService:
     name = "stations"
     db = Mongo(indexes=store.ensure_indexes)
     outbox = Outbox()
+    index = NearbyIndex()  # every station in memory, by grid cell, synced by revision before each search
     metrics = ServiceMetrics()  # latency histograms, access log with the request id
 
     @rpc
@@ -51,6 +53,7 @@ class StationsService:
 
         def txn(session):
             doc = domain.station_doc(station_id, dict(p, code=domain.new_code()), now, actor["sub"])
+            doc["rev"] = store.next_revs(self.db, 1, session)
             store.insert_station(self.db, doc, session)
             store.bump_open(self.db, domain.open_deltas(None, doc), session)
             self.outbox.add(session, "station_opened", domain.opened_data(doc), subject=station_id)
@@ -79,6 +82,7 @@ class StationsService:
             before = domain.must(store.station(self.db, station_id, session), "station")
             after = domain.with_place(dict(before, **p))
             changes = {k: after[k] for k in list(p) + ["cells", "region_prefixes", "prefecture_code"]}
+            changes["rev"] = store.next_revs(self.db, 1, session)
             store.update_station(self.db, station_id, changes, now, session)
             store.bump_open(self.db, domain.open_deltas(before, after), session)
             if before["status"] != after["status"] and after["status"] == "open":
@@ -111,19 +115,12 @@ class StationsService:
         return paging.page(found, p["limit"], lambda item: item["code"])
 
     def _nearest(self, p, now):
-        """Nearest first: cover growing circles with grid cells until a page (plus one) of matches lies inside the
-        circle covered (every station within it was a candidate), or the radius is reached."""
         lat, lng = schemas.parse_near(p["near"])
-        radius = p.get("radius_m", schemas.DEFAULT_RADIUS_M)
         after = p["cursor"] and domain.parse_distance_key(
             paging.decode_cursor(p["cursor"], domain.DISTANCE_KEY_PATTERN))
-        hits = []
-        for ring in domain.rings(radius):
-            docs = store.stations_in_cells(self.db, geo.covering(lat, lng, ring))
-            hits = domain.by_distance(docs, lat, lng, p, now, ring, after or None)
-            if len(hits) > p["limit"]:
-                break
-        items = [domain.station_view(doc, now, distance_m=mm / 1000) for mm, doc in hits[:p["limit"] + 1]]
+        hits = self.index.nearest(self.db, lat, lng, p.get("radius_m", schemas.DEFAULT_RADIUS_M), p, now,
+                                  p["limit"], after or None)
+        items = [domain.station_view(doc, now, distance_m=mm / 1000) for mm, doc in hits]
         keys = {item["id"]: domain.distance_cursor_key(mm, doc["_id"]) for (mm, doc), item in zip(hits, items)}
         return paging.page(items, p["limit"], lambda item: keys[item["id"]])
 

@@ -12,7 +12,7 @@ Collections:
 import pymongo
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from unionhub_kit import mongo
 
@@ -37,6 +37,35 @@ def ensure_indexes(db):
     db.stations.create_index("code", unique=True, name="poster_code")
     db.stations.create_index("cells", name="cells")
     db.stations.create_index([("region_prefixes", ASC), ("code", ASC)], name="by_region")
+    db.stations.create_index("rev", name="by_rev")
+    try:
+        db.counters.insert_one({"_id": REV, "n": 0})
+    except DuplicateKeyError:
+        pass
+    if db.stations.find_one({"rev": {"$exists": False}}, {"_id": 1}):  # written before revisions existed
+        n = next_revs(db, 1)
+        db.stations.update_many({"rev": {"$exists": False}}, {"$set": {"rev": n}})
+
+
+# ---- revisions: every station write takes the next number, so a process's in-memory copy (``index``) asks for
+# what changed since the number it has. Taken inside the write's transaction: two writes conflict on the counter, so
+# a later number is never committed before an earlier one.
+REV = "rev"
+
+
+def next_revs(db, count=1, session=None):
+    """Take ``count`` revision numbers; return the last."""
+    return db.counters.find_one_and_update({"_id": REV}, {"$inc": {"n": count}}, upsert=True,
+                                           return_document=ReturnDocument.AFTER, session=session)["n"]
+
+
+def current_rev(db):
+    return (db.counters.find_one({"_id": REV}) or {}).get("n", 0)
+
+
+def stations_since(db, rev):
+    """Stations written after revision ``rev``."""
+    return db.stations.find({"rev": {"$gt": rev}})
 
 
 def new_id():
@@ -148,9 +177,18 @@ def insert_many(coll, docs):
 
 
 def add_counters(db, counts):
-    """Add ``{counter id: {"visits": n, "visitors": n}}`` (ids ``<key>|<month>``) to the counters."""
-    ops = [UpdateOne({"_id": cid}, {"$inc": inc, "$setOnInsert": {"key": cid.rsplit("|", 1)[0],
-                                                                 "month": cid.rsplit("|", 1)[1]}}, upsert=True)
-           for cid, inc in counts.items()]
-    for k in range(0, len(ops), 5000):
-        db.counters.bulk_write(ops[k:k + 5000], ordered=False)
+    """Add ``{counter id: {"visits": n, "visitors": n}}`` (ids ``<key>|<month>``) to the counters: inserted whole
+    (upserts are ~10x slower on the embedded store), and added with ``$inc`` to those that exist already."""
+    docs = [dict(inc, _id=cid, key=cid.rsplit("|", 1)[0], month=cid.rsplit("|", 1)[1]) for cid, inc in counts.items()]
+    taken = []
+    for k in range(0, len(docs), 5000):
+        try:
+            db.counters.insert_many(docs[k:k + 5000], ordered=False)
+        except BulkWriteError as exc:
+            taken += [e["op"] for e in exc.details["writeErrors"] if e.get("code") == 11000]
+            if any(e.get("code") != 11000 for e in exc.details["writeErrors"]):
+                raise
+    if taken:
+        db.counters.bulk_write([UpdateOne({"_id": d["_id"]}, {"$inc": {"visits": d["visits"],
+                                                                        "visitors": d["visitors"]}})
+                                for d in taken], ordered=False)
