@@ -5,16 +5,18 @@ Collections:
                    ``code`` (unique: the poster code), ``region_prefixes``.
   ``visits``       one document per check-in (written with its ``station_visited`` event in one transaction).
   ``last_visits``  ``_id`` = user|station: the member's latest visit there, the 30-minute check-in window.
+  ``revisions``    ``stations`` -> the last revision number a station write took (see ``index``).
   ``counters``     ``<key>|<YYYY-MM>`` -> visits and distinct visitors of a station (key = station id) or region
                    (``r:<code>``) in a month; ``open|r:<code>`` -> stations open in a region now.
   ``visitor_marks`` ``<key>|<YYYY-MM>|<user>``: that member was counted as a visitor there that month.
 """
 import pymongo
 from bson import ObjectId
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from unionhub_kit import mongo
+from unionhub_kit.mongo import update_returning
 
 ASC = pymongo.ASCENDING
 CODE_ATTEMPTS = 8
@@ -38,8 +40,8 @@ def ensure_indexes(db):
     db.stations.create_index("cells", name="cells")
     db.stations.create_index([("region_prefixes", ASC), ("code", ASC)], name="by_region")
     db.stations.create_index("rev", name="by_rev")
-    try:
-        db.counters.insert_one({"_id": REV, "n": 0})
+    try:  # the revision counter exists before any write needs it (a first upsert inside two transactions races)
+        db.revisions.insert_one({"_id": REV, "n": 0})
     except DuplicateKeyError:
         pass
     if db.stations.find_one({"rev": {"$exists": False}}, {"_id": 1}):  # written before revisions existed
@@ -50,17 +52,16 @@ def ensure_indexes(db):
 # ---- revisions: every station write takes the next number, so a process's in-memory copy (``index``) asks for
 # what changed since the number it has. Taken inside the write's transaction: two writes conflict on the counter, so
 # a later number is never committed before an earlier one.
-REV = "rev"
+REV = "stations"
 
 
 def next_revs(db, count=1, session=None):
-    """Take ``count`` revision numbers; return the last."""
-    return db.counters.find_one_and_update({"_id": REV}, {"$inc": {"n": count}}, upsert=True,
-                                           return_document=ReturnDocument.AFTER, session=session)["n"]
+    """Take ``count`` revision numbers; return the last (exact inside a transaction; the seed runs alone)."""
+    return update_returning(db.revisions, {"_id": REV}, {"$inc": {"n": count}}, upsert=True, session=session)["n"]
 
 
 def current_rev(db):
-    return (db.counters.find_one({"_id": REV}) or {}).get("n", 0)
+    return (db.revisions.find_one({"_id": REV}) or {}).get("n", 0)
 
 
 def stations_since(db, rev):
@@ -89,9 +90,8 @@ def station_by_code(db, code):
 
 
 def update_station(db, station_id, changes, now, session):
-    """Apply ``changes``; return the station as it was, or None when there is none."""
-    return db.stations.find_one_and_update({"_id": station_id}, {"$set": dict(changes, updated_at=now)},
-                                           return_document=ReturnDocument.BEFORE, session=session)
+    """Apply ``changes`` (an update by ``_id``: the embedded store scans the collection for a findAndModify)."""
+    db.stations.update_one({"_id": station_id}, {"$set": dict(changes, updated_at=now)}, session=session)
 
 
 def stations_in_cells(db, keys):
