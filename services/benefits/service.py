@@ -17,7 +17,7 @@ from nameko.timer import timer
 from unionhub_kit import events, idempotency
 from unionhub_kit.batching import Batcher
 from unionhub_kit.consumer import idempotent, on_event
-from unionhub_kit.errors import AppError, Conflict, NotFound, ServiceUnavailable
+from unionhub_kit.errors import AppError, Conflict, NotFound, ServiceTimeout, ServiceUnavailable
 from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo, transaction
 from unionhub_kit.outbox import Outbox
@@ -78,6 +78,7 @@ class BenefitsService:
     outbox = Outbox()
     metrics = ServiceMetrics()  # entrypoint latency/errors, request id in every log line
     claims = Batcher(window_ms=CLAIM_WINDOW_MS)  # group commit of the claims of one campaign
+    membership = Rpc("membership", timeout=2)  # only for members the projection does not know yet (_catch_up)
     membership = Rpc("membership")  # the organisation code of a union a campaign is limited to (scope)
 
     @rpc
@@ -206,8 +207,9 @@ class BenefitsService:
                 todo.append(n)
         # decisions from the projection (one read for the batch), in arrival order
         users = [items[n]["user_id"] for n in todo]
-        decisions = domain.decide_claims(campaign, users, store.members(self.db, users), now,
-                                         campaign["_id"] in _sold_out)
+        known = store.members(self.db, users)
+        self._catch_up(known, users)
+        decisions = domain.decide_claims(campaign, users, known, now, campaign["_id"] in _sold_out)
         accepted = [n for n, d in zip(todo, decisions) if d is None]
         for n, d in zip(todo, decisions):
             out[n] = d
@@ -238,6 +240,26 @@ class BenefitsService:
         for n, leader in followers.items():
             out[n] = out[leader]
         return out
+
+    def _catch_up(self, known, users):
+        """Read your own writes: a member the projection does not know as active may have been answered active by
+        membership a moment ago (a join, an approval) while the event is still on its way. Membership is asked (one
+        RPC, only on this rare path: claims by members who are not active) and an active answer is written to the
+        projection as of when it was read, so older events cannot undo it. Nothing is remembered of a refusal:
+        the next request after an approval must see it."""
+        for uid in dict.fromkeys(users):
+            if (known.get(uid) or {}).get("status") == "active":
+                continue
+            try:
+                state = self.membership.member_state(uid)
+            except (ServiceTimeout, ServiceUnavailable) as exc:
+                log.warning("membership did not answer for a member the projection lacks: %s", exc)
+                continue
+            if state is None or state.get("status") != "active":
+                continue
+            as_of = events.parse_time(state.pop("as_of"))
+            known[uid] = transaction(self.db, lambda session: store.apply_member_event(
+                self.db, uid, domain.projection_fields(state), as_of, session))
 
     def _write_claims(self, session, campaign, items, accepted, coupons, pool, leased):
         """The batch's transaction: the stock first (one write per bucket; the claims beyond what is left are sold

@@ -12,7 +12,8 @@ import os
 from nameko.timer import timer
 
 from unionhub_kit import config, crypto, events, ids, regions, tokens
-from unionhub_kit.errors import AppError, Conflict, NotFound, RateLimited, ServiceUnavailable, Unauthorized
+from unionhub_kit.errors import (AppError, Conflict, NotFound, RateLimited, ServiceUnavailable, Unauthorized,
+                                  validation_error)
 from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo, transaction
 from unionhub_kit.outbox import Outbox
@@ -246,6 +247,17 @@ class MembershipService:
         if not user or not user.get("phone_enc"):
             raise Unauthorized("This account no longer exists; log in again.", code="INVALID_TOKEN")
         return crypto.decrypt(user["phone_enc"])
+
+    @rpc
+    def member_state(self, user_id):
+        """For another service whose projection has not caught up with this member (read your own writes): the
+        common data of membership events for the live membership, else the latest (None if never joined), and
+        ``as_of``, read *before* the member, so an event older than it cannot be newer than this answer."""
+        if not isinstance(user_id, str) or not 0 < len(user_id) <= 64:
+            raise validation_error({"user_id": ["must be a user id."]})
+        as_of = _now()
+        m = store.live_member_of(self.db, user_id) or store.latest_member_of(self.db, user_id)
+        return None if m is None else dict(domain.member_data(m), as_of=events.rfc3339(as_of))
 
     @rpc
     def get_me(self, actor):

@@ -353,3 +353,42 @@ def queue_drained(stack, queue):
         return False
     time.sleep(1)
     return True
+
+
+# ---- read your own writes -------------------------------------------------------------------------------------
+def test_a_member_answered_active_claims_in_the_very_next_request(stack):
+    """A join into an auto-approving union, and an approval, answered ``active`` by membership: the member's very
+    next request, a claim, is issued a coupon. So that benefits' projection certainly has not caught up, its
+    ``member_joined`` queue is unbound from membership's exchange for the test (those events do not reach benefits
+    at all): only benefits asking membership can make these claims succeed."""
+    from kombu import Connection
+
+    from unionhub_kit import topology
+    queue = topology.queue_name(topology.find("benefits", "on_member_joined"))
+    exchange = topology.exchange_name("membership")
+    admin = helpers.admin_token(stack)
+    merchant = new_merchant(stack, admin)
+    c = new_campaign(stack, merchant["id"], admin, quota=10, title="即领即用")
+    path = "/api/v1/campaigns/%s/claims" % c["id"]
+    pending_union = helpers.create_union(stack, admin, auto_approve=False)
+    with Connection(stack.env["AMQP_URI"]) as conn:
+        conn.default_channel.queue_unbind(queue=queue, exchange=exchange, routing_key="member_joined")
+        try:
+            token, member, _ = helpers.new_member(stack)  # joins an auto-approving union: active at once
+            assert member["status"] == "active"
+            r = post(stack, path, token)
+            assert r.status_code == 201, r.text
+
+            late = helpers.member_token(stack)
+            joined = helpers.join(stack, late, union_id=pending_union["id"])
+            assert joined["status"] == "pending"
+            problem(post(stack, path, late), 403, "NOT_ELIGIBLE")  # pending: not a member yet (nothing remembered)
+            r = post(stack, "/api/v1/admin/members/%s/approve" % joined["id"], admin)
+            assert r.status_code == 200 and r.json()["status"] == "active", r.text
+            r = post(stack, path, late)
+            assert r.status_code == 201, r.text
+            never = tokens.issue("usr_%s" % uuid.uuid4().hex[:12], "member")  # never joined: still refused
+            problem(post(stack, path, never), 403, "NOT_ELIGIBLE")
+        finally:
+            conn.default_channel.queue_bind(queue=queue, exchange=exchange, routing_key="member_joined")
+    assert remaining(stack, c["id"]) == 8
