@@ -11,6 +11,7 @@ validation, idempotency keys and the OpenAPI document::
 ``gw`` is the Nameko service instance (its RPC proxies: ``gw.membership`` ...); ``req`` is a ``Call``.
 A handler returns the JSON body (serialised with the route's status) or a ``werkzeug.Response``.
 """
+import hashlib
 import ipaddress
 import json
 import logging
@@ -56,16 +57,72 @@ class Route:
     errors: tuple = ()  # error codes this route may answer with (documentation)
     raw: bool = False  # handler returns a Response (docs, metrics)
     name: str = ""
+    cache: object = None  # public GETs: seconds an answer may be reused (or f(answer) -> seconds); see ReadCache
 
 
 def route(method, path, roles=None, body=None, query=None, status=200, idempotent=False, summary="", tags=(),
-          response=None, errors=(), raw=False):
+          response=None, errors=(), raw=False, cache=None):
     def deco(fn):
         ROUTES.append(Route(method, path, fn, tuple(roles) if roles else None, body, query, status, idempotent,
                             summary or (fn.__doc__ or "").strip().split("\n")[0], tuple(tags), response,
-                            tuple(errors), raw, fn.__name__))
+                            tuple(errors), raw, fn.__name__, cache))
         return fn
     return deco
+
+
+class ReadCache:
+    """Answers of public reads that do not depend on the caller, kept by this gateway process for a second or so
+    (a route's ``cache``), each with a weak ``ETag``: a client that sends it back in ``If-None-Match`` gets a 304.
+
+    Staleness is bounded twice: by the route's seconds (what another replica's writes can leave stale), and by the
+    writes this gateway passes on: a successful write under ``/api/v1/<resource>`` drops every cached read of that
+    resource at once. Answers a route's ``cache`` function gives 0 seconds are not kept, but still get an ETag
+    (``Cache-Control: no-cache``: clients revalidate every time)."""
+
+    MAX_ENTRIES = 5000
+
+    def __init__(self):
+        self.entries = {}  # (path, query string) -> (valid until, body bytes, etag, max-age)
+        self.keys_of = {}  # resource -> the keys of its cached reads
+
+    @staticmethod
+    def resource(path):
+        parts = path.split("/")
+        return parts[3] if len(parts) > 3 else ""
+
+    def get(self, key):
+        hit = self.entries.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit
+        return None
+
+    def put(self, key, data, seconds):
+        tag = 'W/"%s"' % hashlib.blake2b(data, digest_size=12).hexdigest()
+        if seconds > 0:
+            if len(self.entries) >= self.MAX_ENTRIES:
+                self.entries.clear()
+                self.keys_of.clear()
+            self.entries[key] = (time.monotonic() + seconds, data, tag, seconds)
+            self.keys_of.setdefault(self.resource(key[0]), set()).add(key)
+        return (None, data, tag, seconds)
+
+    def written(self, path):
+        for key in self.keys_of.pop(self.resource(path), ()):
+            self.entries.pop(key, None)
+
+    @staticmethod
+    def response(request, hit, request_id):
+        _, data, tag, seconds = hit
+        headers = {"ETag": tag, "Cache-Control": "public, max-age=%d" % max(1, int(seconds)) if seconds > 0
+                   else "no-cache", "X-Request-Id": request_id}
+        if tag in request.headers.get("If-None-Match", ""):
+            return Response(status=304, headers=headers)
+        resp = Response(data, status=200, content_type="application/json; charset=utf-8", headers=headers)
+        return resp
+
+
+READ_CACHE = ReadCache()
+SHORT_CACHE_SECONDS = 1.0  # where a second of staleness is harmless (unions, fairs, job search, ended campaigns)
 
 
 @dataclass
@@ -185,6 +242,14 @@ class Router:
                 header = request.headers.get("Authorization")
                 if header:  # optional auth on public routes (for example to see one's own view)
                     call.principal = auth.authenticate(header)
+            cache_key = None
+            if r.cache is not None and r.method == "GET":
+                cache_key = (request.path, request.query_string)
+                hit = READ_CACHE.get(cache_key)
+                if hit is not None:
+                    resp = READ_CACHE.response(request, hit, rid)
+                    metrics.observe(request.method, label, resp.status_code, time.perf_counter() - started)
+                    return resp
             if r.query is not None:
                 call.query = load_query(r.query, request)
             elif r.method == "GET" and request.args and not r.raw:
@@ -205,8 +270,14 @@ class Router:
             if isinstance(result, Response):
                 result.headers["X-Request-Id"] = rid
                 resp = result
+            elif cache_key is not None:
+                seconds = r.cache(result) if callable(r.cache) else r.cache
+                data = json.dumps(result, ensure_ascii=False, default=str).encode("utf-8")
+                resp = READ_CACHE.response(request, READ_CACHE.put(cache_key, data, seconds), rid)
             else:
                 resp = json_response(result, 204 if result is None and r.status == 204 else r.status, rid)
+            if r.method in ("POST", "PUT", "PATCH", "DELETE") and resp.status_code < 400:
+                READ_CACHE.written(request.path)
         except AppError as exc:
             resp = problem_response(exc.to_problem(), rid)
         except Exception:

@@ -1,7 +1,8 @@
 """Benefits routes of API.md: merchants, campaigns, claims, a member's coupons, redemption, statistics."""
 from services.benefits import schemas
+from unionhub_kit import events
 
-from ..framework import ListQuery, route
+from ..framework import SHORT_CACHE_SECONDS as CACHE_SECONDS, ListQuery, route
 
 TAGS = ["Benefits"]
 
@@ -33,13 +34,31 @@ def create_campaign(gw, call):
     return gw.benefits.create_campaign(call.actor, schemas.CampaignCreate().dump(call.body), call.idempotency_key)
 
 
-@route("GET", "/api/v1/campaigns", query=CampaignListQuery, tags=TAGS, response=schemas.CampaignPage)
+def honest_seconds(campaign):
+    """How long an answer about ``campaign`` may be reused without its ``remaining`` ever being more than what is
+    left: a live campaign with stock is read fresh every time (its stock only goes down, so any kept figure would
+    overstate it); an ended or sold-out one cannot change; an upcoming one until it opens."""
+    if campaign.get("remaining") == 0 or campaign.get("status") == "ended":
+        return CACHE_SECONDS
+    if campaign.get("status") == "upcoming":
+        opens = events.parse_time(campaign["claim_starts_at"]) - events.utcnow()
+        return max(0.0, min(CACHE_SECONDS, opens.total_seconds()))
+    return 0
+
+
+def honest_page_seconds(page):
+    return min([honest_seconds(c) for c in page.get("items", [])] or [CACHE_SECONDS])
+
+
+@route("GET", "/api/v1/campaigns", query=CampaignListQuery, tags=TAGS, response=schemas.CampaignPage,
+       cache=honest_page_seconds)
 def list_campaigns(gw, call):
     """Campaigns, newest first, each with `remaining`"""
     return gw.benefits.list_campaigns(call.actor, call.query)
 
 
-@route("GET", "/api/v1/campaigns/<campaign_id>", tags=TAGS, response=schemas.CampaignAnswer, errors=("404 NOT_FOUND",))
+@route("GET", "/api/v1/campaigns/<campaign_id>", tags=TAGS, response=schemas.CampaignAnswer, errors=("404 NOT_FOUND",),
+       cache=honest_seconds)
 def get_campaign(gw, call):
     """One campaign with `remaining`"""
     return gw.benefits.get_campaign(call.actor, call.path_params["campaign_id"])

@@ -5,7 +5,7 @@ Beyond API.md: ``GET /api/v1/employers/{id}``, ``GET /api/v1/employer/jobs`` (th
 """
 from services.jobs import schemas
 
-from ..framework import ListQuery, route
+from ..framework import SHORT_CACHE_SECONDS, ListQuery, route
 
 TAGS = ["Jobs"]
 ADMIN = ["union_admin"]
@@ -53,7 +53,7 @@ def create_job(gw, call):
 
 @route("GET", "/api/v1/jobs", query=JobSearchQuery, tags=TAGS,
        summary="Search open postings, newest first: q (Chinese or Latin keywords), region prefix, category, "
-               "minimum salary", errors=PAGE_ERRORS)
+               "minimum salary", errors=PAGE_ERRORS, cache=SHORT_CACHE_SECONDS)
 def search_jobs(gw, call):
     return gw.jobs.search_jobs(call.query)
 
@@ -134,13 +134,13 @@ def add_booth(gw, call):
 
 
 @route("GET", "/api/v1/fairs", query=FairListQuery, tags=TAGS, summary="Job fairs with their booth counts",
-       errors=PAGE_ERRORS)
+       errors=PAGE_ERRORS, cache=SHORT_CACHE_SECONDS)
 def list_fairs(gw, call):
     return gw.jobs.list_fairs(call.query)
 
 
 @route("GET", "/api/v1/fairs/<fair_id>", tags=TAGS, summary="A fair with its employers and their postings",
-       errors=("404 NOT_FOUND",))
+       errors=("404 NOT_FOUND",), cache=SHORT_CACHE_SECONDS)
 def get_fair(gw, call):
     return gw.jobs.get_fair(call.path_params["fair_id"])
 

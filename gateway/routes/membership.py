@@ -6,7 +6,7 @@ Transfers into a union that does not approve at once wait for an admin in scope 
 """
 from services.membership import schemas
 
-from ..framework import ListQuery, json_response, route
+from ..framework import SHORT_CACHE_SECONDS, ListQuery, json_response, route
 
 TAGS = ["Membership"]
 ADMIN = ["union_admin"]
@@ -25,13 +25,14 @@ class TransferQuery(ListQuery, schemas.TransferFilter):
 
 
 @route("GET", "/api/v1/unions", query=UnionQuery, tags=TAGS, response=schemas.UnionPage,
-       summary="Union organisations (province, prefectures, counties, grassroots), by code")
+       summary="Union organisations (province, prefectures, counties, grassroots), by code",
+       cache=SHORT_CACHE_SECONDS)
 def list_unions(gw, call):
     return gw.membership.list_unions(call.query)
 
 
 @route("GET", "/api/v1/unions/<union_id>", tags=TAGS, response=schemas.UnionAnswer, summary="One union organisation",
-       errors=("404 NOT_FOUND",))
+       errors=("404 NOT_FOUND",), cache=SHORT_CACHE_SECONDS)
 def get_union(gw, call):
     return gw.membership.get_union(call.path_params["union_id"])
 

@@ -32,7 +32,6 @@ log = logging.getLogger("unionhub.benefits")
 SWEEP_SECONDS = float(os.environ.get("BENEFITS_SWEEP_SECONDS", "10"))
 CLAIM_WINDOW_MS = 2.0  # how long the first claim of a batch waits for others to join it
 CAMPAIGN_CACHE_SECONDS = 30.0
-LEFT_CACHE_SECONDS = 1.0
 CACHE_MAX = 5000
 EXPIRY_BATCH = 500
 EXPIRY_BATCHES_PER_TICK = 20
@@ -40,7 +39,6 @@ EXPIRY_GRACE = datetime.timedelta(minutes=5)  # claims still in flight at a dead
 
 _campaigns = {}  # campaign id -> (valid until, document): immutable fields only are read from it
 _sold_out = set()  # campaigns this process saw sold out (final: the stock never grows back)
-_left = {}  # campaign id -> (valid until, coupons left): for lists only
 _pools = {}  # campaign id -> domain.BucketPool
 
 
@@ -147,10 +145,9 @@ class BenefitsService:
 
     @rpc
     def get_campaign(self, actor, campaign_id):
-        doc = store.campaign(self.db, campaign_id) if isinstance(campaign_id, str) else None
-        if doc is None:
-            raise NotFound("No campaign has the id %s." % campaign_id, code="NOT_FOUND")
-        return domain.campaign_view(doc, events.utcnow(), store.stock_left(self.db, [campaign_id])[campaign_id])
+        """The campaign (its immutable fields from this process's cache) with what is left read fresh."""
+        doc = self._campaign(campaign_id)
+        return domain.campaign_view(doc, events.utcnow(), self._stock_left([campaign_id])[campaign_id])
 
     @rpc
     def stats(self, actor, args=None):
@@ -431,21 +428,12 @@ class BenefitsService:
         return doc
 
     def _stock_left(self, campaign_ids):
-        """What is left of each campaign, for lists: read at most once a second per campaign and process (a list
-        page would otherwise sum every stock bucket of every campaign on it); a single campaign is read fresh."""
-        now = time.monotonic()
+        """What is left of each campaign, never more than what is: read fresh (one query for them all), except for
+        campaigns this process saw sold out (nothing is left of them for good)."""
         out = {cid: 0 for cid in campaign_ids if cid in _sold_out}
-        for cid in campaign_ids:
-            hit = _left.get(cid)
-            if cid not in out and hit is not None and hit[0] > now:
-                out[cid] = hit[1]
         missing = [cid for cid in campaign_ids if cid not in out]
         if missing:
-            if len(_left) >= CACHE_MAX:
-                _left.clear()
-            for cid, left in store.stock_left(self.db, missing).items():
-                _left[cid] = (now + LEFT_CACHE_SECONDS, left)
-                out[cid] = left
+            out.update(store.stock_left(self.db, missing))
         return out
 
     def _idempotent(self, actor, operation, key, request, work):

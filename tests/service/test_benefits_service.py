@@ -65,7 +65,6 @@ def wait_for(fn, timeout=15):
 @pytest.fixture(autouse=True)
 def fresh_caches():
     benefits_service._campaigns.clear()
-    benefits_service._left.clear()
     benefits_service._pools.clear()
     benefits_service._sold_out.clear()  # each test has its own database; the process remembers across them
 
