@@ -30,8 +30,7 @@ bench: install
 	@$(PY) -m bench.run_all
 
 seed-scale: install
-	@$(PY) -m services.jobs.seed_scale
-	@$(PY) -m services.stations.seed_scale
+	@$(PY) -m deploy.seed_scale $(SEED_ARGS)
 
 rekey-jobs: install
 	@$(PY) -m services.jobs.rekey

@@ -191,5 +191,19 @@ def main(argv=None):
     return 0
 
 
+def run(ctx):
+    """The umbrella's step (``deploy/seed_scale.py``): the member projection (what ``member_joined`` wrote: the
+    masked phone employers see) and the employment data, both scaled like the users (690,000 postings at 7.5 M)."""
+    db = ctx.db("jobs")
+    store.ensure_indexes(db)
+    for _b, people in ctx.batches(db, "members"):
+        ctx.insert(db.members, [{"_id": p["user_id"], "member_id": p["member"]["member_id"],
+                                 "phone_masked": ids.mask_phone(p["phone"])}
+                                for p in people if p["member"] and p["member"]["status"] != "pending"])
+    share = ctx.users / 7_500_000
+    ctx.once(db, "employment", lambda: seed(db, max(10, int(6300 * share)), max(100, int(690000 * share)),
+                                            max(10, int(190000 * share)), drop=True))
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -263,5 +263,32 @@ def stats_key(group_by):
             "occupation_group": "occupation_group"}[group_by]
 
 
+def count_scopes(m):
+    """The region scopes a member is counted in: the province, its prefecture, its county."""
+    region = m["region_code"]
+    return list(dict.fromkeys([regions.normalize_prefix(region[:2] + "0000"),
+                               regions.normalize_prefix(regions.prefecture_of(region)),
+                               regions.normalize_prefix(region)]))
+
+
+def count_changes(m, status, delta):
+    """``[(counter id, delta)]``: the member ``m`` counted (``delta`` +1) or no longer counted (-1) as ``status``.
+    A counter id is ``<status>|<scope>|<group_by>|<key>``: by prefecture, county and occupation group in each region
+    scope the member is in, and once by union (scope ``*``: a scope's unions are those whose code starts with it).
+    ``GET /admin/stats/members`` reads one scope's counters of one grouping."""
+    out = [("%s|%s|%s|%s" % (status, scope, group_by, m[stats_key(group_by)]), delta)
+           for scope in count_scopes(m) for group_by in ("prefecture", "county", "occupation_group")]
+    out.append(("%s|*|union|%s" % (status, m["union_id"]), delta))
+    return out
+
+
+def counter_fields(counter_id):
+    status, scope, group_by, key = counter_id.split("|", 3)
+    out = {"status": status, "scope": scope, "group_by": group_by, "key": key}
+    if group_by == "union":
+        out["union_code"] = key[len("un_"):]
+    return out
+
+
 from unionhub_kit.idempotency import fingerprint  # noqa: E402,F401  (a keyed digest of a request body)
 

@@ -38,7 +38,8 @@ def bootstrap_admin(db, password):
 
 
 def prepare(db):
-    """The ``Mongo`` dependency's start hook: indexes, region unions, bootstrap admin."""
+    """The ``Mongo`` dependency's start hook: indexes, member counters, region unions, bootstrap admin."""
     store.ensure_indexes(db)
+    store.ensure_member_counts(db)
     store.seed_unions(db, region_unions())
     bootstrap_admin(db, config.get("UNIONHUB_ADMIN_PASSWORD"))

@@ -26,6 +26,7 @@ from .domain import require_role, require_scope
 
 log = logging.getLogger("unionhub.membership")
 OTP_PURGE_SECONDS = float(os.environ.get("OTP_PURGE_SECONDS", "600"))
+COUNT_FOLD_SECONDS = float(os.environ.get("COUNT_FOLD_SECONDS", "0.5"))
 
 
 def _now():
@@ -57,6 +58,15 @@ class MembershipService:
             return
         if gone:
             log.info("purged %d stale login-code records", gone)
+
+    @timer(interval=COUNT_FOLD_SECONDS)
+    def fold_member_counts(self):
+        """Add the member counter changes of recent joins, approvals and departures into the counters."""
+        try:
+            while store.fold_count_deltas(self.db) == 2000:
+                pass
+        except Exception:  # the next tick tries again
+            log.exception("folding member counters failed")
 
     # ---- identity -------------------------------------------------------------------------------------------
     @rpc
@@ -227,6 +237,7 @@ class MembershipService:
             if status == "active":
                 doc.update(card_no=card, joined_at=now)
             store.insert_member(self.db, session, doc)
+            store.count_member(self.db, session, doc, (status, 1))
             if status == "active":
                 self.outbox.add(session, "member_joined", domain.joined_data(doc, phone), subject=doc["_id"])
             return {"id": doc["_id"], "status": status, "card_no": doc.get("card_no"), "union_id": union["_id"]}
@@ -302,6 +313,11 @@ class MembershipService:
         moved = store.move_member(self.db, session, transfer["member_id"], transfer["from_union_id"], to, now)
         if moved is None:
             raise Conflict("The member is no longer active in the union they asked to leave.", code="NOT_ACTIVE")
+        was = dict(moved, union_id=transfer["from_union_id"], union_code=transfer["from_union_code"],
+                   region_code=transfer["from_union_code"][:6],
+                   prefecture_code=regions.prefecture_of(transfer["from_union_code"]))
+        store.count_member(self.db, session, was, ("active", -1))
+        store.count_member(self.db, session, moved, ("active", 1))
         self.outbox.add(session, "member_transferred", dict(
             domain.member_data(moved), from_union_id=transfer["from_union_id"],
             from_union_code=transfer["from_union_code"]), subject=moved["_id"])
@@ -331,6 +347,7 @@ class MembershipService:
             if m["status"] in domain.LIVE_STATUSES:
                 if store.leave(self.db, session, m["_id"], now) is None:
                     raise Conflict("The membership changed meanwhile; try again.", code="NOT_A_MEMBER")
+                store.count_member(self.db, session, m, (m["status"], -1), ("left", 1))
                 store.cancel_transfers(self.db, session, m["_id"], now)
             if erase:
                 store.erase_members(self.db, session, actor["sub"])
@@ -377,6 +394,7 @@ class MembershipService:
             active = store.activate(self.db, session, member_id, card, now)
             if active is None:
                 raise Conflict("The member is no longer pending.", code="NOT_PENDING")
+            store.count_member(self.db, session, active, ("pending", -1), ("active", 1))
             self.outbox.add(session, "member_joined", domain.joined_data(active, phone), subject=member_id)
             return {"id": member_id, "status": "active", "card_no": card}
         return transaction(self.db, txn)
@@ -392,6 +410,7 @@ class MembershipService:
             rejected = store.reject(self.db, session, member_id, p["reason"], _now())
             if rejected is None:
                 raise Conflict("The member is no longer pending.", code="NOT_PENDING")
+            store.count_member(self.db, session, rejected, ("pending", -1), ("rejected", 1))
             self.outbox.add(session, "member_rejected", {"member_id": member_id, "user_id": m["user_id"],
                                                          "union_id": m["union_id"], "reason": p["reason"]},
                             subject=member_id)
@@ -446,7 +465,7 @@ class MembershipService:
         """Member counts in the caller's scope by prefecture, county, union or occupation group."""
         q = load(schemas.StatsQuery, query or {})
         prefix = domain.scope_prefix(actor)
-        rows = store.count_members(self.db, prefix, q["status"], domain.stats_key(q["group_by"]))
+        rows = store.count_members(self.db, prefix, q["status"], q["group_by"])
         if q["group_by"] == "union":
             names = store.union_names(self.db, [k for k, _ in rows])
         elif q["group_by"] in ("prefecture", "county"):

@@ -18,7 +18,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from unionhub_kit import events
 from unionhub_kit.errors import Conflict
-from unionhub_kit.mongo import update_returning, upsert_returning
+from unionhub_kit.mongo import transaction, update_returning, upsert_returning
 
 from . import domain
 
@@ -63,6 +63,8 @@ def ensure_indexes(db):
     unique_when_present(db.transfers, "live_member")
     db.transfers.create_index([("to_union_code", ASC), ("_id", ASC)])
     db.otps.create_index("last_sent", name="stale_otps")
+    db.member_counts.create_index([("scope", ASC), ("group_by", ASC), ("status", ASC)])
+    db.member_counts.create_index([("group_by", ASC), ("status", ASC), ("union_code", ASC)])
     db.otp_clients.create_index("last_sent")
     db.logins.create_index("last_failure")
 
@@ -379,11 +381,101 @@ def list_members(db, prefix=None, union_id=None, status=None, after=None, limit=
     return list(db.members.find(q).sort("_id", ASC).limit(limit + 1))
 
 
-def count_members(db, prefix, status, field):
-    """``[(value, count)]`` of members under the organisation prefix, grouped by ``field``."""
-    rows = db.members.aggregate([{"$match": {"union_code": {"$regex": "^" + re.escape(prefix)}, "status": status}},
-                                 {"$group": {"_id": "$" + field, "n": {"$sum": 1}}}])
-    return [(r["_id"], r["n"]) for r in rows]
+# ---- member counters (GET /admin/stats/members) ------------------------------------------------------------------
+# Every change of a member's status writes its counter changes as one ``member_count_deltas`` document in the
+# change's own transaction (an insert: concurrent joins never contend on a hot counter there); ``fold_count_deltas``
+# (a timer) adds them into ``member_counts`` and deletes them in one transaction. Statistics read the counters of
+# one scope and grouping, plus the few deltas not folded yet: exact, and no scan of the members.
+def count_member(db, session, member, *changes):
+    """``changes``: ``(status, +1/-1)``: the member counted in (or out of) each status."""
+    incs = [[k, d] for status, delta in changes for k, d in domain.count_changes(member, status, delta)]
+    db.member_count_deltas.insert_one({"incs": incs}, session=session)
+
+
+class _Folded(Exception):
+    """Another process folded some of these deltas first."""
+
+
+def fold_count_deltas(db, limit=2000):
+    """Add up to ``limit`` deltas into the counters; returns how many were folded (0 when another process did)."""
+    docs = list(db.member_count_deltas.find({}).limit(limit))
+    if not docs:
+        return 0
+    sums = {}
+    for d in docs:
+        for key, delta in d["incs"]:
+            sums[key] = sums.get(key, 0) + delta
+    ids = [d["_id"] for d in docs]
+
+    def txn(session):
+        if db.member_count_deltas.delete_many({"_id": {"$in": ids}}, session=session).deleted_count != len(ids):
+            raise _Folded()
+        ops = [UpdateOne({"_id": k}, {"$inc": {"n": v}, "$setOnInsert": domain.counter_fields(k)}, upsert=True)
+               for k, v in sums.items() if v]
+        if ops:
+            db.member_counts.bulk_write(ops, ordered=False, session=session)
+    try:
+        transaction(db, txn)
+    except _Folded:
+        return 0
+    return len(ids)
+
+
+def count_members(db, prefix, status, group_by):
+    """``[(key, count)]`` of the members in scope ``prefix`` (a region prefix or a union's code) as ``status``,
+    grouped by ``group_by``: from the counters (a union's own members: counted on its index, a few hundred)."""
+    if len(prefix) > 6:  # one grassroots union
+        field = domain.stats_key(group_by)
+        counts = {}
+        for m in db.members.find({"union_id": domain.union_id_for(prefix), "status": status}, {field: 1}):
+            counts[m[field]] = counts.get(m[field], 0) + 1
+        return list(counts.items())
+    if group_by == "union":
+        flt = {"group_by": "union", "status": status, "union_code": {"$gte": prefix, "$lt": prefix + "~"}}
+        head = "%s|*|union|un_%s" % (status, prefix)
+    else:
+        flt = {"scope": prefix, "group_by": group_by, "status": status}
+        head = "%s|%s|%s|" % (status, prefix, group_by)
+    counts = {c["key"]: c["n"] for c in db.member_counts.find(flt, {"key": 1, "n": 1})}
+    for d in db.member_count_deltas.find({}, {"incs": 1}):  # not folded yet (a fraction of a second's worth)
+        for key, delta in d["incs"]:
+            if key.startswith(head):
+                k = key.rsplit("|", 1)[1]
+                counts[k] = counts.get(k, 0) + delta
+    return [(k, n) for k, n in counts.items() if n]
+
+
+def ensure_member_counts(db):
+    """At start: counters for the members written before there were counters (once; the first process to start
+    builds them, before it serves)."""
+    try:
+        db.counters.insert_one({"_id": "member-counts", "at": events.utcnow()})
+    except DuplicateKeyError:
+        return
+    if db.members.estimated_document_count():
+        rebuild_member_counts(db)
+
+
+def rebuild_member_counts(db, progress=None):
+    """Counters from the members themselves (members written before the counters; seed-scale after loading): one
+    pass over the members. ``progress(n)`` is told every 10,000 members."""
+    db.member_counts.delete_many({})
+    db.member_count_deltas.delete_many({})
+    sums = {}
+    fields = {"status": 1, "union_id": 1, "region_code": 1, "prefecture_code": 1, "occupation_group": 1}
+    for n, m in enumerate(db.members.find({}, fields, batch_size=5000), 1):
+        if progress and n % 10000 == 0:
+            progress(10000)
+        for key, delta in domain.count_changes(m, m["status"], 1):
+            sums[key] = sums.get(key, 0) + delta
+    write_member_counts(db, sums)
+
+
+def write_member_counts(db, sums):
+    ops = [UpdateOne({"_id": k}, {"$inc": {"n": v}, "$setOnInsert": domain.counter_fields(k)}, upsert=True)
+           for k, v in sums.items() if v]
+    for n in range(0, len(ops), 1000):
+        db.member_counts.bulk_write(ops[n:n + 1000], ordered=False)
 
 
 # ---- transfers --------------------------------------------------------------------------------------------------

@@ -82,6 +82,37 @@ def plan_many(db, session, template, jobs, now, phones=None, announcement_id=Non
     return inbox, dispatches
 
 
+def plan_multicast(db, template, user_ids, data, notification_id, dedupe_prefix, now, max_tokens):
+    """Push messages to the devices of ``user_ids`` as multicast dispatches: one per (time it may go out, language,
+    platform) and up to ``max_tokens`` device tokens each, i.e. one provider call instead of one per device. The
+    members' preferences apply as for one message (muted category, push off, quiet hours hold it)."""
+    devices = store.devices_of(db, user_ids)
+    if not devices:
+        return []
+    prefs = store.preferences_of(db, list({d["user_id"] for d in devices}))
+    groups = {}
+    for device in devices:
+        p = domain.prefs_view(prefs.get(device["user_id"]))
+        if "push" not in domain.provider_channels(template, p):
+            continue
+        due = domain.quiet_until(now, p["quiet_hours"]) or now
+        groups.setdefault((due, p["language"], device["platform"]), []).append(device)
+    out = []
+    for (due, language, platform), members in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1], g[0][2])):
+        rendered = templates.render(template, "push", data, language)
+        for n in range(0, len(members), max_tokens):
+            chunk = members[n:n + max_tokens]
+            doc = domain.dispatch_doc(None, notification_id, template, "push",
+                                      rendered, None, "%d devices" % len(chunk),
+                                      "%s:%s:%s:%s:%d" % (dedupe_prefix, "now" if due <= now else due.isoformat(),
+                                                          language, platform, n),
+                                      now, due, platform=platform)
+            doc.pop("to_enc")
+            doc.update(tokens_enc=[seal_contact(d["token"]) for d in chunk], multicast=len(chunk))
+            out.append(doc)
+    return out
+
+
 def _provider(settings, channel):
     return settings.sms if channel == "sms" else settings.push
 
@@ -91,7 +122,11 @@ def send(db, settings, outbox, doc):
     attempts = doc["attempts"] + 1
     error = None
     try:
-        to = crypto.decrypt(doc["to_enc"], CONTACT)
+        if doc.get("multicast"):
+            to = [crypto.decrypt(t, CONTACT) for t in doc["tokens_enc"]]
+            settings.push_pacer.wait()  # the provider's limit of multicast calls a second
+        else:
+            to = crypto.decrypt(doc["to_enc"], CONTACT)
         _provider(settings, doc["channel"]).send(domain.provider_message(doc, to), timeout=settings.provider_timeout,
                                                  delivery_id=doc["_id"])
     except ProviderError as exc:
@@ -114,11 +149,13 @@ def send(db, settings, outbox, doc):
 def _final(db, outbox, doc, attempts, status, error, now):
     update = {"$set": {"status": status, "attempts": attempts, "last_error": error, "finished_at": now}}
     if status == "delivered":
-        update["$unset"] = {"to_enc": ""}  # the contact is not needed any more
+        update["$unset"] = {"to_enc": "", "tokens_enc": ""}  # the contacts are not needed any more
 
     def txn(session):
         if store.settle(db.dispatches, doc, update, session=session):
             _announce(outbox, session, dict(doc, attempts=attempts), error)
+            if doc.get("multicast") and status == "delivered":
+                store.count_pushes(db, session, doc["notification_id"], doc["multicast"])
     transaction(db, txn)
     return status
 

@@ -160,7 +160,8 @@ def dispatch_doc(user_id, notification_id, template, channel, rendered, to_enc, 
 
 
 def provider_message(doc, to):
-    """The JSON a provider receives (API.md: ``{to, template, params, text}`` for SMS)."""
+    """The JSON a provider receives (API.md: ``{to, template, params, text}`` for SMS; for a push multicast ``to`` is
+    the list of device tokens, up to ``PUSH_MULTICAST_MAX``)."""
     if doc["channel"] == "sms":
         return {"to": to, "template": doc["template"], "params": doc["params"], "text": doc["text"]}
     return {"to": to, "platform": doc.get("platform"), "template": doc["template"], "params": doc["params"],
@@ -234,17 +235,83 @@ def audience_filter(audience, scope):
     return f
 
 
+def announcement_keys(audience):
+    """The keys an announcement is found by from a member's inbox: those of its most selective dimension (its unions,
+    else its region prefixes, else its occupation groups). A member's inbox asks for its own keys
+    (``member_keys``); the other dimensions and the scope are checked on what comes back (``reaches``)."""
+    if audience.get("union_ids"):
+        return sorted({"u:" + u for u in audience["union_ids"]})
+    if audience.get("region_codes"):
+        return sorted({"r:" + regions.normalize_prefix(p) for p in audience["region_codes"]})
+    return sorted({"g:" + g for g in audience.get("occupation_groups") or ()})
+
+
+def member_keys(member):
+    """The keys of the announcements that may reach ``member`` (a projection document)."""
+    region = member.get("region_code") or ""
+    prefixes = {regions.normalize_prefix(region[:n].ljust(6, "0")) for n in (2, 4, 6) if len(region) >= n}
+    keys = ["r:" + p for p in sorted(prefixes)]
+    if member.get("union_id"):
+        keys.append("u:" + member["union_id"])
+    if member.get("occupation_group"):
+        keys.append("g:" + member["occupation_group"])
+    return keys
+
+
+def reaches(doc, member):
+    """Whether the announcement ``doc`` is for ``member``: an active member, inside the sender's scope, in every
+    dimension the audience names, and active when it was sent (members see what was sent while they were members,
+    as when every announcement was written into each inbox)."""
+    if member is None or member.get("status") != "active":
+        return False
+    code, region = member.get("union_code") or "", member.get("region_code") or ""
+    if not code.startswith(doc["scope"]):
+        return False
+    audience = doc["audience"]
+    prefixes = [regions.normalize_prefix(p) for p in audience.get("region_codes") or ()]
+    if prefixes and not any(region.startswith(p) for p in prefixes):
+        return False
+    if audience.get("occupation_groups") and member.get("occupation_group") not in audience["occupation_groups"]:
+        return False
+    if audience.get("union_ids") and member.get("union_id") not in audience["union_ids"]:
+        return False
+    since = member.get("active_since")
+    return since is None or doc["created_at"] >= since
+
+
+def id_at(when):
+    """The smallest id of ``when`` (ids start with their millisecond): a lower bound for ids created since."""
+    return "%012x%s" % (int(when.timestamp() * 1000), "0" * 12)
+
+
+def announcement_entry(doc, read):
+    """An announcement as an inbox entry (the member's read state beside it)."""
+    return {"_id": doc["_id"], "category": FLOWS["announcement"].category, "title": doc["title"], "body": doc["body"],
+            "created_at": doc["created_at"], "read": read}
+
+
+def merge_inbox(own, announcements, limit):
+    """The member's own entries and the announcements that reach them, newest first, ``limit + 1`` at most (each
+    list was fetched newest first, ``limit + 1`` at most, below the same cursor)."""
+    return sorted(own + announcements, key=lambda d: d["_id"], reverse=True)[:limit + 1]
+
+
 def announcement_doc(actor, body, now):
+    """Written once: every member it reaches reads it from here (fan-out on read). ``recipients`` is counted, and
+    push messages to the members' devices are sent in batches, by the fan-out worker."""
     return {"_id": new_id(now), "title": body["title"], "body": body["body"], "audience": body["audience"],
-            "scope": regions.normalize_prefix(actor["scope"]), "created_by": actor["sub"], "status": "pending",
-            "recipients": None, "delivered": 0, "scanned": 0, "created_at": now, "started_at": None,
-            "finished_at": None, "lease_until": NO_LEASE}
+            "keys": announcement_keys(body["audience"]), "scope": regions.normalize_prefix(actor["scope"]),
+            "created_by": actor["sub"], "status": "pending", "recipients": None, "delivered": 0, "scanned": 0,
+            "batches": 0, "created_at": now, "started_at": None, "finished_at": None, "lease_until": NO_LEASE}
 
 
 def announcement_view(doc):
+    """``delivered``: the members whose inbox shows it (all of the audience counted so far: it shows in every
+    inbox at once); ``pushes``: the device tokens handed to the provider's multicast so far."""
     return {"id": doc["_id"], "status": doc["status"], "recipients": doc["recipients"] or 0,
             "delivered": doc["delivered"], "title": doc["title"], "audience": doc["audience"],
-            "created_at": rfc3339(doc["created_at"]), "finished_at": rfc3339(doc.get("finished_at"))}
+            "created_at": rfc3339(doc["created_at"]), "finished_at": rfc3339(doc.get("finished_at")),
+            "pushes": doc.get("pushes", 0)}
 
 
 def own_announcement(doc, actor):

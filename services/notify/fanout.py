@@ -1,15 +1,19 @@
-"""Announcement fan-out: from the member projection to the inbox, in batches, resumable without duplicates.
+"""Announcements: written once, read by every member they reach; this worker counts the audience and sends the push
+messages in provider batches.
 
-One replica at a time holds an announcement's lease. It streams the audience from the projection with one cursor
-(the store serves a stream far better than repeated range queries), and for every ``NOTIFY_FANOUT_BATCH`` members
-writes their inbox entries (and push messages) with ``insert_many``, then checkpoints its progress and renews the
-lease. A run stops when its time is up and the next run of the same worker continues the same cursor.
+An announcement is in every audience member's inbox from the moment it is written: the inbox merges the member's own
+entries with the announcements found by the member's keys (fan-out on read, ``domain.reaches``), and a member's read
+state of an announcement is a small record of its own. Nothing is written per member, so a notice to all of Sichuan
+costs one insert, not 7.5 million.
 
-The entries carry a unique ``dedupe`` key (``ann:<announcement>:<user>``). When a worker dies or fails between a
-batch and its checkpoint, whoever takes the announcement over (after the lease expires, or the same worker after an
-error) streams the audience again from the start, counting the entries that exist and writing only the missing
-ones: nobody gets the announcement twice, nobody is skipped, and ``delivered`` stays exact. Progress (``recipients``,
-``delivered``, ``status``) is readable throughout.
+What is left per member is the push message, and it goes to the provider as multicasts (``PUSH_MULTICAST_MAX``
+device tokens a call, ``PUSH_MULTICAST_PER_SECOND`` calls a second, each retried with backoff like any dispatch).
+One replica at a time holds an announcement's lease. It streams the audience from the projection with one cursor,
+and for every ``NOTIFY_FANOUT_BATCH`` members writes the batch's multicast dispatches, then checkpoints the members
+counted (``recipients``: the inbox shows it to all of them) and renews the lease. A run stops when its time is up and
+the next run of the same worker continues the same cursor. A worker that takes an announcement over continues after
+the checkpoint: the audience streams in the same order, and a batch written but not checkpointed is written again
+under the same ``dedupe`` keys, so no device gets the push twice.
 """
 import itertools
 import logging
@@ -24,8 +28,8 @@ log = logging.getLogger("unionhub.notify.fanout")
 class _Stream:
     """A worker's open audience cursor, kept between its runs while they end cleanly."""
 
-    def __init__(self, cursor, scanned=0, resuming=False):
-        self.cursor, self.scanned, self.resuming = cursor, scanned, resuming
+    def __init__(self, cursor, scanned=0, batches=0):
+        self.cursor, self.scanned, self.batches = cursor, scanned, batches
 
     def next_batch(self, size):
         return [d["_id"] for d in itertools.islice(self.cursor, size)]
@@ -36,7 +40,7 @@ _streams = {}  # (owner, announcement id) -> _Stream where this worker's last ru
 
 def run(db, settings, budget=None):
     """Work on one announcement for up to ``budget`` seconds. Returns ``(more, pushes)``: whether work is left
-    (this announcement or another) and how many push messages were queued."""
+    (this announcement or another) and how many multicast messages were queued."""
     budget = settings.tick_budget if budget is None else budget
     now = domain.CLOCK.now()
     owner = settings.owner
@@ -47,41 +51,37 @@ def run(db, settings, budget=None):
     query = domain.audience_filter(before["audience"], before["scope"])
     stream = _streams.pop((owner, aid), None)
     if before["status"] == "pending":
-        recipients = store.count_audience(db, query)
-        if not store.start_announcement(db, aid, owner, recipients, now):
-            return True, 0  # counting outlasted the lease and another worker took it over
-        log.info("announcement %s: fan-out to %d members started", aid, recipients)
+        if not store.start_announcement(db, aid, owner, now):
+            return True, 0
+        log.info("announcement %s: counting its audience and sending its pushes", aid)
         stream = _Stream(store.audience_stream(db, query, settings.batch))
     elif stream is None or stream.scanned != before.get("scanned") or before.get("lease_owner") != owner:
-        # taken over from a worker that stopped (or failed) between a batch and its checkpoint: stream again from
-        # the start, counting the entries that exist and writing the missing ones
-        if not store.reset_progress(db, aid, owner):
-            return True, 0
-        log.warning("announcement %s: resuming; writing the missing entries", aid)
-        stream = _Stream(store.audience_stream(db, query, settings.batch), resuming=True)
+        # taken over from a worker that stopped (or failed) between a batch and its checkpoint: continue after the
+        # checkpoint; the batch after it is written again under the same dedupe keys
+        scanned, batches = before.get("scanned") or 0, before.get("batches") or 0
+        log.warning("announcement %s: resuming after %d members", aid, scanned)
+        stream = _Stream(store.audience_stream(db, query, settings.batch, skip=scanned), scanned, batches)
     data = {"title": before["title"], "body": before["body"]}
     deadline = time.monotonic() + budget
     pushes = 0
     while True:
         now = domain.CLOCK.now()
         batch = stream.next_batch(settings.batch)
-        todo = store.without_announcement_entry(db, aid, batch) if stream.resuming else batch
-        inserted = 0
-        if todo:
-            inbox, dispatches = delivery.plan(db, None, "announcement", todo, data, "ann:%s" % aid, now,
-                                              announcement_id=aid)
-            inserted = store.insert_new(db.notifications, inbox)
-            pushes += store.insert_new(db.dispatches, dispatches)
-            before_checkpoint(aid, todo)
+        if batch:
+            multicasts = delivery.plan_multicast(db, "announcement", batch, data, aid,
+                                                 "ann:%s:b%d" % (aid, stream.batches), now,
+                                                 settings.push_multicast_max)
+            pushes += store.insert_new(db.dispatches, multicasts)
+            before_checkpoint(aid, batch)
         stream.scanned += len(batch)
+        stream.batches += 1
         lease_until = now + timedelta(seconds=settings.lease_seconds)
-        delivered = inserted + len(batch) - len(todo)  # (when resuming, those who had it already count too)
-        if not store.checkpoint_announcement(db, aid, owner, stream.scanned, delivered, lease_until):
+        if not store.checkpoint_announcement(db, aid, owner, stream.scanned, stream.batches, lease_until):
             log.warning("announcement %s: lease lost, another worker continues", aid)
             return True, pushes
         if len(batch) < settings.batch:  # the stream is exhausted
             store.finish_announcement(db, aid, owner, domain.CLOCK.now())
-            log.info("announcement %s: fan-out finished", aid)
+            log.info("announcement %s: %d members, pushes queued", aid, stream.scanned)
             return True, pushes
         if time.monotonic() > deadline:
             _streams[(owner, aid)] = stream

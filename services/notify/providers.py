@@ -29,6 +29,8 @@ class ProviderError(Exception):
 def _masked(message):
     params = {k: ("*" * len(str(v)) if k == "code" else v) for k, v in (message.get("params") or {}).items()}
     to = message.get("to") or ""
+    if isinstance(to, list):  # a push multicast
+        return "%d devices" % len(to), params
     return (mask_phone(to) if message.get("platform") is None else to[:4] + "…"), params
 
 

@@ -7,9 +7,11 @@ committed by then). Like nameko's ``@timer`` it never runs two ticks of one meth
 methods lease their work items, so replicas share the work.
 """
 import os
+import time
 import uuid
 from datetime import timedelta
 
+import eventlet
 from eventlet.event import Event
 from eventlet.queue import Empty, LightQueue
 from nameko.extensions import DependencyProvider, Entrypoint
@@ -96,6 +98,21 @@ class Wake(DependencyProvider):
                     ep.wake()
 
 
+class Pacer:
+    """At most ``rate`` calls a second from this process (green threads wait their turn)."""
+
+    def __init__(self, rate):
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next_at = 0.0
+
+    def wait(self):
+        now = time.monotonic()
+        at = max(now, self.next_at)
+        self.next_at = at + self.interval
+        if at > now:
+            eventlet.sleep(at - now)
+
+
 class Settings:
     """What notify reads from its configuration (nameko config first, then the environment).
 
@@ -103,7 +120,8 @@ class Settings:
     with ``PUSH_``, ``NOTIFY_PROVIDER_TIMEOUT`` (s). Retries of SMS / push: ``NOTIFY_MAX_ATTEMPTS``,
     ``NOTIFY_RETRY_BASE_SECONDS``, ``NOTIFY_RETRY_CAP_SECONDS``; of the login code (synchronous):
     ``NOTIFY_OTP_ATTEMPTS`` within ``NOTIFY_OTP_BUDGET_SECONDS``. Fan-out: ``NOTIFY_FANOUT_BATCH``,
-    ``NOTIFY_LEASE_SECONDS``, ``NOTIFY_TICK_BUDGET_SECONDS``. Webhooks: ``WEBHOOK_ALLOW_PRIVATE``,
+    ``NOTIFY_LEASE_SECONDS``, ``NOTIFY_TICK_BUDGET_SECONDS``; push multicast: ``PUSH_MULTICAST_MAX`` device tokens a
+    provider call (1000), ``PUSH_MULTICAST_PER_SECOND`` calls a second (20). Webhooks: ``WEBHOOK_ALLOW_PRIVATE``,
     ``WEBHOOK_MAX_ATTEMPTS``, ``WEBHOOK_RETRY_BASE_SECONDS``, ``WEBHOOK_RETRY_CAP_SECONDS``,
     ``WEBHOOK_TIMEOUT_SECONDS``. Clock: ``NOTIFY_CLOCK_OFFSET_SECONDS`` (tests and demos of quiet hours).
     """
@@ -122,6 +140,8 @@ class Settings:
         self.batch = int(f("NOTIFY_FANOUT_BATCH", 1000))
         self.tick_budget = f("NOTIFY_TICK_BUDGET_SECONDS", 5)
         self.concurrency = int(f("NOTIFY_SEND_CONCURRENCY", 20))
+        self.push_multicast_max = int(f("PUSH_MULTICAST_MAX", 1000))  # device tokens per provider call
+        self.push_pacer = Pacer(f("PUSH_MULTICAST_PER_SECOND", 20))  # provider calls a second, per process
         self.webhook_allow_private = (get("WEBHOOK_ALLOW_PRIVATE") or "0").lower() in ("1", "true", "yes")
         self.webhook_max_attempts = int(f("WEBHOOK_MAX_ATTEMPTS", 8))
         self.webhook_retry_base = f("WEBHOOK_RETRY_BASE_SECONDS", 2)

@@ -22,7 +22,7 @@ from unionhub_kit.rpc import Rpc
 from unionhub_kit.ping import ping as _ping
 from unionhub_kit.schema import load
 
-from . import delivery, domain, fanout, schemas, store, webhooks
+from . import delivery, domain, fanout, inbox, schemas, store, webhooks
 from .runtime import SettingsProvider, Wake, poll
 
 log = logging.getLogger("unionhub.notify")
@@ -59,15 +59,14 @@ class NotifyService:
     def list_notifications(self, actor, query=None):
         user = domain.require_role(actor, "member")["sub"]
         q = load(schemas.NotificationsQuery, query or {})
-        docs = store.list_notifications(self.db, user, q["unread"], domain.decode_cursor(q["cursor"]), q["limit"])
-        return domain.page(docs, q["limit"], domain.notification_view)
+        return inbox.page(self.db, user, q["unread"], domain.decode_cursor(q["cursor"]), q["limit"])
 
     @rpc
     def mark_read(self, actor, notification_id):
         user = domain.require_role(actor, "member")["sub"]
         doc = None
         if isinstance(notification_id, str) and domain.ID_RE.match(notification_id):
-            doc = store.mark_read(self.db, user, notification_id, domain.CLOCK.now())
+            doc = inbox.mark_read(self.db, user, notification_id, domain.CLOCK.now())
         if doc is None:
             raise NotFound("No such notification.")
         return domain.notification_view(doc)
@@ -207,7 +206,7 @@ class NotifyService:
 
     def _member_joined(self, session, event, phone):
         d = event["data"]
-        fields = _member_fields(d)
+        fields = dict(_member_fields(d), active_since=events.parse_time(event["time"]))
         if phone:
             fields.update(phone_enc=delivery.seal_contact(phone), phone_masked=d["phone_masked"])
         store.project_member(self.db, session, d["user_id"], fields, events.parse_time(event["time"]))

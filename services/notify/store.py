@@ -17,7 +17,7 @@ from pymongo.errors import BulkWriteError
 
 from unionhub_kit import crypto
 from unionhub_kit.idempotency import run_idempotent  # noqa: F401  (store.run_idempotent for the service)
-from unionhub_kit.mongo import upsert_returning
+from unionhub_kit.mongo import update_returning, upsert_returning
 
 from . import domain
 
@@ -35,6 +35,7 @@ def ensure_indexes(db):
     db.dispatches.create_index([("status", ASC), ("due_at", ASC)])
     db.dispatches.create_index([("user_id", ASC), ("status", ASC)])
     db.announcements.create_index([("status", ASC), ("_id", ASC)])
+    db.announcements.create_index([("keys", ASC), ("_id", DESC)])
     db.webhooks.create_index([("owner", ASC), ("_id", DESC)])
     db.webhooks.create_index([("event_types", ASC)])
     db.webhook_deliveries.create_index([("webhook_id", ASC), ("_id", DESC)])
@@ -121,13 +122,14 @@ def erase_member(db, session, user_id):
                               session=session)
 
 
-def audience_stream(db, query, batch):
-    """A cursor over the audience's user ids (natural order; the store streams it in ``batch``-sized reads)."""
-    return db.members.find(query, {"_id": 1}, batch_size=batch)
+def audience_stream(db, query, batch, skip=0):
+    """A cursor over the audience's user ids (natural order; the store streams it in ``batch``-sized reads), after
+    the first ``skip`` of them (a fan-out continued from its checkpoint)."""
+    return db.members.find(query, {"_id": 1}, batch_size=batch, skip=skip)
 
 
-def count_audience(db, query):
-    return db.members.count_documents(query)
+def get_member(db, user_id):
+    return db.members.find_one({"_id": user_id})
 
 
 # ---- inbox ----------------------------------------------------------------------------------------------------
@@ -149,16 +151,40 @@ def list_notifications(db, user_id, unread, after, limit):
 
 def mark_read(db, user_id, notification_id, now):
     """The member's entry, marked read; None when there is no such entry of theirs."""
-    return db.notifications.find_one_and_update(
-        {"_id": notification_id, "user_id": user_id}, {"$set": {"read": True, "read_at": now}},
-        return_document=ReturnDocument.AFTER)
+    return update_returning(db.notifications, {"_id": notification_id, "user_id": user_id},
+                            {"$set": {"read": True, "read_at": now}})
 
 
-def without_announcement_entry(db, announcement_id, user_ids):
-    """Those of ``user_ids`` who have no entry of the announcement yet (one indexed lookup per batch)."""
-    keys = {"ann:%s:%s" % (announcement_id, u): u for u in user_ids}
-    have = {d["dedupe"] for d in db.notifications.find({"dedupe": {"$in": list(keys)}}, {"dedupe": 1})}
-    return [u for k, u in keys.items() if k not in have]
+def announcements_for(db, keys, below, since, limit):
+    """Up to ``limit`` announcements found by any of ``keys``, newest first, with ids below ``below`` (a cursor;
+    None: from the newest) and from ``since`` (an id; None: from the first)."""
+    q = {"keys": {"$in": list(keys)}}
+    ids = {}
+    if below is not None:
+        ids["$lt"] = below
+    if since is not None:
+        ids["$gte"] = since
+    if ids:
+        q["_id"] = ids
+    return list(db.announcements.find(q, {"title": 1, "body": 1, "audience": 1, "scope": 1, "created_at": 1})
+                .sort("_id", DESC).limit(limit))
+
+
+def read_announcements(db, user_id, announcement_ids):
+    """Which of ``announcement_ids`` the member has read (one point lookup each, in one query)."""
+    keys = ["%s:%s" % (a, user_id) for a in announcement_ids]
+    return {d["announcement_id"] for d in db.announcement_reads.find({"_id": {"$in": keys}}, {"announcement_id": 1})}
+
+
+def mark_announcement_read(db, user_id, announcement_id, now):
+    db.announcement_reads.update_one({"_id": "%s:%s" % (announcement_id, user_id)},
+                                     {"$setOnInsert": {"announcement_id": announcement_id, "user_id": user_id,
+                                                       "at": now}}, upsert=True)
+
+
+def count_pushes(db, session, announcement_id, n):
+    """``n`` more device tokens of the announcement handed to the push provider."""
+    db.announcements.update_one({"_id": announcement_id}, {"$inc": {"pushes": n}}, session=session)
 
 
 # ---- preferences and devices ----------------------------------------------------------------------------------
@@ -229,34 +255,25 @@ def claim_announcement(db, now, lease_seconds, owner):
     return None
 
 
-def start_announcement(db, _id, owner, recipients, now):
+def start_announcement(db, _id, owner, now):
     return db.announcements.update_one(
         {"_id": _id, "lease_owner": owner, "status": "pending"},
-        {"$set": {"status": "running", "recipients": recipients, "started_at": now}}).matched_count == 1
+        {"$set": {"status": "running", "started_at": now}}).matched_count == 1
 
 
-def reset_progress(db, _id, owner):
-    """A resumed fan-out streams its audience again and counts what it finds delivered as it goes."""
-    return db.announcements.update_one({"_id": _id, "lease_owner": owner},
-                                       {"$set": {"delivered": 0, "scanned": 0}}).matched_count == 1
-
-
-def checkpoint_announcement(db, _id, owner, scanned, delivered, lease_until):
-    """Record progress after a batch; False if the lease was lost (another replica took over)."""
+def checkpoint_announcement(db, _id, owner, scanned, batches, lease_until):
+    """Record progress after a batch (the audience counted so far sees it in the inbox: recipients and delivered);
+    False if the lease was lost (another replica took over)."""
     return db.announcements.update_one(
         {"_id": _id, "lease_owner": owner},
-        {"$set": {"scanned": scanned, "lease_until": lease_until}, "$inc": {"delivered": delivered}}
-    ).matched_count == 1
+        {"$set": {"scanned": scanned, "batches": batches, "recipients": scanned, "delivered": scanned,
+                  "lease_until": lease_until}}).matched_count == 1
 
 
 def finish_announcement(db, _id, owner, now):
-    doc = db.announcements.find_one({"_id": _id, "lease_owner": owner}, {"delivered": 1})
-    if doc is None:
-        return False
     return db.announcements.update_one(
         {"_id": _id, "lease_owner": owner},
-        {"$set": {"status": "done", "finished_at": now, "recipients": doc["delivered"], "lease_until": NO_LEASE}},
-    ).matched_count == 1
+        {"$set": {"status": "done", "finished_at": now, "lease_until": NO_LEASE}}).matched_count == 1
 
 
 # ---- webhooks -------------------------------------------------------------------------------------------------

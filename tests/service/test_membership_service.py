@@ -3,6 +3,7 @@
 A small fake notify container answers ``send_sms`` (recording what it was asked to send); a tap queue bound to
 ``membership.events`` shows what the outbox really published.
 """
+import collections
 import datetime
 import itertools
 import json
@@ -650,3 +651,35 @@ def test_member_stats_in_scope(svc):
     unions = svc.member_stats(dict(ADMIN, scope="510104"), {"group_by": "union"})
     assert unions["items"] == [{"key": jinjiang["id"], "name": "测试工会", "count": 1}]
     raises("VALIDATION_ERROR", svc.member_stats, ADMIN, {"group_by": "galaxy"})
+
+
+def test_member_counters_follow_every_change_and_equal_a_count_of_the_members(svc):
+    """Joins (pending and active), approval, rejection, transfer, leaving, concurrent approvals: the counters (folded
+    or not yet) give what counting the member documents gives, in every scope and grouping."""
+    home, away = svc.union(auto_approve=False), svc.union(auto_approve=True, parent_id="un_510300")
+    members = [svc.member() for _ in range(6)]
+    joined = [svc.join(m, join_body(home["id"], occupation_group=g))
+              for m, g in zip(members, ["courier", "courier", "delivery_rider", "courier", "truck_driver", "courier"])]
+    svc.concurrently("approve_member", [(ADMIN, j["id"]) for j in joined[:4]] * 2)
+    svc.reject_member(ADMIN, joined[4]["id"], {"reason": "不在本单位"})
+    svc.request_transfer(members[0], {"to_union_id": away["id"]})
+    svc.leave(members[1])
+    svc.join(svc.member(), join_body(away["id"]))
+
+    def brute(prefix, status, group_by):
+        field = {"prefecture": "prefecture_code", "county": "region_code", "union": "union_id",
+                 "occupation_group": "occupation_group"}[group_by]
+        out = collections.Counter(m[field] for m in svc.db.members.find({"status": status})
+                                  if m["union_code"].startswith(prefix))
+        return dict(out)
+
+    for folded in (False, True):
+        if folded:
+            svc.fold_member_counts()
+            assert svc.db.member_count_deltas.count_documents({}) == 0
+        for scope in ("51", "5101", "510104", "5103", home["code"]):
+            for status in ("pending", "active", "rejected", "left"):
+                for group_by in ("prefecture", "county", "union", "occupation_group"):
+                    got = svc.member_stats(dict(ADMIN, scope=scope), {"group_by": group_by, "status": status})
+                    assert {i["key"]: i["count"] for i in got["items"]} == brute(scope, status, group_by), \
+                        (scope, status, group_by, folded)

@@ -1,13 +1,14 @@
-"""Announcements on the real broker and store: audience × scope from the projection, batched fan-out with progress,
-push to devices, and a crash in the middle that resumes without sending anything twice."""
+"""Announcements on the real broker and store: written once and in every audience member's inbox at once (fan-out on
+read, merged with the member's own entries, read state per member), audience × scope from the projection, pushes
+to the members' devices as provider multicasts, and a crash in the middle that resumes without pushing twice."""
 import collections
 
 import eventlet
 import pytest
 from nameko.testing.services import entrypoint_hook
 
-from services.notify import fanout
-from tests.service.notify_support import notify_container, lines, notify_config, wait_for
+from services.notify import domain, fanout
+from tests.service.notify_support import lines, notify_config, notify_container, wait_for
 from unionhub_kit.errors import Forbidden, ValidationFailed
 
 ADMIN = {"sub": "acc_admin", "role": "union_admin", "scope": "5101"}
@@ -52,32 +53,93 @@ def progress(container, aid, actor=ADMIN):
         return get(actor, aid)
 
 
-def assert_each_once(db, aid, expected):
-    per_user = collections.Counter(d["user_id"] for d in db.notifications.find({"announcement_id": aid}))
-    assert per_user == {u: 1 for u in expected}
+def inbox(container, user_id, **query):
+    with entrypoint_hook(container, "list_notifications") as list_:
+        return list_({"sub": user_id, "role": "member"}, query)
 
 
-def test_announcement_reaches_exactly_its_audience_in_batches(container_factory, config, tmp_path, db_of):
-    cfg = notify_config(config, tmp_path, NOTIFY_FANOUT_BATCH=BATCH)
-    notify = start(container_factory, cfg)
+def give_devices(db, user_ids):
+    db.devices.insert_many([{"_id": "dev_%s" % u, "user_id": u, "platform": "android", "token": "tok-%s" % u,
+                             "created_at": domain.CLOCK.now()} for u in user_ids])
+
+
+def pushed_tokens(cfg):
+    """Every device token the push provider was handed, with how many times (multicast lines: ``to`` a list)."""
+    return collections.Counter(t for m in lines(cfg["PUSH_SINK_FILE"]) if isinstance(m["to"], list) for t in m["to"])
+
+
+def assert_pushed_once(cfg, users):
+    want = {"tok-%s" % u: 1 for u in users}
+    try:
+        wait_for(lambda: pushed_tokens(cfg) == want)
+    except eventlet.Timeout:
+        pass
+    assert pushed_tokens(cfg) == want
+
+
+def test_announcement_is_in_every_audience_inbox_at_once_and_pushed_in_multicasts(
+        container_factory, config, tmp_path, db_of):
+    cfg = notify_config(config, tmp_path, NOTIFY_FANOUT_BATCH=BATCH, PUSH_MULTICAST_MAX=7)
     db = db_of("notify")
     expected = seed(db, 1500)
-    with entrypoint_hook(notify, "register_device") as register:
-        register({"sub": expected[0], "role": "member"}, {"platform": "android", "token": "fcm-announce-01"})
+    outsiders = sorted({d["_id"] for d in db.members.find({})} - set(expected))
+    give_devices(db, expected[:40] + outsiders[:5])
+    db.notifications.insert_one(domain.notification_doc(expected[0], "coupon_claimed", {"title": "mine", "body": "b"},
+                                                        "own", domain.CLOCK.now()))
+    notify = start(container_factory, cfg)
     out = announce(notify)
     assert out["status"] == "pending"
+    # in the inbox at once: nothing was written per member
+    first = inbox(notify, expected[0])["items"]
+    assert [i["title"] for i in first] == ["端午慰问", "mine"] and first[0]["id"] == out["id"]
+    assert first[0]["category"] == "announcements" and first[0]["read"] is False
+    assert inbox(notify, expected[-1])["items"][0]["id"] == out["id"]
+    assert not [i for u in outsiders[:20] for i in inbox(notify, u)["items"]]
     done = wait_for(lambda: (lambda p: p["status"] == "done" and p)(progress(notify, out["id"])))
     assert done["recipients"] == done["delivered"] == len(expected) > BATCH * 2
-    assert_each_once(db, out["id"], expected)
-    entry = db.notifications.find_one({"announcement_id": out["id"]})
-    assert entry["category"] == "announcements" and entry["title"] == "端午慰问" and entry["read"] is False
-    push = wait_for(lambda: [m for m in lines(cfg["PUSH_SINK_FILE"]) if m["to"] == "fcm-announce-01"])
-    assert push[0]["body"] == "端午慰问"
+    assert db.notifications.count_documents({}) == 1
+    # pushes: the audience's devices, each once, at most 7 tokens a provider call
+    assert_pushed_once(cfg, expected[:40])
+    calls = [m for m in lines(cfg["PUSH_SINK_FILE"]) if isinstance(m["to"], list)]
+    assert max(len(m["to"]) for m in calls) == 7 and calls[0]["body"] == "端午慰问"
+    wait_for(lambda: progress(notify, out["id"])["pushes"] == 40)
+    # read state is the member's own
+    with entrypoint_hook(notify, "mark_read") as mark:
+        assert mark({"sub": expected[0], "role": "member"}, out["id"])["read"] is True
+        with pytest.raises(Exception) as exc:
+            mark({"sub": outsiders[0], "role": "member"}, out["id"])
+        assert getattr(exc.value, "code", None) == "NOT_FOUND"
+    assert inbox(notify, expected[0])["items"][0]["read"] is True
+    assert [i["title"] for i in inbox(notify, expected[0], unread=True)["items"]] == ["mine"]
+    assert [i["title"] for i in inbox(notify, expected[0], unread=False)["items"]] == ["端午慰问"]
+    assert inbox(notify, expected[1])["items"][0]["read"] is False
     # another admin's scope does not see it; the province does
     with pytest.raises(Exception) as exc:
         progress(notify, out["id"], {"sub": "x", "role": "union_admin", "scope": "5107"})
     assert getattr(exc.value, "code", None) == "NOT_FOUND"
     assert progress(notify, out["id"], {"sub": "y", "role": "union_admin", "scope": "51"})["delivered"] == len(expected)
+
+
+def test_inbox_pages_through_entries_and_announcements_with_one_cursor(container_factory, config, tmp_path, db_of):
+    notify = start(container_factory, notify_config(config, tmp_path))
+    db = db_of("notify")
+    user = seed(db, 8)[0]
+    titles = []
+    for i in range(5):
+        db.notifications.insert_one(domain.notification_doc(user, "coupon_claimed", {"title": "own %d" % i,
+                                                                                     "body": "b"}, "o%d" % i,
+                                                            domain.CLOCK.now()))
+        titles.append("own %d" % i)
+        announce(notify, dict(AUDIENCE, title="ann %d" % i))
+        titles.append("ann %d" % i)
+    seen, cursor = [], None
+    while True:
+        page = inbox(notify, user, limit=3, **({"cursor": cursor} if cursor else {}))
+        seen += [i["title"] for i in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == titles[::-1]
 
 
 def test_bad_audiences(container_factory, config, tmp_path, db_of):
@@ -103,6 +165,7 @@ def test_fan_out_failing_between_a_batch_and_its_checkpoint_resumes_without_dupl
     cfg = notify_config(config, tmp_path, NOTIFY_FANOUT_BATCH=BATCH)
     db = db_of("notify")
     expected = seed(db, 1200)
+    give_devices(db, expected)
     calls = []
 
     def fail_once(aid, user_ids):
@@ -113,10 +176,9 @@ def test_fan_out_failing_between_a_batch_and_its_checkpoint_resumes_without_dupl
     notify = start(container_factory, cfg)
     out = announce(notify)
     done = wait_for(lambda: (lambda p: p["status"] == "done" and p)(progress(notify, out["id"])))
-    written = [u for c in calls for u in c]
-    assert len(calls) == 3 and sorted(written) == sorted(expected)  # the resumed run wrote only what was missing
-    assert done["delivered"] == done["recipients"] == len(expected)  # batch 2 counted although not checkpointed
-    assert_each_once(db, out["id"], expected)
+    assert len(calls) == 4 and calls[1] == calls[2]  # batch 2 again after the failure
+    assert done["delivered"] == done["recipients"] == len(expected)
+    assert_pushed_once(cfg, expected)
 
 
 def test_process_dying_mid_announcement_is_resumed_by_another_after_its_lease(
@@ -124,6 +186,7 @@ def test_process_dying_mid_announcement_is_resumed_by_another_after_its_lease(
     cfg = notify_config(config, tmp_path, NOTIFY_FANOUT_BATCH=BATCH, NOTIFY_LEASE_SECONDS=1)
     db = db_of("notify")
     expected = seed(db, 1500)
+    give_devices(db, expected)
     stuck = eventlet.event.Event()
     calls = []
 
@@ -136,15 +199,12 @@ def test_process_dying_mid_announcement_is_resumed_by_another_after_its_lease(
     out = announce(first)
     wait_for(lambda: len(calls) == 2)
     mid = db.announcements.find_one({"_id": out["id"]})
-    assert mid["status"] == "running" and mid["recipients"] == len(expected) and mid["delivered"] == BATCH
-    assert db.notifications.count_documents({"announcement_id": out["id"]}) == 2 * BATCH
+    assert mid["status"] == "running" and mid["recipients"] == BATCH and mid["scanned"] == BATCH
     first.kill()  # dies holding the lease
 
     monkeypatch.setattr(fanout, "before_checkpoint", lambda aid, user_ids: calls.append(list(user_ids)))
     second = start(container_factory, cfg)
     done = wait_for(lambda: (lambda p: p["status"] == "done" and p)(progress(second, out["id"])))
-    assert len(expected) > 3 * BATCH
-    resumed = [u for c in calls[2:] for u in c]
-    assert sorted(resumed) == sorted(set(expected) - {u for c in calls[:2] for u in c})  # only the missing ones
+    assert len(expected) > 3 * BATCH and calls[2] == calls[1]  # the batch after the checkpoint, again
     assert done["delivered"] == done["recipients"] == len(expected)
-    assert_each_once(db, out["id"], expected)
+    assert_pushed_once(cfg, expected)
