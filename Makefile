@@ -2,6 +2,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# make's own targets (run, test, bench, seed-scale ...) are development tools: they run as development unless the
+# caller says otherwise. Every other start (compose, Kubernetes, a bare nameko run) is production and must be given
+# a UNIONHUB_SECRET of its own (see SECURITY.md).
+export UNIONHUB_ENV ?= development
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: install run test test-unit lint bench seed-scale rekey-jobs clean-data

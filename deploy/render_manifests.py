@@ -44,6 +44,7 @@ DEFAULT_SIZING = dict(min=2, max=10, cpu="250m", mem="256Mi", cpu_limit="1", mem
 GATEWAY_SIZING = dict(min=2, max=30, cpu="500m", mem="256Mi", cpu_limit="1", mem_limit="512Mi", cpu_target=65)
 
 CONFIG = {  # non-secret settings (ConfigMap); names as read by deploy/nameko.yaml and unionhub_kit.config
+    "UNIONHUB_ENV": "production",  # every process refuses to start without a proper UNIONHUB_SECRET
     "UNIONHUB_DB_PREFIX": "unionhub",
     "RPC_TIMEOUT": "5",
     "EVENT_MAX_ATTEMPTS": "5",

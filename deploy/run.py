@@ -7,10 +7,17 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deploy.stack import ROOT, Stack, ensure_rabbitmq  # noqa: E402
-from unionhub_kit import config, topology  # noqa: E402
+from unionhub_kit import config, keys, topology  # noqa: E402
 
 
 def main():
+    # make run is development (the published development secret) unless told otherwise; any other start is production
+    os.environ.setdefault("UNIONHUB_ENV", "development")
+    why = keys.problem()
+    if why:
+        sys.exit("unionhub: refusing to start in %s: %s" % (keys.environment(), why))
+    print("environment: %s%s" % (keys.environment(), " (the published development secret: never for production)"
+                                 if keys.is_development() else ""))
     env = {}
     amqp = config.get("AMQP_URI")
     if not ensure_rabbitmq(amqp):

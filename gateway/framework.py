@@ -29,6 +29,7 @@ from unionhub_kit import config, logs
 from unionhub_kit.errors import AppError, Forbidden, validation_error
 
 from . import auth, metrics
+from .revocations import REVOCATIONS
 
 log = logging.getLogger("unionhub.gateway")
 
@@ -236,12 +237,14 @@ class Router:
             call = Call(request=request, path_params=params, request_id=rid)
             if r.roles is not None:
                 call.principal = auth.authenticate(request.headers.get("Authorization"))
+                REVOCATIONS.check(call.principal, gw.membership)
                 if call.principal.role not in r.roles:
                     raise Forbidden("This route is for %s." % " or ".join(r.roles), code="FORBIDDEN")
             else:
                 header = request.headers.get("Authorization")
                 if header:  # optional auth on public routes (for example to see one's own view)
                     call.principal = auth.authenticate(header)
+                    REVOCATIONS.check(call.principal, gw.membership)
             cache_key = None
             if r.cache is not None and r.method == "GET":
                 cache_key = (request.path, request.query_string)

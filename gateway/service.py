@@ -3,10 +3,12 @@
 It keeps nothing of its own. It authenticates (JWT, no call), authorises by role, validates every body and query,
 then calls the owning service by RPC with a timeout.
 """
+import logging
 import time
 import uuid
 
 from nameko.extensions import DependencyProvider
+from nameko.timer import timer
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException
@@ -20,6 +22,10 @@ from unionhub_kit.rpc import Rpc
 from . import metrics
 from . import routes  # noqa: F401  (registers every route)
 from .framework import Router, problem, problem_response
+from .revocations import REVOCATIONS
+
+log = logging.getLogger("unionhub.gateway")
+REVOCATION_POLL_SECONDS = 1.0
 
 ROUTER = Router()
 
@@ -111,6 +117,14 @@ class GatewayService:
     stations = TimedRpc("stations")
     set_request_id = RequestId()
     service_metrics = ServiceMetrics()  # access log with the request id; :METRICS_PORT/metrics
+
+    @timer(interval=REVOCATION_POLL_SECONDS, eager=True)
+    def sync_revocations(self):
+        """The revocations made through other gateways (see ``revocations``)."""
+        try:
+            REVOCATIONS.sync(self.membership)
+        except Exception as exc:  # membership away: the next tick tries again (authorising waits for a first look)
+            log.warning("could not fetch token revocations: %s", exc)
 
     @any_method_http("/<path:path>")
     def handle(self, request, path):

@@ -11,6 +11,9 @@ import eventlet
 eventlet.monkey_patch()  # nameko 2.14's plugin no longer does it; services run patched too
 
 import os  # noqa: E402
+
+# the tests run as development (the published development secret; never production): every process they start too
+os.environ.setdefault("UNIONHUB_ENV", "development")
 import shutil
 import subprocess
 import sys
@@ -26,6 +29,13 @@ sys.path.insert(0, ROOT)
 from deploy.stack import Stack, free_port, mongo_ok  # noqa: E402
 
 ADMIN_PASSWORD = "Admin-Test-Passw0rd"
+
+
+def pytest_sessionstart(session):
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("UNIONHUB_ENV=%s: the tests run as development (the published development secret)"
+                            % os.environ["UNIONHUB_ENV"])
 
 
 @pytest.fixture(scope="session")

@@ -4,26 +4,42 @@ import hashlib
 import hmac
 import time
 
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from . import config
+from . import keys
 
 
 def keyed_hash(value, purpose="pii"):
     """HMAC-SHA256 of ``value`` under a secret key: stable for unique indexes, useless without the key."""
-    return hmac.new(config.secret(purpose + "-hash"), value.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(keys.lookup_key(purpose), value.encode(), hashlib.sha256).hexdigest()
 
 
-def _fernet(purpose):
-    return Fernet(base64.urlsafe_b64encode(hashlib.sha256(config.secret(purpose + "-enc")).digest()))
+def _fernet(key):
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def _legacy_fernet(secret, purpose):
+    """What data was encrypted with before key ids (a ciphertext without a ``<kid>:`` prefix)."""
+    key = hashlib.sha256(secret.encode() + b"|" + (purpose + "-enc").encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(hashlib.sha256(key).digest()))
 
 
 def encrypt(value, purpose="pii"):
-    return _fernet(purpose).encrypt(value.encode()).decode()
+    """``<kid>:<Fernet token>`` under the current root's key for ``purpose`` (each purpose its own key)."""
+    kid, key = keys.current("enc/" + purpose)
+    return "%s:%s" % (kid, _fernet(key).encrypt(value.encode()).decode())
 
 
 def decrypt(token, purpose="pii"):
-    return _fernet(purpose).decrypt(token.encode()).decode()
+    """Decrypt under the key its id names (the current root or a previous one still listed); raises
+    ``cryptography.fernet.InvalidToken`` when no known key opens it."""
+    kid, sep, body = token.partition(":")
+    if sep and len(kid) == 8:
+        key = keys.by_kid("enc/" + purpose, kid)
+        if key is None:
+            raise InvalidToken("no key with id %s (was its root dropped from UNIONHUB_SECRET_PREVIOUS?)" % kid)
+        return _fernet(key).decrypt(body.encode()).decode()
+    return MultiFernet([_legacy_fernet(s, purpose) for s in keys.all_roots()]).decrypt(token.encode()).decode()
 
 
 SIGNATURE_TOLERANCE_SECONDS = 300  # receivers reject a delivery whose timestamp is older (or further ahead)

@@ -2,37 +2,52 @@
 
 Claims: ``sub`` (account id; for members the user id that events call ``user_id``), ``role``, ``scope``
 (union_admin: organisation code prefix such as ``51`` / ``5101`` / ``510104``), ``merchant_id``, ``employer_id``,
-``iat``, ``exp``, ``iss`` = ``unionhub``.
+``sid`` (the login: logout and a spent refresh token end it), ``iat``, ``exp``, ``iss`` = ``unionhub``. The header's
+``kid`` names the root secret whose signing key signed it (``unionhub_kit.keys``: rotation without logging anyone out).
 """
 import time
 
 import jwt
 
-from . import config
+from . import keys
 from .errors import Unauthorized
 
 ROLES = ("member", "union_admin", "merchant", "employer", "integrator")
 ISSUER = "unionhub"
 ALGORITHM = "HS256"
-DEFAULT_TTL = 2 * 3600
+DEFAULT_TTL = 15 * 60  # access tokens live at most 15 minutes; a refresh token continues the login
 
 
-def signing_key():
-    return config.secret("jwt")
+PURPOSE = "token-signing"
 
 
-def issue(sub, role, scope=None, merchant_id=None, employer_id=None, ttl_seconds=DEFAULT_TTL):
+def issue(sub, role, scope=None, merchant_id=None, employer_id=None, ttl_seconds=DEFAULT_TTL, sid=None):
+    """A signed access token; ``sid`` names the login (the session a refresh token continues, logout ends)."""
     now = int(time.time())
-    payload = {"sub": sub, "role": role, "scope": scope, "merchant_id": merchant_id, "employer_id": employer_id}
+    payload = {"sub": sub, "role": role, "scope": scope, "merchant_id": merchant_id, "employer_id": employer_id,
+               "sid": sid}
     payload = {k: v for k, v in payload.items() if v is not None}
     payload.update({"iss": ISSUER, "iat": now, "exp": now + int(ttl_seconds)})
-    return jwt.encode(payload, signing_key(), algorithm=ALGORITHM)
+    kid, key = keys.current(PURPOSE)
+    return jwt.encode(payload, key, algorithm=ALGORITHM, headers={"kid": kid})
+
+
+def _key_for(token):
+    """The signing key the token's ``kid`` names (current or previous root), or None."""
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.InvalidTokenError:
+        return None
+    return keys.by_kid(PURPOSE, kid) if isinstance(kid, str) else None
 
 
 def verify(token):
     """Return the claims or raise ``Unauthorized`` (``TOKEN_EXPIRED`` / ``INVALID_TOKEN``)."""
+    key = _key_for(token)
+    if key is None:
+        raise Unauthorized("The token is not valid.", code="INVALID_TOKEN")
     try:
-        claims = jwt.decode(token, signing_key(), algorithms=[ALGORITHM], issuer=ISSUER,
+        claims = jwt.decode(token, key, algorithms=[ALGORITHM], issuer=ISSUER,
                             options={"require": ["exp", "iat", "sub", "role"]})
     except jwt.ExpiredSignatureError:
         raise Unauthorized("The token has expired.", code="TOKEN_EXPIRED")

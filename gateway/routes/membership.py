@@ -7,6 +7,7 @@ Transfers into a union that does not approve at once wait for an admin in scope 
 from services.membership import schemas
 
 from ..framework import SHORT_CACHE_SECONDS, ListQuery, json_response, route
+from ..revocations import REVOCATIONS
 
 TAGS = ["Membership"]
 ADMIN = ["union_admin"]
@@ -72,7 +73,9 @@ def request_transfer(gw, call):
        summary="Leave your union; ?erase=true also erases your name, ID number, employer and phone",
        errors=("404 NOT_FOUND",))
 def leave(gw, call):
-    gw.membership.leave(call.actor, call.query["erase"])
+    revocation = gw.membership.leave(call.actor, call.query["erase"])
+    if revocation:  # erased: every token of this member answers 401 from now on
+        REVOCATIONS.apply([revocation])
 
 
 @route("GET", "/api/v1/admin/members", roles=ADMIN, query=MemberQuery, tags=TAGS, response=schemas.MemberPage,

@@ -28,6 +28,10 @@ OTP_TTL_SECONDS = 300
 OTP_MIN_INTERVAL_SECONDS = 60
 OTP_PER_HOUR = 5
 OTP_MAX_TRIES = 5
+REFRESH_TTL_SECONDS = 30 * 24 * 3600  # a login lasts 30 days of refreshing at most
+SPENT_REFRESH_KEPT = 50  # spent refresh tokens remembered per login (presenting one again ends the login)
+REVOCATION_KEEP_SECONDS = 20 * 60  # longer than an access token lives: older revocations no longer matter
+REVOCATIONS_PAGE = 1000
 LOCKOUT_AFTER = 5  # wrong staff passwords in a row that lock the username (for LOGIN_LOCKOUT_SECONDS)
 MIN_PASSWORD = 10
 CARD_PREFIX = "SC"
@@ -198,6 +202,52 @@ def same_code(stored_hash, phone_key_, code):
     return hmac.compare_digest(stored_hash or "", otp_hash(phone_key_, code))
 
 
+def new_refresh_token(sid):
+    """``<sid>.<secret>``: the login it continues, and 256 random bits (only a keyed hash is stored)."""
+    return "%s.%s" % (sid, secrets.token_urlsafe(32))
+
+
+def refresh_hash(token):
+    return crypto.keyed_hash(token, "refresh-token")
+
+
+def session_of(token):
+    """The login id a refresh token names (None for something that is not one)."""
+    sid, sep, rest = token.partition(".")
+    return sid if sep and sid.startswith("ses_") and rest else None
+
+
+def invalid_refresh():
+    return Unauthorized("The refresh token is not valid; log in again.", code="INVALID_TOKEN")
+
+
+def refresh_reused():
+    return Unauthorized("This refresh token was already used: the login has been ended; log in again.",
+                        code="REFRESH_TOKEN_REUSED")
+
+
+def revocation_view(r):
+    """What the gateways keep of a revocation (no personal data: ids and times)."""
+    out = {"id": r["_id"], "kind": r["kind"], "at": events.rfc3339(r["at"])}
+    if r["kind"] == "session":
+        out["sid"] = r["sid"]
+    else:
+        out.update(sub=r["sub"], not_before=r["not_before"])
+    return out
+
+
+def can_disable(actor, account):
+    """A union_admin disables accounts in its scope: union_admin accounts by their scope, merchant and employer
+    accounts by their merchant's or employer's region; integrators and region-less ones only at province level."""
+    prefix = scope_prefix(actor)
+    where = account.get("scope") or account.get("region_code")
+    if where is None:
+        if len(prefix) != 2:
+            raise Forbidden("Only a province-level admin disables this account.", code="OUT_OF_SCOPE")
+        return
+    require_scope(actor, where)
+
+
 def invalid_code():
     return Unauthorized("The code is wrong or expired; request a new one.", code="INVALID_CODE")
 
@@ -242,7 +292,7 @@ def transfer_view(t):
 def account_view(a):
     return {"id": a["_id"], "username": a["username"], "role": a["role"], "scope": a.get("scope"),
             "merchant_id": a.get("merchant_id"), "employer_id": a.get("employer_id"),
-            "created_at": events.rfc3339(a.get("created_at"))}
+            "created_at": events.rfc3339(a.get("created_at")), "disabled": bool(a.get("disabled_at"))}
 
 
 def member_data(m):

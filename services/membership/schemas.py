@@ -1,5 +1,7 @@
 """Marshmallow schemas of membership: the gateway validates HTTP bodies and queries with them, the service validates
 its RPC payloads with the very same classes."""
+import datetime
+
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from unionhub_kit import ids
@@ -44,6 +46,14 @@ class OtpRequest(StrictSchema):
 class ClientAddress(StrictSchema):
     """The caller's address as the gateway saw it (an RPC argument of ``request_otp``)."""
     address = fields.String(allow_none=True, validate=validate.Length(max=64))
+
+
+class RefreshRequest(StrictSchema):
+    refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=256))
+
+
+class RevocationsQuery(StrictSchema):
+    after = fields.AwareDateTime(allow_none=True, default_timezone=datetime.timezone.utc)
 
 
 class TokenRequest(StrictSchema):
@@ -163,8 +173,10 @@ class OtpAnswer(Schema):
 class TokenAnswer(Schema):
     access_token = S()
     token_type = S(metadata={"example": "Bearer"})
-    expires_in = Int()
+    expires_in = Int(metadata={"description": "Seconds the access token lives (at most 900)."})
     role = S(validate=validate.OneOf(("member",) + ACCOUNT_ROLES))
+    refresh_token = S(metadata={"description": "Single use: POST /api/v1/auth/refresh spends it for a new pair; "
+                                               "presenting a spent one ends the login."})
 
 
 class AccountAnswer(Schema):
@@ -175,6 +187,7 @@ class AccountAnswer(Schema):
     merchant_id = _nullable(S)
     employer_id = _nullable(S)
     created_at = DT()
+    disabled = B()
 
 
 class UnionAnswer(Schema):

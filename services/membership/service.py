@@ -7,6 +7,7 @@ transaction. Resident ID numbers are kept only as a keyed hash (uniqueness) and 
 logged, returned or put on an event.
 """
 import logging
+from datetime import timedelta
 import os
 
 from nameko.timer import timer
@@ -111,6 +112,8 @@ class MembershipService:
         if locked_until is not None:
             raise domain.locked_out(domain.seconds_until(locked_until, now))
         account = store.account_by_username(self.db, p["username"])
+        if account is not None and account.get("disabled_at"):
+            account = None  # a disabled account answers like a wrong password (and costs the same)
         if not domain.verify_password(p["password"], account["password_hash"] if account else None):
             store.login_failed(self.db, p["username"], now, domain.LOCKOUT_AFTER,
                                config.get_int("LOGIN_LOCKOUT_SECONDS", 300))
@@ -130,10 +133,76 @@ class MembershipService:
             "_id": domain.new_id("usr"), "phone_enc": crypto.encrypt(phone), "phone_masked": ids.mask_phone(phone),
             "created_at": _now()})
 
+    def _token(self, sub, role, **claims):
+        """A new login (session): an access token naming it and its first refresh token."""
+        now = _now()
+        sid = domain.new_id("ses")
+        refresh = domain.new_refresh_token(sid)
+        store.insert_session(self.db, {"_id": sid, "sub": sub, "role": role, "claims": claims,
+                                       "refresh_hash": domain.refresh_hash(refresh), "spent": [], "created_at": now,
+                                       "expires_at": now + timedelta(seconds=domain.REFRESH_TTL_SECONDS),
+                                       "revoked_at": None})
+        return self._answer(sid, sub, role, claims, refresh)
+
     @staticmethod
-    def _token(sub, role, **claims):
-        return {"access_token": tokens.issue(sub, role, **claims), "token_type": "Bearer",
-                "expires_in": tokens.DEFAULT_TTL, "role": role}
+    def _answer(sid, sub, role, claims, refresh):
+        return {"access_token": tokens.issue(sub, role, sid=sid, **claims), "token_type": "Bearer",
+                "expires_in": tokens.DEFAULT_TTL, "role": role, "refresh_token": refresh}
+
+    @rpc
+    def refresh_token(self, payload):
+        """Rotation: the refresh token is spent for a new access token and a new refresh token. A spent one
+        presented again ends that whole login (someone else has a copy)."""
+        token = load(schemas.RefreshRequest, payload)["refresh_token"]
+        sid, now = domain.session_of(token), _now()
+        ses = store.get_session(self.db, sid) if sid else None
+        if ses is None or ses.get("revoked_at") or ses["expires_at"] <= now:
+            raise domain.invalid_refresh()
+        presented = domain.refresh_hash(token)
+        if presented in ses.get("spent", ()):
+            store.end_session(self.db, sid, now, "refresh token reused")
+            log.warning("a spent refresh token was presented again: login %s ended", sid)
+            raise domain.refresh_reused()
+        fresh = domain.new_refresh_token(sid)
+        if presented != ses["refresh_hash"] or not store.rotate_session(self.db, sid, presented,
+                                                                        domain.refresh_hash(fresh), now):
+            if presented == ses["refresh_hash"]:  # a concurrent refresh spent it between the read and the write
+                store.end_session(self.db, sid, now, "refresh token reused")
+                raise domain.refresh_reused()
+            raise domain.invalid_refresh()
+        return self._answer(sid, ses["sub"], ses["role"], ses.get("claims") or {}, fresh)
+
+    @rpc
+    def logout(self, actor):
+        """End the caller's login: its access token and its refresh token stop working at once. Returns the
+        revocation (the gateway that carried the call applies it at once; the others within a poll)."""
+        if not actor or not actor.get("sub"):
+            raise Unauthorized("Not signed in.", code="UNAUTHORIZED")
+        now = _now()
+        if actor.get("sid"):
+            r = store.end_session(self.db, actor["sid"], now, "logout")
+            return domain.revocation_view(r) if r else None
+        return domain.revocation_view(store.end_sessions_of(self.db, actor["sub"], now, "logout"))
+
+    @rpc
+    def revocations_since(self, after=None):
+        """Ended logins and accounts since ``after`` (RFC 3339; None: all that still matter), for the gateways."""
+        after = load(schemas.RevocationsQuery, {"after": after})["after"]
+        return [domain.revocation_view(r) for r in store.revocations_since(self.db, after, _now())]
+
+    @rpc
+    def disable_account(self, actor, account_id):
+        """A union_admin disables an account in its scope: it cannot log in, and every token of it answers 401."""
+        require_role(actor, "union_admin")
+        account = store.account_by_id(self.db, account_id) if isinstance(account_id, str) else None
+        if account is None:
+            raise NotFound("No account with id %s." % account_id)
+        domain.can_disable(actor, account)
+        now = _now()
+        done = store.disable_account(self.db, account["_id"], now)
+        revocation = store.end_sessions_of(self.db, account["_id"], now, "account disabled")
+        log.info("account %s disabled by %s", account["_id"], actor["sub"])
+        return dict(domain.account_view(done), revocation=domain.revocation_view(revocation))
 
     @rpc
     def create_account(self, actor, payload, idempotency_key=None):
@@ -141,9 +210,10 @@ class MembershipService:
         require_role(actor, "union_admin")
         p = load(schemas.AccountCreate, payload)
         scope = domain.account_scope(actor, p, self._org_exists)
-        domain.require_bound_in_scope(actor, self._bound_region(p))
+        region = self._bound_region(p)
+        domain.require_bound_in_scope(actor, region)
         doc = {"_id": domain.new_id("acc"), "username": p["username"], "role": p["role"], "scope": scope,
-               "merchant_id": p.get("merchant_id"), "employer_id": p.get("employer_id"),
+               "merchant_id": p.get("merchant_id"), "employer_id": p.get("employer_id"), "region_code": region,
                "password_hash": domain.hash_password(p["password"]), "created_by": actor["sub"],
                "created_at": _now()}
         doc = {k: v for k, v in doc.items() if v is not None}
@@ -349,12 +419,16 @@ class MembershipService:
                     raise Conflict("The membership changed meanwhile; try again.", code="NOT_A_MEMBER")
                 store.count_member(self.db, session, m, (m["status"], -1), ("left", 1))
                 store.cancel_transfers(self.db, session, m["_id"], now)
+            revocation = None
             if erase:
                 store.erase_members(self.db, session, actor["sub"])
                 store.erase_user(self.db, session, actor["sub"])
+                revocation = store.end_sessions_of(self.db, actor["sub"], now, "erased", session=session)
             self.outbox.add(session, "member_left", {"member_id": m["_id"], "user_id": m["user_id"],
                                                      "union_id": m["union_id"], "erased": erase}, subject=m["_id"])
-        transaction(self.db, txn)
+            return revocation
+        revocation = transaction(self.db, txn)
+        return domain.revocation_view(revocation) if revocation else None
 
     # ---- union staff ----------------------------------------------------------------------------------------
     def _in_scope_filter(self, actor, union_id):

@@ -3,7 +3,9 @@
 Collections: ``unions``, ``accounts`` (staff, merchants, employers, integrators), ``users`` (members' phone
 accounts), ``otps`` (login codes, keyed by the phone's keyed hash), ``otp_clients`` (login codes sent per client
 address, keyed by the address's keyed hash), ``logins`` (wrong staff passwords in a row, lock-outs), ``members``,
-``transfers``, ``counters``, ``idempotency`` and the kit's ``outbox`` / ``processed_events``.
+``transfers``, ``counters``, ``idempotency``, ``sessions`` (one per login: its refresh token's keyed hash, the
+spent ones), ``revocations`` (ended logins and accounts, for the gateways) and the kit's ``outbox`` /
+``processed_events``.
 
 Uniqueness is enforced by the store, never by read-then-write: a live membership (pending or active) carries
 ``live_id`` (the keyed hash of the ID number) and ``live_user``, both under unique partial indexes; a pending
@@ -67,6 +69,9 @@ def ensure_indexes(db):
     db.member_counts.create_index([("group_by", ASC), ("status", ASC), ("union_code", ASC)])
     db.otp_clients.create_index("last_sent")
     db.logins.create_index("last_failure")
+    db.sessions.create_index("sub")
+    db.sessions.create_index("expires_at")
+    db.revocations.create_index("at")
 
 
 def dup_field(exc):
@@ -141,6 +146,10 @@ def ensure_account(db, doc):
 
 def account_exists(db, account_id):
     return db.accounts.count_documents({"_id": account_id}, limit=1) > 0
+
+
+def account_by_id(db, account_id):
+    return db.accounts.find_one({"_id": account_id})
 
 
 def account_by_username(db, username):
@@ -293,6 +302,7 @@ def purge_stale_otps(db, now):
     the rate limits only count the last hour, so they carry nothing. Returns how many went."""
     hour_ago = now - timedelta(hours=1)
     db.otp_clients.delete_many({"last_sent": {"$lt": hour_ago}})
+    purge_sessions(db, now)
     db.logins.delete_many({"last_failure": {"$lt": hour_ago}, "locked_until": {"$not": {"$gt": now}}})
     return db.otps.delete_many({"last_sent": {"$lt": hour_ago}}).deleted_count
 
@@ -519,3 +529,58 @@ def list_transfers(db, prefix=None, union_id=None, status=None, after=None, limi
     if after:
         q["_id"] = {"$gt": after}
     return list(db.transfers.find(q).sort("_id", ASC).limit(limit + 1))
+
+
+# ---- logins (sessions), refresh tokens and revocations ----------------------------------------------------------
+def insert_session(db, doc):
+    db.sessions.insert_one(doc)
+
+
+def get_session(db, sid):
+    return db.sessions.find_one({"_id": sid})
+
+
+def rotate_session(db, sid, old_hash, new_hash, now):
+    """Spend ``old_hash`` (the session's current refresh token) for ``new_hash``; False if it was not current (a
+    concurrent refresh spent it first) or the login has ended or expired."""
+    return db.sessions.update_one(
+        {"_id": sid, "refresh_hash": old_hash, "revoked_at": None, "expires_at": {"$gt": now}},
+        {"$set": {"refresh_hash": new_hash, "refreshed_at": now},
+         "$push": {"spent": {"$each": [old_hash], "$slice": -domain.SPENT_REFRESH_KEPT}}}).modified_count == 1
+
+
+def end_session(db, sid, now, reason):
+    """End one login (logout, a spent refresh token presented again); its revocation for the gateways."""
+    if db.sessions.update_one({"_id": sid, "revoked_at": None},
+                              {"$set": {"revoked_at": now, "revoked_why": reason}}).modified_count:
+        return add_revocation(db, {"kind": "session", "sid": sid}, now)
+    return None
+
+
+def end_sessions_of(db, sub, now, reason, session=None):
+    """End every login of account ``sub`` (erasure, an account disabled): a revocation of all its tokens so far."""
+    db.sessions.update_many({"sub": sub, "revoked_at": None}, {"$set": {"revoked_at": now, "revoked_why": reason}},
+                            session=session)
+    return add_revocation(db, {"kind": "user", "sub": sub, "not_before": int(now.timestamp())}, now, session)
+
+
+def add_revocation(db, doc, now, session=None):
+    doc = dict(doc, _id=domain.new_id("rvk"), at=now)
+    db.revocations.insert_one(doc, session=session)
+    return doc
+
+
+def revocations_since(db, after, now):
+    """Revocations at or after ``after`` (never older than an access token's life: older ones no longer matter)."""
+    floor = now - timedelta(seconds=domain.REVOCATION_KEEP_SECONDS)
+    return list(db.revocations.find({"at": {"$gte": max(after, floor) if after else floor}}).sort("at", ASC).limit(
+        domain.REVOCATIONS_PAGE))
+
+
+def purge_sessions(db, now):
+    db.sessions.delete_many({"expires_at": {"$lt": now}})
+    db.revocations.delete_many({"at": {"$lt": now - timedelta(seconds=domain.REVOCATION_KEEP_SECONDS)}})
+
+
+def disable_account(db, account_id, now, session=None):
+    return update_returning(db.accounts, {"_id": account_id}, {"$set": {"disabled_at": now}}, session=session)

@@ -65,11 +65,12 @@ def _token(stack, body):
 
 
 def admin_token(stack):
-    """A token of the bootstrap account ``admin`` (union_admin, scope ``51``); cached per stack."""
-    cached = getattr(stack, "_admin_token", None)
-    if cached is None:
+    """A token of the bootstrap account ``admin`` (union_admin, scope ``51``); cached per stack for 10 minutes
+    (access tokens live 15)."""
+    cached, at = getattr(stack, "_admin_token", None) or (None, 0)
+    if cached is None or time.time() - at > 600:
         cached = _token(stack, {"username": "admin", "password": ADMIN_PASSWORD})
-        stack._admin_token = cached
+        stack._admin_token = (cached, time.time())
     return cached
 
 

@@ -17,7 +17,7 @@ from nameko.standalone.events import event_dispatcher
 from tests.e2e import helpers
 from unionhub_kit import events, ids, tokens
 
-ADMIN = tokens.issue("acc_e2e_admin", "union_admin", scope="51")
+ADMIN = tokens.issue("acc_e2e_admin", "union_admin", scope="51", ttl_seconds=6 * 3600)  # minted for the whole run
 
 
 def auth(token):

@@ -124,9 +124,10 @@ def test_walk_through(stack):
     assert get(stack, "/api/v1/members/me", member).json()["union_id"] == other["id"]
     r = requests.delete(stack.url + "/api/v1/members/me", params={"erase": "true"}, headers=auth(member), timeout=15)
     assert r.status_code == 204 and r.content == b""
-    me = get(stack, "/api/v1/members/me", member).json()
-    assert me["status"] == "left" and me["name"] is None and me["id_number_masked"] is None
+    r = get(stack, "/api/v1/members/me", member)  # erasure ends every token of the member at once
+    assert r.status_code == 401 and r.json()["code"] == "TOKEN_REVOKED", r.text
     stored = stack.db("membership").members.find_one({"_id": joined["id"]})
+    assert stored["status"] == "left" and "name" not in stored and "id_masked" not in stored
     assert "id_hash" not in stored and "id_enc" not in stored and "employer" not in stored
     assert "phone_enc" not in stack.db("membership").users.find_one({"_id": user_of(member)})
 

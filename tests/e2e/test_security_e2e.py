@@ -229,3 +229,95 @@ def wait(fn, timeout=30):
             return value
         assert time.time() < deadline, "condition not met within %ss" % timeout
         time.sleep(0.1)
+
+
+# ---- defect 7: tokens end -------------------------------------------------------------------------------------
+def login(stack, username, password):
+    r = post(stack, "/api/v1/auth/token", body={"username": username, "password": password})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def me_status(stack, token, path="/api/v1/admin/members"):
+    return requests.get(stack.url + path, headers=auth(token), timeout=30)
+
+
+def test_access_tokens_are_short_refresh_rotates_and_reuse_ends_the_login(stack):
+    import jwt
+    name = "rt.%s" % uuid.uuid4().hex[:6]
+    staff_token(stack, admin_token(stack), name, "union_admin", org_code=COUNTY, password="Refresh-Passw0rd-1")
+    first = login(stack, name, "Refresh-Passw0rd-1")
+    claims = jwt.decode(first["access_token"], options={"verify_signature": False})
+    assert first["expires_in"] <= 900 and claims["exp"] - claims["iat"] <= 900 and first["refresh_token"]
+    r = post(stack, "/api/v1/auth/refresh", body={"refresh_token": first["refresh_token"]})
+    assert r.status_code == 200, r.text
+    second = r.json()
+    assert second["refresh_token"] != first["refresh_token"] and second["role"] == "union_admin"
+    assert me_status(stack, second["access_token"]).status_code == 200
+    # the spent one again: 401, and the whole login ends (the new pair too)
+    problem(post(stack, "/api/v1/auth/refresh", body={"refresh_token": first["refresh_token"]}), 401,
+            "REFRESH_TOKEN_REUSED")
+    problem(post(stack, "/api/v1/auth/refresh", body={"refresh_token": second["refresh_token"]}), 401,
+            "INVALID_TOKEN")
+    problem(me_status(stack, second["access_token"]), 401, "TOKEN_REVOKED")
+    problem(post(stack, "/api/v1/auth/refresh", body={"refresh_token": "ses_x.y"}), 401, "INVALID_TOKEN")
+    problem(post(stack, "/api/v1/auth/refresh", body={"refresh_token": 5}), 400, "VALIDATION_ERROR")
+    # another login of the same account is untouched
+    assert me_status(stack, login(stack, name, "Refresh-Passw0rd-1")["access_token"]).status_code == 200
+
+
+def test_logout_ends_the_access_and_refresh_token_at_once(stack):
+    name = "lo.%s" % uuid.uuid4().hex[:6]
+    staff_token(stack, admin_token(stack), name, "union_admin", org_code=COUNTY, password="Logout-Passw0rd-1")
+    pair, other = login(stack, name, "Logout-Passw0rd-1"), login(stack, name, "Logout-Passw0rd-1")
+    r = post(stack, "/api/v1/auth/logout", pair["access_token"])
+    assert r.status_code == 204 and r.content == b""
+    problem(me_status(stack, pair["access_token"]), 401, "TOKEN_REVOKED")
+    problem(post(stack, "/api/v1/auth/refresh", body={"refresh_token": pair["refresh_token"]}), 401, "INVALID_TOKEN")
+    problem(post(stack, "/api/v1/auth/logout"), 401, "UNAUTHORIZED")
+    assert me_status(stack, other["access_token"]).status_code == 200  # only that login ended
+
+
+def test_erasure_and_disabling_end_every_token_of_the_user_at_once(stack):
+    import jwt
+    from unionhub_kit import tokens
+    token, _, phone = helpers.new_member(stack)
+    sub = jwt.decode(token, options={"verify_signature": False})["sub"]
+    again = tokens.issue(sub, "member", sid="ses_%s" % uuid.uuid4().hex)  # as another login of the same member
+    assert me_status(stack, again, "/api/v1/members/me").status_code == 200
+    r = requests.delete(stack.url + "/api/v1/members/me", params={"erase": "true"}, headers=auth(token), timeout=30)
+    assert r.status_code == 204, r.text
+    for t in (token, again):
+        problem(me_status(stack, t, "/api/v1/members/me"), 401, "TOKEN_REVOKED")
+
+    county = county_admin(stack)
+    name = "dis.%s" % uuid.uuid4().hex[:6]
+    r = post(stack, "/api/v1/admin/accounts", county, {"username": name, "password": "Disable-Passw0rd-1",
+                                                       "role": "union_admin", "org_code": COUNTY})
+    assert r.status_code == 201, r.text
+    account = r.json()
+    pair = login(stack, name, "Disable-Passw0rd-1")
+    far = county_admin(stack, FAR)
+    problem(post(stack, "/api/v1/admin/accounts/%s/disable" % account["id"], far), 403, "OUT_OF_SCOPE")
+    problem(post(stack, "/api/v1/admin/accounts/acc_%s/disable" % ("0" * 24), county), 404, "NOT_FOUND")
+    r = post(stack, "/api/v1/admin/accounts/%s/disable" % account["id"], county)
+    assert r.status_code == 200 and r.json()["disabled"] is True, r.text
+    problem(me_status(stack, pair["access_token"]), 401, "TOKEN_REVOKED")
+    problem(post(stack, "/api/v1/auth/refresh", body={"refresh_token": pair["refresh_token"]}), 401, "INVALID_TOKEN")
+    problem(post(stack, "/api/v1/auth/token", body={"username": name, "password": "Disable-Passw0rd-1"}), 401,
+            "INVALID_CREDENTIALS")
+
+
+def test_a_revocation_made_elsewhere_reaches_the_gateway_within_its_poll(stack):
+    """As if through another gateway replica: membership ends the login directly, this gateway learns it by its
+    once-a-second look at the revocations."""
+    import jwt
+    from nameko.standalone.rpc import ClusterRpcProxy
+    name = "poll.%s" % uuid.uuid4().hex[:6]
+    staff_token(stack, admin_token(stack), name, "union_admin", org_code=COUNTY, password="Poll-Passw0rd-1")
+    pair = login(stack, name, "Poll-Passw0rd-1")
+    assert me_status(stack, pair["access_token"]).status_code == 200
+    claims = jwt.decode(pair["access_token"], options={"verify_signature": False})
+    with ClusterRpcProxy({"AMQP_URI": stack.env["AMQP_URI"], "serializer": "json"}) as rpc:
+        rpc.membership.logout({"sub": claims["sub"], "role": claims["role"], "sid": claims["sid"]})
+    wait(lambda: me_status(stack, pair["access_token"]).status_code == 401, timeout=10)

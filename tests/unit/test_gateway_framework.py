@@ -15,7 +15,16 @@ class Body(StrictSchema):
     n = StrictInteger(required=True)
 
 
+class NoRevocations:
+    """Membership as the revocation list sees it: nothing revoked (the list itself: tests/e2e/test_security_e2e)."""
+
+    def revocations_since(self, after=None):
+        return []
+
+
 class FakeGw:
+    membership = NoRevocations()
+
     def __init__(self):
         self.rid = None
 
