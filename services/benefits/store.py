@@ -10,10 +10,9 @@ Every write that must hold with others is made inside the caller's transaction (
 filter; nothing reads and then writes outside one.
 """
 import pymongo
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError  # noqa: F401  (callers catch it from here)
 
-from unionhub_kit.mongo import upsert_returning
+from unionhub_kit.mongo import update_returning, upsert_returning
 
 from . import domain
 
@@ -88,12 +87,13 @@ def stock_left(db, campaign_ids):
 
 
 def take_stock(db, campaign_id, k, want, session):
-    """Up to ``want`` coupons' worth off bucket ``k``: ``(how many were taken, what the bucket has left)``. One
-    write when the bucket has enough (the usual case); else a read and a write guarded by what was read, taking
-    all that is left."""
+    """Up to ``want`` coupons' worth off bucket ``k``: ``(how many were taken, what the bucket has left)``. A write
+    and a point read when the bucket has enough (the usual case; no ``findAndModify``, which the embedded store
+    answers with a collection scan: ``update_returning``); else a read and a write guarded by what was read,
+    taking all that is left."""
     _id = domain.bucket_id(campaign_id, k)
-    doc = db.stock.find_one_and_update({"_id": _id, "left": {"$gte": want}}, {"$inc": {"left": -want}},
-                                       return_document=ReturnDocument.AFTER, session=session)
+    doc = update_returning(db.stock, {"_id": _id, "left": {"$gte": want}}, {"$inc": {"left": -want}}, {"left": 1},
+                           session=session)
     if doc is not None:
         return want, doc["left"]
     doc = db.stock.find_one({"_id": _id}, {"left": 1}, session=session)
@@ -108,11 +108,14 @@ def take_any_stock(db, campaign_id, start, session):
     """One coupon's worth off any bucket with some left, looking from ``start`` in [0, 1) on (wrapping round); the
     bucket after the decrement, or None when the campaign has nothing left."""
     for pos in ({"$gte": start}, {"$lt": start}):
-        doc = db.stock.find_one_and_update({"campaign_id": campaign_id, "left": {"$gt": 0}, "pos": pos},
-                                           {"$inc": {"left": -1}}, sort=[("pos", ASC)],
-                                           return_document=ReturnDocument.AFTER, session=session)
-        if doc is not None:
-            return doc
+        found = db.stock.find_one({"campaign_id": campaign_id, "left": {"$gt": 0}, "pos": pos}, {"_id": 1},
+                                  sort=[("pos", ASC)], session=session)
+        if found is not None:
+            # by _id, guarded: a concurrent take that emptied it conflicts with this transaction (retried)
+            doc = update_returning(db.stock, {"_id": found["_id"], "left": {"$gt": 0}}, {"$inc": {"left": -1}},
+                                   session=session)
+            if doc is not None:
+                return doc
     return None
 
 
@@ -200,9 +203,9 @@ def coupon_by_code(db, code):
 
 def redeem(db, coupon_id, merchant_id, now, session):
     """unused -> redeemed, only before the deadline; the updated coupon, or None when it was not unused."""
-    return db.coupons.find_one_and_update(
-        {"_id": coupon_id, "status": "unused", "merchant_id": merchant_id, "expires_at": {"$gt": now}},
-        {"$set": {"status": "redeemed", "redeemed_at": now}}, return_document=ReturnDocument.AFTER, session=session)
+    return update_returning(
+        db.coupons, {"_id": coupon_id, "status": "unused", "merchant_id": merchant_id, "expires_at": {"$gt": now}},
+        {"$set": {"status": "redeemed", "redeemed_at": now}}, session=session)
 
 
 def count_redemption(db, coupon, session):
