@@ -263,11 +263,17 @@ def run_once(cfg, replicas):
                    % (cfg["members"], cfg["quota"], cfg["concurrency"]))
         random.shuffle(user_tokens)
         pids = processes(st)
-        before = cpu_snapshot(pids)
+        before, ops_before = cpu_snapshot(pids), common.opcounters(st)
         started, samples = grab(st, target["id"], user_tokens, cfg["concurrency"])
-        after = cpu_snapshot(pids)
+        after, ops_after = cpu_snapshot(pids), common.opcounters(st)
         result = summarise(started, samples, cfg["quota"])
         result["cpu_during_grab"] = cpu_used(before, after, len(samples))
+        # is the store the ceiling? its own CPU (one Python process: 1.0 = a whole core) and operations per request
+        result["cpu_cores_busy"] = {name: round(c["cpu_s"] / result["elapsed_s"], 3)
+                                    for name, c in result["cpu_during_grab"].items()}
+        if ops_before and ops_after:
+            result["store_ops_per_request"] = {k: round((ops_after[k] - ops_before[k]) / len(samples), 2)
+                                               for k in ops_after}
         result["load_average_after"] = os.getloadavg()
         result["check"] = verify(st, target["id"], cfg["quota"])
         quiet(st)
@@ -302,6 +308,27 @@ def main():
     print(table(cfg, runs))
     print("\nwritten to %s" % os.path.relpath(path, common.ROOT))
     return doc
+
+
+def figures(res):
+    """Rows for ``make bench``'s summary: per replica count, the rate, latency, correctness and the store's load."""
+    rows = []
+    runs = res.get("runs", {})
+    for name, r in runs.items():
+        ok = r["outcomes"].get("201", 0)
+        issued, quota = r["check"]["issued"], r["check"]["quota"]
+        rows += [("flash grab %s, claims/s (%d requests)" % (name, r["requests"]), r["claims_per_s"], "req/s"),
+                 ("flash grab %s, p50/p95/p99" % name, "%s / %s / %s" % (r["p50_ms"], r["p95_ms"], r["p99_ms"]),
+                  "ms"),
+                 ("flash grab %s, oversold / lost / per-member max" % name, "%d / %d / %d" % (
+                     max(0, issued - quota), max(0, ok - issued), r["check"]["per_member_max"]), "coupons"),
+                 ("flash grab %s, store cores busy / ops per request" % name, "%s / %s" % (
+                     r.get("cpu_cores_busy", {}).get("store"),
+                     round(sum((r.get("store_ops_per_request") or {}).values()), 2)), "")]
+    if "benefits_x1" in runs and "benefits_x2" in runs:
+        rows.append(("flash grab, 2 replicas / 1 replica claims/s", round(
+            runs["benefits_x2"]["claims_per_s"] / runs["benefits_x1"]["claims_per_s"], 2), "x"))
+    return rows
 
 
 def table(cfg, runs):

@@ -176,7 +176,7 @@ def main():
         if hasattr(mod, "figures"):
             try:
                 for n, v, u in mod.figures(body):
-                    rows.append((n, v, u, "rate" if u.endswith("/s") else "latency", None))
+                    rows.append((n, v, u, "rate" if u.endswith("/s") else "latency" if u == "ms" else None, None))
                 continue
             except Exception:
                 pass
