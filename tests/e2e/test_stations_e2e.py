@@ -359,3 +359,29 @@ def test_asyncapi_and_openapi_list_stations(stack):
     paths = call(stack, "GET", "/openapi.json").json()["paths"]
     assert {"/api/v1/stations", "/api/v1/stations/{station_id}", "/api/v1/stations/{code}/visits",
             "/api/v1/admin/stats/stations"} <= set(paths)
+
+
+def test_a_redelivered_visit_event_counts_once(stack, admins):
+    """The counters are kept by the events: the same station_visited delivered twice adds one visit."""
+    from kombu import Connection
+
+    from unionhub_kit import events, topology
+    st = create(stack, admins["chengdu"], spot())
+    member = member_token(stack)
+    visit = call(stack, "POST", "/api/v1/stations/%s/visits" % st["code"], member).json()
+    eventually(lambda: call(stack, "GET", "/api/v1/stations/" + st["id"]).json()["visits_this_month"] == 1,
+               "the visit counted")
+    env = stack.db("stations").outbox.find_one({"event_id": {"$exists": True}, "type": "station_visited",
+                                                "envelope.data.visit_id": visit["visit_id"]})["envelope"]
+    # a second, unrelated visit published after the duplicate: once it is counted, the duplicate was handled
+    second = dict(events.build("stations", "station_visited", dict(env["data"], visit_id="dup-probe",
+                                                                   user_id="probe-user")))
+    with Connection(stack.env["AMQP_URI"]) as conn:
+        producer = conn.Producer(serializer="json")
+        for body in (env, second):
+            producer.publish(body, exchange=topology.event_exchange("stations"), routing_key="station_visited",
+                             declare=[topology.event_exchange("stations")])
+    eventually(lambda: call(stack, "GET", "/api/v1/stations/" + st["id"]).json()["visits_this_month"] == 2,
+               "the probe counted")
+    time.sleep(1)
+    assert call(stack, "GET", "/api/v1/stations/" + st["id"]).json()["visits_this_month"] == 2
