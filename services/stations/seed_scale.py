@@ -1,7 +1,7 @@
 """Seed-scale data for the stations service: ``python -m services.stations.seed_scale`` (part of ``make seed-scale``).
 
 The platform's volumes: 7,473 stations (3,521 of them outdoor-worker stations) across Sichuan's 183 counties and
-2.82 million visits over the past year, straight into the stations database of ``MONGO_URI`` /
+2.82 million visits over the past 365 days, straight into the stations database of ``MONGO_URI`` /
 ``UNIONHUB_DB_PREFIX``, in ``insert_many`` batches with progress output. Documents are shaped as the service writes
 them (cells, region prefixes, poster codes), and the counters are written as the service's event handler would have
 left them (visits and distinct visitors per station, county, prefecture and province and month; open stations per
@@ -45,6 +45,8 @@ HOURS = [([{"days": EVERY_DAY, "open": "00:00", "close": "24:00"}], 45),
          ([{"days": [1, 2, 3, 4, 5], "open": "09:00", "close": "18:00"},
            {"days": [6, 7], "open": "10:00", "close": "16:00"}], 15)]
 # visits by hour of day (Asia/Shanghai): meals and the afternoon rest
+YEAR, DAY = datetime.timedelta(days=365), datetime.timedelta(days=1)
+GROWTH = 1.26
 HOUR_WEIGHTS = [1, 1, 1, 1, 1, 2, 3, 5, 6, 5, 6, 10, 12, 8, 7, 6, 6, 8, 11, 9, 6, 4, 3, 2]
 STREETS = ["人民路", "解放路", "建设路", "中山路", "滨江路", "文化路", "新华路", "光明路", "顺城街", "春熙路"]
 
@@ -86,23 +88,29 @@ def codes(rng, n):
     return sorted(out, key=lambda _: rng.random())
 
 
-def months_back(now, count):
-    """The last ``count`` months of Asia/Shanghai time, oldest first: ``[(YYYY-MM, start, end)]`` in UTC, the last
-    one ending now."""
-    local = domain.local(now)
-    first = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+def year_months(now):
+    """The past 365 days cut at Asia/Shanghai month boundaries, oldest first: ``[(YYYY-MM, start, end)]`` in UTC
+    (13 pieces: the first and the last month are partial)."""
+    begin = now - YEAR
     out = []
-    for _ in range(count):
-        nxt = (first + datetime.timedelta(days=32)).replace(day=1)
-        out.append((first.strftime("%Y-%m"), first.astimezone(datetime.timezone.utc),
-                    min(nxt.astimezone(datetime.timezone.utc), now)))
+    first = domain.local(now).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = now
+    while end > begin:
+        start = max(first.astimezone(datetime.timezone.utc), begin)
+        out.append((first.strftime("%Y-%m"), start, end))
+        end = start
         first = (first - datetime.timedelta(days=1)).replace(day=1)
     return out[::-1]
 
 
-def month_shares(count):
-    """Visits per month growing linearly to 2.26 x the first month's (126 % up over the year)."""
-    w = [1 + 1.26 * i / max(1, count - 1) for i in range(count)]
+def shares(pieces, now):
+    """The share of the year's visits in each piece: visits per day grow linearly to 2.26 x (126 % up in a year)."""
+    begin = now - YEAR
+
+    def mass(t):  # visits from the year's start to t, in units of the first day's visits
+        x = (t - begin) / DAY
+        return x + GROWTH * x * x / (2 * 365)
+    w = [mass(end) - mass(start) for _, start, end in pieces]
     return [x / sum(w) for x in w]
 
 
@@ -157,8 +165,8 @@ def seed(db, n_stations=7473, n_visits=2820000, batch=5000, rng_seed=14, drop=Fa
     riders = collections.Counter(d["region_code"] for d in docs)
     progress = Progress("visits", n_visits)
     seq = itertools.count()
-    months = months_back(now, 12)
-    for (month, start, end), share in zip(months, month_shares(len(months))):
+    months = year_months(now)
+    for (month, start, end), share in zip(months, shares(months, now)):
         n_month = round(n_visits * share) if month != months[-1][0] else n_visits - progress.done
         counts, seen, marks, pending = collections.Counter(), set(), [], []
         for _ in range(n_month):
@@ -199,7 +207,7 @@ def main(argv=None):
     db = store.open_from_env()
     if db is None:
         return 2
-    print("seeding %s: %d stations, %d visits over 12 months" % (db.name, args.stations, args.visits), flush=True)
+    print("seeding %s: %d stations, %d visits over the past 365 days" % (db.name, args.stations, args.visits), flush=True)
     if not args.drop and db.stations.find_one({"_id": seed_id(0)}, {"_id": 1}):
         print("%s holds seeded data already: run with --drop to seed it again" % db.name)
         return 1

@@ -2,6 +2,7 @@
 counties and shaped as the service writes them, visits over twelve months, and counters that equal a count of the
 visits (what the service's event handler would have left)."""
 import collections
+import datetime
 import re
 
 from services.stations import domain, geo, seed_scale, store
@@ -28,8 +29,14 @@ def test_seed_scale_loads_stations_visits_and_their_counters(store_uri, db_prefi
     visits = list(db.visits.find())
     assert len(visits) == 3000
     months = collections.Counter(v["month"] for v in visits)
-    assert len(months) == 12 and max(months) == domain.month_of(events.utcnow())
-    assert all(v["at"] <= events.utcnow() and domain.month_of(v["at"]) == v["month"] for v in visits)
+    assert 12 <= len(months) <= 13 and max(months) == domain.month_of(events.utcnow())
+    year_ago = events.utcnow() - datetime.timedelta(days=365)
+    assert all(year_ago <= v["at"] <= events.utcnow() and domain.month_of(v["at"]) == v["month"] for v in visits)
+    pieces = seed_scale.year_months(events.utcnow())
+    assert pieces[0][1] >= year_ago - datetime.timedelta(seconds=5) and len(pieces) in (12, 13)
+    shares = seed_scale.shares(pieces, events.utcnow())
+    full = [sh / (end - start).total_seconds() for (_, start, end), sh in zip(pieces, shares)]
+    assert 2.0 < full[-1] / full[0] < 2.3  # visits per day grew 126 % over the year
     # counters = a count of the visits, per station and month, and per province/prefecture/county and month
     expected, visitors = collections.Counter(), collections.defaultdict(set)
     for v in visits:
