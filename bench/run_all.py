@@ -9,8 +9,9 @@ figure for the same kind of request on this kind of machine, that ratio is print
 
 Everything lands in ``bench/results/*.json`` (``summary.json`` holds the table). Sizes (defaults keep the whole run
 to a few minutes): ``BENCH_DURATION`` (s per load phase, 10), ``BENCH_CONCURRENCY`` (32), ``BENCH_CLAIM_MEMBERS``
-(64), ``BENCH_SKIP`` (comma-separated: raw, gateway_read, claim, event_hop, flash_grab, search, fanout),
-``BENCH_SEARCH_POSTINGS`` (10000 here), ``BENCH_FANOUT_MEMBERS`` (10000 here).
+(64), ``BENCH_SKIP`` (comma-separated: raw, gateway_read, claim, event_hop, flash_grab, search, fanout, stations),
+``BENCH_SEARCH_POSTINGS`` (10000 here), ``BENCH_FANOUT_MEMBERS`` (10000 here), ``BENCH_STATIONS_VISITS`` (50000 here;
+the 7,473 stations always).
 """
 from bench import common  # noqa: I001  (monkey-patches first)
 
@@ -155,10 +156,10 @@ def main():
                 traceback.print_exc()
     finally:
         st.stop()
-    defaults = {"BENCH_SEARCH_POSTINGS": "10000", "BENCH_FANOUT_MEMBERS": "10000"}
+    defaults = {"BENCH_SEARCH_POSTINGS": "10000", "BENCH_FANOUT_MEMBERS": "10000", "BENCH_STATIONS_VISITS": "50000"}
     for k, v in defaults.items():
         os.environ.setdefault(k, v)
-    for name in ("flash_grab", "search", "fanout"):
+    for name in ("flash_grab", "search", "fanout", "stations"):
         if name in SKIP:
             continue
         common.say("%s ..." % name)

@@ -131,6 +131,18 @@ def check_ins(st, db, concurrency, duration):
     return res
 
 
+def figures(res):
+    """``(name, value, unit)`` rows for ``make bench``'s table."""
+    out = []
+    for name in ("chengdu", "chengdu_amenities_open_now", "ganzi_50km", "ganzi_50km_amenities_open_now",
+                 "gateway_get_station"):
+        r = res["phases"].get(name) or {}
+        out += [("stations %s" % name, r.get("per_s"), "req/s"), ("stations %s p95" % name, r.get("p95_ms"), "ms")]
+    ci = res.get("check_ins") or {}
+    out.append(("stations check-ins (+ event)", ci.get("per_s"), "req/s"))
+    return out
+
+
 def main():
     visits = common.env_int("BENCH_STATIONS_VISITS", 2820000)
     concurrency = common.concurrency(16)
