@@ -161,16 +161,10 @@ def station_doc(station_id, p, now, created_by):
 
 
 def with_place(doc):
-    """Add what a station is found by: its cells, region prefixes and prefecture."""
+    """Add what a station is found by: its cells and prefecture."""
     doc["cells"] = geo.cell_keys(doc["location"]["lat"], doc["location"]["lng"])
-    doc["region_prefixes"] = region_prefixes(doc["region_code"])
     doc["prefecture_code"] = regions.prefecture_of(doc["region_code"])
     return doc
-
-
-def region_prefixes(code):
-    p = regions.normalize_prefix(code)
-    return sorted({p[:2], p[:4], p})
 
 
 def stat_regions(region_code):

@@ -81,7 +81,7 @@ class StationsService:
         def txn(session):
             before = domain.must(store.station(self.db, station_id, session), "station")
             after = domain.with_place(dict(before, **p))
-            changes = {k: after[k] for k in list(p) + ["cells", "region_prefixes", "prefecture_code"]}
+            changes = {k: after[k] for k in list(p) + ["cells", "prefecture_code"]}
             changes["rev"] = store.next_revs(self.db, 1, session)
             store.update_station(self.db, station_id, changes, now, session)
             store.bump_open(self.db, domain.open_deltas(before, after), session)
@@ -106,12 +106,7 @@ class StationsService:
         if p.get("near"):
             return self._nearest(p, now)
         after = paging.decode_cursor(p["cursor"], domain.CODE_KEY_PATTERN)
-        found = []
-        for doc in store.stations_by_code(self.db, p, after, p["limit"] + 1):
-            if domain.matches(doc, p, now):
-                found.append(domain.station_view(doc, now))
-                if len(found) > p["limit"]:
-                    break
+        found = [domain.station_view(doc, now) for doc in self.index.by_code(self.db, p, now, p["limit"], after)]
         return paging.page(found, p["limit"], lambda item: item["code"])
 
     def _nearest(self, p, now):

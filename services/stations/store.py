@@ -2,7 +2,7 @@
 
 Collections:
   ``stations``     one document per station; ``cells`` (indexed array: its grid cell at every level, see ``geo``),
-                   ``code`` (unique: the poster code), ``region_prefixes``.
+                   ``code`` (unique: the poster code), ``rev`` (see ``index``).
   ``visits``       one document per check-in (written with its ``station_visited`` event in one transaction).
   ``last_visits``  ``_id`` = user|station: the member's latest visit there, the 30-minute check-in window.
   ``revisions``    ``stations`` -> the last revision number a station write took (see ``index``).
@@ -10,7 +10,6 @@ Collections:
                    (``r:<code>``) in a month; ``open|r:<code>`` -> stations open in a region now.
   ``visitor_marks`` ``<key>|<YYYY-MM>|<user>``: that member was counted as a visitor there that month.
 """
-import pymongo
 from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -18,7 +17,6 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from unionhub_kit import mongo
 from unionhub_kit.mongo import update_returning
 
-ASC = pymongo.ASCENDING
 CODE_ATTEMPTS = 8
 
 
@@ -38,7 +36,6 @@ def open_from_env():
 def ensure_indexes(db):
     db.stations.create_index("code", unique=True, name="poster_code")
     db.stations.create_index("cells", name="cells")
-    db.stations.create_index([("region_prefixes", ASC), ("code", ASC)], name="by_region")
     db.stations.create_index("rev", name="by_rev")
     try:  # the revision counter exists before any write needs it (a first upsert inside two transactions races)
         db.revisions.insert_one({"_id": REV, "n": 0})
@@ -97,23 +94,6 @@ def update_station(db, station_id, changes, now, session):
 def stations_in_cells(db, keys):
     """Every station in one of the cells ``keys`` (one level's cells: a station is in at most one of them)."""
     return list(db.stations.find({"cells": {"$in": keys}}))
-
-
-def stations_by_code(db, flt, after_code, batch):
-    """Stations in code order after ``after_code``, narrowed by what the store can filter on; the caller applies
-    the rest (``domain.matches``)."""
-    q = {}
-    if flt.get("status", "open") != "any":
-        q["status"] = flt.get("status", "open")
-    if flt.get("region_code"):
-        q["region_prefixes"] = flt["region_code"]
-    if flt.get("kind"):
-        q["kind"] = flt["kind"]
-    if flt.get("amenity"):
-        q["amenities"] = {"$all": list(flt["amenity"])}
-    if after_code:
-        q["code"] = {"$gt": after_code}
-    return db.stations.find(q).sort("code", ASC).batch_size(batch)
 
 
 # ---- counters -------------------------------------------------------------------------------------------------

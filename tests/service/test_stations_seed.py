@@ -24,7 +24,7 @@ def test_seed_scale_loads_stations_visits_and_their_counters(store_uri, db_prefi
     for s in stations:
         assert geo.nearest_seats(s["location"]["lat"], s["location"]["lng"])[0][1] == s["region_code"]
         assert s["cells"] == geo.cell_keys(s["location"]["lat"], s["location"]["lng"])
-        assert regions.is_known_code(s["region_code"]) and s["region_prefixes"][0] == "51"
+        assert regions.is_known_code(s["region_code"]) and s["prefecture_code"] == s["region_code"][:4] + "00"
         assert len(s["_id"]) == 24 and domain.normalize_code(s["code"]) == s["code"]
     visits = list(db.visits.find())
     assert len(visits) == 3000
