@@ -1,4 +1,6 @@
-"""Seed-scale data for the stations service: ``python -m services.stations.seed_scale`` (part of ``make seed-scale``).
+"""Seed-scale data for the stations service: ``run(ctx)`` is the stations step of ``make seed-scale``
+(``deploy.seed_scale``, visitors are its population's users); ``python -m services.stations.seed_scale`` alone seeds
+with visitor ids of its own.
 
 The platform's volumes: 7,473 stations (3,521 of them outdoor-worker stations) across Sichuan's 183 counties and
 2.82 million visits over the past 365 days, straight into the stations database of ``MONGO_URI`` /
@@ -25,12 +27,14 @@ import itertools
 import random
 import sys
 import time
+import zlib
 
-from unionhub_kit import events, regions
+from unionhub_kit import events, population, regions
 
 from . import domain, geo, store
 from .schemas import AMENITIES, CODE_ALPHABET, CODE_LENGTH
 
+STATIONS, VISITS = 7473, 2820000
 OUTDOOR_SHARE = 3521 / 7473
 OTHER_KINDS = ("driver_home", "courier_home", "worker_home")
 RIDERS_PER_STATION = 40
@@ -127,7 +131,7 @@ def visit_time(rng, start, end):
 
 
 class Progress:
-    def __init__(self, what, total):
+    def __init__(self, what, total, unit=""):
         self.what, self.total, self.done, self.started = what, total, 0, time.time()
 
     def add(self, n):
@@ -138,7 +142,11 @@ class Progress:
         print("  %-9s %9d / %d  (%.0f/s)" % (self.what, self.done, self.total, rate), flush=True)
 
 
-def seed(db, n_stations=7473, n_visits=2820000, batch=5000, rng_seed=14, drop=False, now=None):
+def seed(db, n_stations=7473, n_visits=2820000, batch=5000, rng_seed=14, drop=False, now=None, users=None,
+         progress=Progress):
+    """Stations and visits into ``db``. Visitors: ``users`` given, ids of the population's users
+    (``population.user_id``: those of ``make seed-scale``'s membership), a county's riders drawn from a fixed slice of
+    them; else ids of their own."""
     rng = random.Random(rng_seed)
     now = now or events.utcnow()
     if drop:
@@ -152,10 +160,10 @@ def seed(db, n_stations=7473, n_visits=2820000, batch=5000, rng_seed=14, drop=Fa
     last = store.next_revs(db, n_stations)
     for i, d in enumerate(docs):
         d["rev"] = last - n_stations + 1 + i
-    progress = Progress("stations", n_stations)
+    bar = progress("stations", n_stations, "stations")
     for k in range(0, n_stations, batch):
         store.insert_many(db.stations, docs[k:k + batch])
-        progress.add(len(docs[k:k + batch]))
+        bar.add(len(docs[k:k + batch]))
     opened = collections.Counter()
     for d in docs:
         opened.update(domain.open_deltas(None, d))
@@ -163,16 +171,17 @@ def seed(db, n_stations=7473, n_visits=2820000, batch=5000, rng_seed=14, drop=Fa
     # ---- visits, month by month (distinct visitors need one month's members in memory at a time)
     popularity = list(itertools.accumulate(rng.lognormvariate(0, 1) for _ in docs))
     riders = collections.Counter(d["region_code"] for d in docs)
-    progress = Progress("visits", n_visits)
+    bar = progress("visits", n_visits, "visits")
+    done = 0
     seq = itertools.count()
     months = year_months(now)
     for (month, start, end), share in zip(months, shares(months, now)):
-        n_month = round(n_visits * share) if month != months[-1][0] else n_visits - progress.done
+        n_month = round(n_visits * share) if month != months[-1][0] else n_visits - done
         counts, seen, marks, pending = collections.Counter(), set(), [], []
         for _ in range(n_month):
             st = docs[bisect.bisect_left(popularity, rng.random() * popularity[-1])]
             county = st["region_code"]
-            user = "seed-u-%s-%d" % (county, rng.randrange(riders[county] * RIDERS_PER_STATION))
+            user = rider(county, rng.randrange(riders[county] * RIDERS_PER_STATION), users)
             visit = domain.visit_doc("seed-v-%08d" % next(seq), st, user, visit_time(rng, start, end))
             pending.append(visit)
             for key in domain.counter_keys(domain.visited_data(visit)):
@@ -184,22 +193,47 @@ def seed(db, n_stations=7473, n_visits=2820000, batch=5000, rng_seed=14, drop=Fa
                         marks.append({"_id": "%s|%s|%s" % (key, month, user), "month": month})
             if len(pending) >= batch:
                 store.insert_many(db.visits, pending)
-                progress.add(len(pending))
+                bar.add(len(pending))
+                done += len(pending)
                 pending = []
         store.insert_many(db.visits, pending)
-        progress.add(len(pending))
+        bar.add(len(pending))
+        done += len(pending)
         store.add_counters(db, {"%s|%s" % (key, month): {"visits": counts[(key, "visits")],
                                                          "visitors": counts[(key, "visitors")]}
                                 for key in {k for k, _ in counts}})
         for k in range(0, len(marks), batch):
             store.insert_many(db.visitor_marks, marks[k:k + batch])
-    return {"stations": n_stations, "visits": progress.done, "months": [m for m, _, _ in months]}
+    return {"stations": n_stations, "visits": done, "months": [m for m, _, _ in months]}
+
+
+def rider(county, k, users=None):
+    """The id of rider ``k`` of ``county``: one of the population's ``users`` when given (a fixed, county-specific
+    pick), else an id of the seed's own."""
+    if users:
+        return population.user_id(zlib.crc32(("%s:%d" % (county, k)).encode()) % users)
+    return "seed-u-%s-%d" % (county, k)
+
+
+def run(ctx):
+    """The stations step of ``make seed-scale`` (``deploy.seed_scale``): 7,473 stations, and visits scaled with the
+    users loaded (2.82 M at 7.5 M users), by the population's users. Done once (recorded in ``seed_scale``); an
+    unfinished step starts over on emptied collections, unless the database holds stations that are not seeded."""
+    db = ctx.db("stations")
+    visits = round(VISITS * ctx.users / population.USERS)
+
+    def load():
+        if db.stations.find_one({"_id": {"$not": {"$regex": "^5eed"}}}, {"_id": 1}):
+            print("stations: %s holds stations of its own; seed into an empty store" % db.name)
+            return None
+        return seed(db, STATIONS, visits, drop=True, users=ctx.users, progress=ctx.progress)
+    return ctx.once(db, "stations", load)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--stations", type=int, default=7473)
-    ap.add_argument("--visits", type=int, default=2820000)
+    ap.add_argument("--stations", type=int, default=STATIONS)
+    ap.add_argument("--visits", type=int, default=VISITS)
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=14)
     ap.add_argument("--drop", action="store_true", help="empty stations, visits and counters first")

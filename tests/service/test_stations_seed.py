@@ -91,3 +91,23 @@ def test_the_index_sees_every_write_committed_before_a_search(store_uri, db_pref
     assert a.nearest(db, here["lat"], here["lng"], 1000, {"status": "any"}, now, 5) == []
     assert [d["_id"] for _, d in a.nearest(db, there["lat"], there["lng"], 1000, {"status": "any"}, now, 5)] == \
         [doc["_id"]]
+
+
+def test_the_stations_step_of_make_seed_scale(store_uri, db_prefix, mongo, monkeypatch):
+    """``deploy.seed_scale`` runs ``run(ctx)``: visits scale with the users loaded and come from the population's
+    users; the step is done once."""
+    import pymongo
+
+    from deploy.seed_scale import Context
+    from unionhub_kit import population
+    monkeypatch.setenv("MONGO_URI", store_uri)
+    monkeypatch.setenv("UNIONHUB_DB_PREFIX", db_prefix)
+    monkeypatch.setattr(seed_scale, "STATIONS", 80)
+    client = pymongo.MongoClient(store_uri, tz_aware=True)
+    ctx = Context(client, 15000, 5000, {"coupons": 0, "inbox": 0})
+    out = seed_scale.run(ctx)
+    assert out["stations"] == 80 and out["visits"] == round(2820000 * 15000 / population.USERS) == 5640
+    db = mongo[db_name("stations", {"DB_PREFIX": db_prefix})]
+    users = {population.user_id(i) for i in range(15000)}
+    assert {v["user_id"] for v in db.visits.find({}, {"user_id": 1})} <= users
+    assert seed_scale.run(ctx) is None and db.visits.count_documents({}) == 5640  # done once
