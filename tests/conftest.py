@@ -14,7 +14,6 @@ import os  # noqa: E402
 
 # the tests run as development (the published development secret; never production): every process they start too
 os.environ.setdefault("UNIONHUB_ENV", "development")
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from deploy.stack import Stack, free_port, mongo_ok  # noqa: E402
+from deploy.stack import Stack, free_port, mongo_ok, store_command  # noqa: E402
 
 ADMIN_PASSWORD = "Admin-Test-Passw0rd"
 
@@ -46,10 +45,9 @@ def store_uri(tmp_path_factory):
         return
     port = free_port()
     data = tmp_path_factory.mktemp("store")
-    exe = shutil.which("secantusd-py", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     log = open(os.path.join(str(data), "store.log"), "ab")
-    proc = subprocess.Popen([exe, "--storage-path", str(data / "wt"), "--port", str(port), "--host", "127.0.0.1",
-                             "--log-level", "WARNING"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(store_command(data / "wt", port, cache_size="1G"), cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
     uri = "mongodb://127.0.0.1:%d/?directConnection=true" % port
     for _ in range(200):
         if mongo_ok(uri, 300):

@@ -24,6 +24,7 @@ from pymongo.errors import DuplicateKeyError
 
 from . import catalog, config, events, topology
 from .errors import AppError
+from .mongo import transaction
 
 log = logging.getLogger("unionhub.consumer")
 
@@ -196,8 +197,7 @@ def run_once(db, envelope, fn, handler=None):
         return fn(session)
 
     try:
-        with db.client.start_session() as session:
-            return session.with_transaction(txn)
+        return transaction(db, txn)
     except _Duplicate:
         return None
 

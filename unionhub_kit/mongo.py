@@ -1,4 +1,15 @@
-"""pymongo DependencyProvider: one client per container, the service's own database, indexes ensured at start."""
+"""pymongo DependencyProvider: one client per container, the service's own database, indexes ensured at start.
+
+Every client the kit makes is **durable** and **bounded** (``client_options``):
+
+* write concern ``w: "majority", j: true``: a write is acknowledged only once it is in the journal (on a replica set:
+  on a majority). The API answers, and a consumer acks its message, only after that. (The embedded store journals a
+  committed *transaction* only with ``--sync-on-commit``, which ``deploy/stack.py`` passes.)
+* ``STORE_TIMEOUT_MS`` (default 4000, below ``RPC_TIMEOUT``) bounds every round trip (``socketTimeoutMS``) and every
+  transaction including its retries (``pymongo.timeout`` in ``transaction``); the server selection waits
+  ``STORE_SELECT_TIMEOUT_MS`` (default 3000). A store that stalls or is gone becomes an error within seconds, which
+  an RPC answers as 503 ``SERVICE_UNAVAILABLE`` (``unionhub_kit.rpc``) and an event handler retries.
+"""
 import pymongo
 import pymongo.errors
 from nameko.extensions import DependencyProvider
@@ -8,13 +19,23 @@ from . import config
 _CLIENT_ATTR = "_unionhub_mongo_client"
 
 
+def store_timeout():
+    """Seconds any one store operation (or whole transaction) may take."""
+    return config.get_int("STORE_TIMEOUT_MS", 4000) / 1000.0
+
+
+def client_options(pool=100):
+    return dict(w="majority", journal=True, socketTimeoutMS=int(store_timeout() * 1000),
+                serverSelectionTimeoutMS=config.get_int("STORE_SELECT_TIMEOUT_MS", 3000), connectTimeoutMS=2000,
+                maxPoolSize=pool, tz_aware=True)
+
+
 def client_for(container):
     """One MongoClient per container (shared by Mongo, Outbox and friends in that container)."""
     client = getattr(container, _CLIENT_ATTR, None)
     if client is None:
         uri = container.config.get("MONGO_URI") or config.get("MONGO_URI")
-        new = pymongo.MongoClient(uri, serverSelectionTimeoutMS=10000, connectTimeoutMS=5000,
-                                  maxPoolSize=int(container.config.get("MONGO_POOL", 100)), tz_aware=True)
+        new = pymongo.MongoClient(uri, **client_options(int(container.config.get("MONGO_POOL", 100))))
         # extensions are set up concurrently (green threads): the first client stored wins
         client = getattr(container, _CLIENT_ATTR, None)
         if client is None:
@@ -75,9 +96,20 @@ def open_from_env(service):
 
 
 def transaction(db, fn):
-    """Run ``fn(session)`` in a multi-document transaction (retried on transient errors); return its result."""
-    with db.client.start_session() as session:
+    """Run ``fn(session)`` in a multi-document transaction (retried on transient errors, all within
+    ``store_timeout()``); return its result."""
+    with pymongo.timeout(store_timeout()), db.client.start_session() as session:
         return session.with_transaction(fn)
+
+
+def unavailable(exc):
+    """Whether a store error means "the store did not answer in time / is not reachable" (503), not a bug."""
+    from pymongo import errors
+    if isinstance(exc, (errors.ConnectionFailure, errors.ExecutionTimeout, errors.WTimeoutError)):
+        return True
+    if isinstance(exc, errors.PyMongoError):
+        return bool(getattr(exc, "timeout", False)) or exc.has_error_label("TransientTransactionError")
+    return False
 
 
 def upsert_returning(coll, flt, update, session=None, attempts=5):

@@ -6,7 +6,7 @@ transaction. A timer closes postings whose ``valid_until`` has passed (``job_clo
 alerts are matched from this service's own ``job_posted`` events, and the masked phone employers see comes from
 membership's ``member_joined`` events (no call into membership per application).
 """
-from nameko.rpc import rpc
+from unionhub_kit.rpc import rpc
 from nameko.timer import timer
 
 from unionhub_kit import config, events, regions

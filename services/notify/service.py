@@ -9,7 +9,6 @@ and ``notification_failed`` (SMS and push), through the outbox.
 import logging
 
 import eventlet
-from nameko.rpc import rpc
 
 from unionhub_kit import crypto, events, topology
 from unionhub_kit.batching import Batcher
@@ -18,7 +17,7 @@ from unionhub_kit.errors import NotFound, validation_error
 from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo
 from unionhub_kit.outbox import Outbox
-from unionhub_kit.rpc import Rpc
+from unionhub_kit.rpc import Rpc, rpc
 from unionhub_kit.ping import ping as _ping
 from unionhub_kit.schema import load
 
