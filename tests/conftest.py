@@ -177,8 +177,9 @@ def stack(request, rabbit_manager, store_uri):
 def make_stack(request, rabbit_manager, store_uri):
     cleanups = []
 
-    def make(**kw):
-        running, cleanup = _start(request, rabbit_manager, store_uri, **kw)
+    def make(mongo_uri=None, **kw):
+        """``mongo_uri``: a store of the test's own (one it kills) instead of the session's."""
+        running, cleanup = _start(request, rabbit_manager, mongo_uri or store_uri, **kw)
         cleanups.append(cleanup)
         return running
     yield make
