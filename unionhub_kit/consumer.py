@@ -170,8 +170,7 @@ def run_once_many(db, envelopes, fn, handler=None, attempts=5):
                                              for key, env in fresh.items()], session=session)
             fn(session, list(fresh.values()))
         try:
-            with db.client.start_session() as session:
-                session.with_transaction(txn)
+            transaction(db, txn)
             return
         except DuplicateKeyError:
             continue
