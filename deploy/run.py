@@ -1,4 +1,7 @@
-"""``make run``: the whole stack on this machine, until Ctrl-C."""
+"""``make run``: the whole stack on this machine, until Ctrl-C.
+
+A process that exits is started again with backoff (``deploy.stack.Supervisor``); everything stops on Ctrl-C, or when
+one process exits more than 5 times within a minute."""
 import os
 import signal
 import sys
@@ -6,7 +9,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deploy.stack import ROOT, Stack, ensure_rabbitmq  # noqa: E402
+from deploy.stack import ROOT, Stack, Supervisor, ensure_rabbitmq  # noqa: E402
 from unionhub_kit import config, keys, topology  # noqa: E402
 
 
@@ -49,12 +52,13 @@ def main():
               "  broker   http://localhost:15672 (guest/guest)\nCtrl-C stops everything started here.\n"
               % (time.time() - started, url, url, url, url, url, url))
         sys.stdout.flush()
+        supervisor = Supervisor(stack, say=lambda msg: print("%s %s (logs in var/log/)" % (
+            time.strftime("%H:%M:%S"), msg), flush=True))
         while not stopping:
-            for name, ps in list(stack.procs.items()):
-                for p in ps:
-                    if p.poll() is not None:
-                        print("%s exited (%s); see var/log/%s-*.log" % (name, p.returncode, name))
-                        stopping.append(0)
+            why = supervisor.check()
+            if why:
+                print("%s; stopping everything" % why)
+                stopping.append(0)
             time.sleep(0.5)
     except Exception as exc:
         print("error: %s" % exc)

@@ -136,6 +136,7 @@ class Stack:
         self.say = say
         self.procs = {}  # name -> [Popen]
         self.store_proc = None
+        self.store_args = None
 
     # ---- store ------------------------------------------------------------------------------------------------
     def start_store(self, data_dir, port):
@@ -144,6 +145,7 @@ class Stack:
             self.say("store already answering on port %d" % port)
             return uri
         os.makedirs(data_dir, exist_ok=True)
+        self.store_args = (data_dir, port)
         log = open(os.path.join(self.log_dir, "store.log"), "ab")
         self.store_proc = subprocess.Popen(store_command(data_dir, port), cwd=ROOT, env=self.env,
                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -170,7 +172,11 @@ class Stack:
         # exec: the shell becomes nameko, so waiting for this process waits for the service itself
         p = subprocess.Popen("exec " + cmd, shell=True, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True)
-        self.procs.setdefault(name, []).append(p)
+        ps = self.procs.setdefault(name, [])
+        if index < len(ps):
+            ps[index] = p  # a restart takes the place of the process it replaces
+        else:
+            ps.append(p)
         return p
 
     def start_services(self):
@@ -229,6 +235,53 @@ class Stack:
             except subprocess.TimeoutExpired:
                 _signal_group(self.store_proc, signal.SIGKILL)
             self.store_proc = None
+
+
+class Supervisor:
+    """What compose's ``restart: unless-stopped`` gives, for ``make run``: a process of the stack that exits is
+    started again after a backoff (``base`` * 2^(n-1) s, at most ``cap``), and said so; when one crashes more than
+    ``max_crashes`` times within ``window`` seconds, ``check`` answers why everything should stop."""
+
+    def __init__(self, stack, window=60.0, max_crashes=5, base=0.5, cap=30.0, say=print, clock=time.monotonic):
+        self.stack, self.window, self.max_crashes, self.base, self.cap = stack, window, max_crashes, base, cap
+        self.say, self.clock = say, clock
+        self.crashes = {}  # (name, index) -> times of its recent exits
+        self.due = {}  # (name, index) -> when to start it again
+        self.restarts = 0
+
+    def _exited(self):
+        for name, ps in list(self.stack.procs.items()):
+            for i, p in enumerate(ps):
+                if p.poll() is not None:
+                    yield (name, i), p.returncode
+        if self.stack.store_proc is not None and self.stack.store_proc.poll() is not None:
+            yield ("store", 0), self.stack.store_proc.returncode
+
+    def check(self):
+        """One round: note the processes that exited, start those whose backoff is over; None, or why to stop."""
+        now = self.clock()
+        for key, code in self._exited():
+            if key in self.due:
+                continue
+            times = [t for t in self.crashes.get(key, []) if now - t < self.window] + [now]
+            self.crashes[key] = times
+            if len(times) > self.max_crashes:
+                return "%s-%d exited %d times within %.0f s" % (key[0], key[1], len(times), self.window)
+            delay = min(self.cap, self.base * 2 ** (len(times) - 1))
+            self.say("%s-%d exited (%s); starting it again in %.1f s (%d exit(s) in the last %.0f s)"
+                     % (key[0], key[1], code, delay, len(times), self.window))
+            self.due[key] = now + delay
+        for key, at in sorted(self.due.items(), key=lambda kv: kv[1]):
+            if now >= at:
+                del self.due[key]
+                if key[0] == "store":
+                    self.stack.store_proc = None
+                    self.stack.start_store(*self.stack.store_args)
+                else:
+                    self.stack.start_service(key[0], key[1])
+                self.restarts += 1
+                self.say("%s-%d started again" % key)
+        return None
 
 
 def _signal_group(p, sig):

@@ -3,6 +3,8 @@
     queues                                 depth and consumers of every topology queue and RPC queue
     dlq list [--queue Q] [--peek N]        dead-letter queues: depth, and the parked messages with their errors
     dlq replay Q [--count N]               move parked messages back to Q (attempts reset), oldest first
+    dlq discard Q [--count N] [--yes]      delete the oldest N parked messages of Q for good (asks first)
+    dlq purge Q [--yes]                    delete every message parked in Q now (asks first; later ones stay)
     outbox show SERVICE                    the service's outbox: backlog, oldest unpublished event, leases
     outbox redrive SERVICE [--steal]       publish the service's pending outbox rows now (with confirms)
     ping SERVICE [--timeout S]             RPC ping; exit 0 when a replica answers (container healthcheck)
@@ -214,6 +216,51 @@ def cmd_dlq_replay(ctx, args):
     return 0
 
 
+def discard(conn, queue, count):
+    """Delete (ack without republishing) up to ``count`` of the oldest messages parked in ``queue``'s DLQ; return
+    how many went."""
+    dlq, _ = dlq_name(queue)
+    ch = conn.channel()
+    gone = 0
+    try:
+        while gone < count:
+            msg = ch.basic_get(queue=dlq, no_ack=False)
+            if msg is None:
+                break
+            ch.basic_ack(msg.delivery_tag)
+            gone += 1
+    finally:
+        ch.close()
+    return gone
+
+
+def confirm(ctx, args, question):
+    """``--yes``, or the operator types ``yes`` at the prompt; anything else (or no terminal) declines."""
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise CliError("%s: refused without --yes (no terminal to ask)" % question)
+    sys.stderr.write("%s Type yes to go on: " % question)
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() == "yes"
+
+
+def cmd_dlq_discard(ctx, args):
+    dlq, _ = dlq_name(args.queue)
+    with ctx.amqp() as conn:
+        state = queue_state(conn, dlq)
+        if state is None:
+            raise CliError("queue %s does not exist" % dlq)
+        n = state[0] if getattr(args, "count", None) is None else min(args.count, state[0])
+        if n and not confirm(ctx, args, "Delete %d parked message(s) from %s for good (of %d)?" % (n, dlq,
+                                                                                                  state[0])):
+            ctx.emit({"discarded": 0, "queue": dlq, "declined": True}, "nothing deleted")
+            return 1
+        gone = discard(conn, args.queue, n) if n else 0
+    ctx.emit({"discarded": gone, "queue": dlq}, "deleted %d message(s) from %s" % (gone, dlq))
+    return 0
+
+
 # ---- outbox -----------------------------------------------------------------------------------------------------
 def outbox_state(db):
     from . import events
@@ -364,6 +411,15 @@ def parser():
     rp.add_argument("queue")
     rp.add_argument("--count", type=int, default=None, help="at most this many (default: all parked now)")
     rp.set_defaults(fn=cmd_dlq_replay)
+    dc = dlq.add_parser("discard", help="delete the oldest parked messages for good")
+    dc.add_argument("queue")
+    dc.add_argument("--count", type=int, default=None, help="at most this many (default: all parked now)")
+    dc.add_argument("--yes", action="store_true", help="do not ask")
+    dc.set_defaults(fn=cmd_dlq_discard)
+    pu = dlq.add_parser("purge", help="delete every message parked now")
+    pu.add_argument("queue")
+    pu.add_argument("--yes", action="store_true", help="do not ask")
+    pu.set_defaults(fn=cmd_dlq_discard)
 
     ob = sub.add_parser("outbox", help="a service's transactional outbox").add_subparsers(dest="ob_cmd",
                                                                                           required=True)

@@ -4,7 +4,8 @@
 
 * the queue, its retry queue and its dead-letter queue come from ``topology`` (declared by publishers too);
 * the envelope and its data are validated against the catalogue; a message that does not validate is parked in
-  the dead-letter queue at once (retrying it cannot help);
+  the dead-letter queue at once (retrying it cannot help); so is one that cannot even be decoded (invalid JSON, a
+  content type other than JSON), byte for byte, with the decoder's reason (kombu would log and drop it);
 * a handler that raises is retried with exponential backoff and jitter (through the retry queue's TTL) up to
   ``EVENT_MAX_ATTEMPTS`` attempts, then parked in the dead-letter queue with the error in its headers;
 * the original message is acked only after its retry or dead-letter copy was confirmed by the broker.
@@ -19,7 +20,7 @@ import random
 
 from marshmallow import ValidationError
 from nameko.amqp.publish import Publisher as AmqpPublisher
-from nameko.messaging import Consumer
+from nameko.messaging import Consumer, QueueConsumer
 from pymongo.errors import DuplicateKeyError
 
 from . import catalog, config, events, topology
@@ -39,7 +40,22 @@ class PermanentError(Exception):
     """Raise from a handler when retrying cannot help: the message goes straight to the dead-letter queue."""
 
 
+class ParkingQueueConsumer(QueueConsumer):
+    """nameko's queue consumer (one per container, shared by its event handlers), except that a message kombu
+    cannot decode is parked in its handler's dead-letter queue with the reason instead of logged and acked."""
+
+    def on_decode_error(self, message, exc):
+        tag = (message.delivery_info or {}).get("consumer_tag")
+        for provider, consumer in list(self._consumers.items()):
+            if tag in getattr(consumer, "_active_tags", {}).values() and hasattr(provider, "park_undecodable"):
+                return provider.park_undecodable(message, exc)
+        log.error("undecodable message on an unknown consumer (%s), dropped: %s", tag, exc)
+        message.ack()
+
+
 class ReliableEventHandler(Consumer):
+    queue_consumer = ParkingQueueConsumer()
+
     def __init__(self, *bindings, **kwargs):
         self.bindings = bindings
         super().__init__(queue=None, requeue_on_error=False, **kwargs)
@@ -116,6 +132,28 @@ class ReliableEventHandler(Consumer):
             return
         self.retries += 1
         self.queue_consumer.ack_message(message)
+
+    def park_undecodable(self, message, exc):
+        """Park the raw bytes of a message that could not be decoded (content type and encoding kept)."""
+        error = "undecodable message (content type %r): %s" % (message.content_type, exc)
+        log.error("parking message in %s: %s", self.dead_queue.name, error[:300])
+        from kombu import Connection
+        headers = dict(message.headers or {})
+        headers.update({ATTEMPTS_HEADER: self._attempts(message) + 1, "x-unionhub-error": error[:1000],
+                        "x-unionhub-queue": self.queue.name,
+                        "x-unionhub-failed-at": events.rfc3339(events.utcnow())})
+        try:
+            with Connection(self.amqp_uri, transport_options={"confirm_publish": True}) as conn:
+                conn.Producer().publish(message.body, exchange="", routing_key=self.dead_queue.name,
+                                        headers=headers, content_type=message.content_type or "application/data",
+                                        content_encoding=message.content_encoding or "binary", delivery_mode=2,
+                                        retry=True, retry_policy={"max_retries": 3})
+        except Exception:
+            log.exception("could not dead-letter an undecodable message; requeueing")
+            message.requeue()
+            return
+        self.dead_lettered += 1
+        message.ack()
 
     def _park(self, message, body, error, attempts):
         log.error("parking message in %s after %d attempt(s): %s", self.dead_queue.name, attempts, error[:300])

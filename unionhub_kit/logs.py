@@ -64,6 +64,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
+def guarded(fn, what, logger="unionhub"):
+    """``fn`` for a background green thread (``GreenPool.spawn_n``, ``eventlet.spawn``): an exception is logged
+    through ``logging`` (JSON, redacted) instead of eventlet printing a raw traceback to stderr."""
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception:
+            logging.getLogger(logger).exception("%s failed in a background thread", what)
+    return run
+
+
 def configure(level="INFO", json_format=True):
     handler = logging.StreamHandler()
     handler.addFilter(Redactor())

@@ -4,7 +4,9 @@
   ``{to, platform, template, params, title, body}``) appended to ``SMS_SINK_FILE`` / ``PUSH_SINK_FILE``;
 * webhook (``SMS_WEBHOOK_URL`` / ``PUSH_WEBHOOK_URL``): ``POST`` of the same JSON, signed like every outgoing
   webhook (``X-UnionHub-Timestamp``, ``X-UnionHub-Signature: sha256=<hex HMAC of "<timestamp>." + body>``,
-  ``X-UnionHub-Delivery`` stable across retries) with ``SMS_WEBHOOK_SECRET`` / ``PUSH_WEBHOOK_SECRET``;
+  ``X-UnionHub-Delivery`` stable across retries) with ``SMS_WEBHOOK_SECRET`` / ``PUSH_WEBHOOK_SECRET``, and the
+  dispatch id as ``Idempotency-Key``: a send retried after a crash or a lost answer carries the same key, so the
+  provider can drop the repeat (the sink writes it as ``delivery_id``);
   anything but a 2xx answer, or no answer within ``NOTIFY_PROVIDER_TIMEOUT`` seconds, is a ``ProviderError``.
 
 Retrying is the caller's business (see ``service``): providers make one attempt.
@@ -48,7 +50,8 @@ class SinkProvider:
         to, params = _masked(message)
         log.info("%s sink: to %s template %s params %s", self.channel, to, message.get("template"),
                  json.dumps(params, ensure_ascii=False))
-        line = (json.dumps(message, ensure_ascii=False) + "\n").encode("utf-8")
+        line = (json.dumps(dict(message, delivery_id=delivery_id) if delivery_id else message, ensure_ascii=False)
+                + "\n").encode("utf-8")
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
@@ -73,8 +76,9 @@ class WebhookProvider:
 
     def send(self, message, timeout=None, delivery_id=None):
         body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        headers = dict(crypto.signed_headers(body, self.secret, delivery_id or uuid.uuid4().hex),
-                       **{"Content-Type": "application/json"})
+        delivery_id = delivery_id or uuid.uuid4().hex
+        headers = dict(crypto.signed_headers(body, self.secret, delivery_id),
+                       **{"Content-Type": "application/json", "Idempotency-Key": str(delivery_id)})
         try:
             r = requests.post(self.url, data=body, headers=headers, timeout=timeout or self.timeout,
                               allow_redirects=False)

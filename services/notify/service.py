@@ -14,6 +14,7 @@ from unionhub_kit import crypto, events, topology
 from unionhub_kit.batching import Batcher
 from unionhub_kit.consumer import idempotent, on_event, run_once, run_once_many
 from unionhub_kit.errors import NotFound, validation_error
+from unionhub_kit.logs import guarded
 from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo
 from unionhub_kit.outbox import Outbox
@@ -324,7 +325,7 @@ class NotifyService:
         docs = store.claim_due(self.db.dispatches, domain.CLOCK.now(), CLAIM, s.lease_seconds, s.owner)
         pool = eventlet.GreenPool(s.concurrency)
         for doc in docs:
-            pool.spawn_n(delivery.send, self.db, s, self.outbox, doc)
+            pool.spawn_n(guarded(delivery.send, "dispatch %s" % doc["_id"]), self.db, s, self.outbox, doc)
         pool.waitall()
         return len(docs) == CLAIM
 
@@ -336,7 +337,7 @@ class NotifyService:
                                s.owner)
         pool = eventlet.GreenPool(s.concurrency)
         for doc in docs:
-            pool.spawn_n(webhooks.send, self.db, s, doc)
+            pool.spawn_n(guarded(webhooks.send, "webhook delivery %s" % doc["_id"]), self.db, s, doc)
         pool.waitall()
         return len(docs) == CLAIM
 

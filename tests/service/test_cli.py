@@ -1,5 +1,6 @@
 """The operations CLI (``python -m unionhub_kit``) on the real broker and store: dead-letter list and replay, outbox
 show and re-drive, queue depths, ping, and creating accounts."""
+import io
 import json
 import subprocess
 import sys
@@ -210,3 +211,23 @@ def test_python_dash_m_entry_point(config):
     r = subprocess.run([sys.executable, "-m", "unionhub_kit", "dlq", "frobnicate"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2
+
+
+def test_dlq_discard_and_purge_ask_first_and_count(container_factory, config, capsys, monkeypatch):
+    con = container_factory(Flaky, config)
+    con.start()
+    for i in range(4):
+        publish_joined(config, "d%d" % i)
+    wait_for(lambda: depth(config, QUEUE + ".dlq") == 4 or None, 20)
+
+    # no terminal and no --yes: refused, nothing deleted
+    monkeypatch.setattr("sys.stdin", io.StringIO("yes\n"))
+    rc = cli.main(["--amqp-uri", config["AMQP_URI"], "dlq", "discard", QUEUE, "--count", "1"])
+    assert rc == 1 and "--yes" in capsys.readouterr().err and depth(config, QUEUE + ".dlq") == 4
+
+    rc, out = run(capsys, config, "dlq", "discard", QUEUE, "--count", "1", "--yes")
+    assert rc == 0 and out == {"discarded": 1, "queue": QUEUE + ".dlq"}
+    assert depth(config, QUEUE + ".dlq") == 3
+    rc, out = run(capsys, config, "dlq", "purge", QUEUE + ".dlq", "--yes")
+    assert rc == 0 and out == {"discarded": 3, "queue": QUEUE + ".dlq"}
+    assert depth(config, QUEUE + ".dlq") == 0 and depth(config, QUEUE) == 0

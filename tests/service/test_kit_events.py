@@ -135,3 +135,23 @@ def test_outbox_event_written_while_broker_unreachable_is_published_later(contai
     pub = container_factory(FakeMembership, config)
     pub.start()
     wait_for(lambda: db_of("kittest").seen.find_one({"_id": "m5"}))
+
+
+@pytest.mark.parametrize("body,content_type", [(b'{"not json', "application/json"),
+                                               (b"member joined, trust me", "text/plain")])
+def test_undecodable_message_is_parked_with_the_reason(container_factory, config, db_of, body, content_type):
+    """kombu alone logs "Can't decode message body" and acks: the message was gone. Now it is in the DLQ, as sent."""
+    from kombu import Connection
+    con = container_factory(Counter, config)
+    con.start()
+    with Connection(config["AMQP_URI"]) as conn:
+        conn.Producer().publish(body, exchange=topology.event_exchange("membership"), routing_key="member_joined",
+                                content_type=content_type, content_encoding="utf-8")
+    sub = topology.find("kittest", "on_member_joined")
+    dlq = topology.queue_name(sub) + topology.DLQ_SUFFIX
+    msgs = wait_for(lambda: broker.get_messages(config["vhost"], dlq), 15)
+    assert len(msgs) == 1 and msgs[0]["payload"] == body.decode()
+    assert msgs[0]["properties"]["content_type"] == content_type
+    error = msgs[0]["properties"]["headers"]["x-unionhub-error"]
+    assert "undecodable" in error and content_type in error
+    assert broker.get_messages(config["vhost"], topology.queue_name(sub)) == []  # not left behind either

@@ -116,6 +116,8 @@ def test_welcome_sms_retried_with_backoff_then_delivered(container_factory, conf
     assert [hook.json(i)["to"] for i in range(3)] == ["15011112222"] * 3
     assert all(signature_ok(r, SECRET) for r in hook.requests)
     assert {r["headers"]["X-UnionHub-Delivery"] for r in hook.requests} == {doc["_id"]}
+    # the dispatch id is the provider's idempotency key: the same on every attempt, so a repeat can be dropped
+    assert {r["headers"]["Idempotency-Key"] for r in hook.requests} == {doc["_id"]}
     event = wait_for(lambda: db.outbox.find_one({"type": "notification_delivered", "envelope.data.user_id": uid}))
     assert event["envelope"]["data"]["attempts"] == 3
 
