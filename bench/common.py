@@ -399,6 +399,8 @@ def start_stack(replicas=None, services=None, extra_env=None, wait=180):
     mongo_uri = os.environ.get("BENCH_MONGO_URI")
     if not mongo_uri:
         mongo_uri, store_proc = start_store(os.path.join(tmp, "store"), log_dir)
+    if os.environ.get("BENCH_JOURNALED"):  # every write acknowledged once journaled (what issue 11 makes the default)
+        mongo_uri += ("&" if "?" in mongo_uri else "?") + "w=majority&journal=true"
     port = free_port()
     env = {
         "AMQP_URI": amqp,

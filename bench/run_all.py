@@ -11,7 +11,8 @@ Everything lands in ``bench/results/*.json`` (``summary.json`` holds the table).
 to a few minutes): ``BENCH_DURATION`` (s per load phase, 10), ``BENCH_CONCURRENCY`` (32), ``BENCH_CLAIM_MEMBERS``
 (64), ``BENCH_SKIP`` (comma-separated: raw, gateway_read, claim, event_hop, flash_grab, search, fanout, stations),
 ``BENCH_SEARCH_POSTINGS`` (10000 here), ``BENCH_FANOUT_MEMBERS`` (10000 here), ``BENCH_STATIONS_VISITS`` (50000 here;
-the 7,473 stations always).
+the 7,473 stations always). ``BENCH_JOURNALED=1`` makes every write of the stack wait for the journal
+(``w=majority&journal=true`` on the store URI).
 """
 from bench import common  # noqa: I001  (monkey-patches first)
 
