@@ -196,7 +196,7 @@ def new_campaign(payload, actor, scope, merchant, now):
     elig = payload["eligibility"]
     areas = areas_of(elig["region_codes"], scope)
     return dict(payload, _id=new_id("cmp"), merchant_name=merchant["name"], scope=scope, areas=areas,
-                area_path=area_path(areas), buckets=bucket_count(payload["quota"]), created_at=now,
+                area_path=area_path(areas), buckets=bucket_count(payload["quota"]), tally=True, created_at=now,
                 created_by=actor["sub"], sold_out_at=None)
 
 

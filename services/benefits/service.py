@@ -10,6 +10,7 @@ import datetime
 import logging
 import os
 import random
+import socket
 import time
 
 from nameko.timer import timer
@@ -37,6 +38,7 @@ EXPIRY_BATCH = 500
 EXPIRY_BATCHES_PER_TICK = 20
 EXPIRY_GRACE = datetime.timedelta(minutes=5)  # claims still in flight at a deadline land within this
 
+PROCESS = "%s-%d" % (socket.gethostname(), os.getpid())  # whose stock tallies this process writes
 _campaigns = {}  # campaign id -> (valid until, document): immutable fields only are read from it
 _sold_out = set()  # campaigns this process saw sold out (final: the stock never grows back)
 _pools = {}  # campaign id -> domain.BucketPool
@@ -139,7 +141,7 @@ class BenefitsService:
         now = events.utcnow()
         docs = store.campaigns_page(self.db, store.campaign_filter(args, now), domain.decode_cursor(args["cursor"]),
                                     args["limit"])
-        left = self._stock_left([c["_id"] for c in docs])
+        left = self._stock_left(docs)
         return domain.page([domain.campaign_view(c, now, left[c["_id"]]) for c in docs], args["limit"],
                            lambda v: v["id"])
 
@@ -147,7 +149,7 @@ class BenefitsService:
     def get_campaign(self, actor, campaign_id):
         """The campaign (its immutable fields from this process's cache) with what is left read fresh."""
         doc = self._campaign(campaign_id)
-        return domain.campaign_view(doc, events.utcnow(), self._stock_left([campaign_id])[campaign_id])
+        return domain.campaign_view(doc, events.utcnow(), self._stock_left([doc])[campaign_id])
 
     @rpc
     def stats(self, actor, args=None):
@@ -158,7 +160,7 @@ class BenefitsService:
         flt = dict(domain.status_filter(args.get("status"), now), area_path=scope)
         docs = store.campaigns_page(self.db, flt, domain.decode_cursor(args["cursor"]), args["limit"])
         ids_ = [c["_id"] for c in docs]
-        left, totals = store.stock_left(self.db, ids_), store.redemption_totals(self.db, ids_)
+        left, totals = store.stock_left(self.db, docs), store.redemption_totals(self.db, ids_)
         items = [domain.stats_view(c, left[c["_id"]], totals.get(c["_id"], {}), now) for c in docs]
         return domain.page(items, args["limit"], lambda v: v["campaign_id"])
 
@@ -268,6 +270,7 @@ class BenefitsService:
         issued = accepted[:got]
         if not issued:
             return issued, emptied
+        store.tally_taken(self.db, campaign["_id"], PROCESS, got, session)
         per_user = {}
         for n in issued:
             per_user[items[n]["user_id"]] = per_user.get(items[n]["user_id"], 0) + 1
@@ -374,6 +377,7 @@ class BenefitsService:
             self._mark_sold_out(session, campaign)
         if bucket is None:
             return
+        store.tally_taken(self.db, campaign["_id"], PROCESS, 1, session)
         if not store.count_claim(self.db, user_id, campaign["_id"], campaign["per_member_limit"], session):
             raise RuntimeError("the member's claim count moved under the transaction")  # retried with the event
         coupon = domain.new_coupon(campaign, user_id, now, welcome=True)
@@ -427,11 +431,11 @@ class BenefitsService:
         _campaigns[campaign_id] = (time.monotonic() + CAMPAIGN_CACHE_SECONDS, doc)
         return doc
 
-    def _stock_left(self, campaign_ids):
-        """What is left of each campaign, never more than what is: read fresh (one query for them all), except for
-        campaigns this process saw sold out (nothing is left of them for good)."""
-        out = {cid: 0 for cid in campaign_ids if cid in _sold_out}
-        missing = [cid for cid in campaign_ids if cid not in out]
+    def _stock_left(self, campaigns):
+        """What is left of each campaign, never more than what is: read fresh (one small query for them all),
+        except for campaigns this process saw sold out (nothing is left of them for good)."""
+        out = {c["_id"]: 0 for c in campaigns if c["_id"] in _sold_out}
+        missing = [c for c in campaigns if c["_id"] not in out]
         if missing:
             out.update(store.stock_left(self.db, missing))
         return out

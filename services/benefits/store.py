@@ -1,6 +1,7 @@
 """Every pymongo call of benefits, and its indexes.
 
 Collections: ``merchants``; ``campaigns``; ``stock`` (a campaign's quota in buckets, ``left`` each, see ``domain``);
+``stock_taken`` (per campaign and process: how much it took; what lists and details read for ``remaining``);
 ``coupons`` (unique ``code``; at most one welcome coupon per campaign and member); ``members`` (the projection of
 membership's events, with the per-campaign claim counts ``claims.<campaign_id>``); ``welcome_grants`` (one per
 campaign and member, ever); ``redemptions`` (redemption counters, sharded); ``idempotency`` (caller + key -> first
@@ -26,6 +27,7 @@ def ensure_indexes(db):
     db.campaigns.create_index([("welcome", ASC), ("claim_ends_at", ASC)])
     db.campaigns.create_index([("redeem_ends_at", ASC), ("expiry_done", ASC)])
     db.stock.create_index([("campaign_id", ASC), ("pos", ASC)])
+    db.stock_taken.create_index([("campaign_id", ASC)])
     db.coupons.create_index([("code", ASC)], unique=True)
     db.coupons.create_index([("campaign_id", ASC), ("user_id", ASC)], unique=True,
                             partialFilterExpression={"welcome": True}, name="one_welcome_coupon")
@@ -78,12 +80,28 @@ def live_welcome_campaigns(db, now):
                                    "claim_ends_at": {"$gt": now}}))
 
 
-def stock_left(db, campaign_ids):
-    """campaign id -> coupons left (summed over its buckets)."""
-    out = dict.fromkeys(campaign_ids, 0)
-    for d in db.stock.find({"campaign_id": {"$in": list(campaign_ids)}}, {"campaign_id": 1, "left": 1}):
-        out[d["campaign_id"]] += d["left"]
-    return out
+def stock_left(db, campaigns):
+    """campaign id -> coupons left, never more than what is. A campaign that keeps tallies: its quota minus what
+    the tallies say was taken (a few small documents, one per process that took any; each only grows, so reading
+    them one after another can only understate what is left); an older campaign: its buckets summed."""
+    out = {c["_id"]: c["quota"] for c in campaigns if c.get("tally")}
+    if out:
+        for d in db.stock_taken.find({"campaign_id": {"$in": list(out)}}, {"campaign_id": 1, "taken": 1}):
+            out[d["campaign_id"]] -= d["taken"]
+    older = [c["_id"] for c in campaigns if not c.get("tally")]
+    if older:
+        out.update(dict.fromkeys(older, 0))
+        for d in db.stock.find({"campaign_id": {"$in": older}}, {"campaign_id": 1, "left": 1}):
+            out[d["campaign_id"]] += d["left"]
+    return {cid: max(0, left) for cid, left in out.items()}
+
+
+def tally_taken(db, campaign_id, process, n, session):
+    """``n`` more taken from the campaign's stock by ``process``, in the transaction that took them (one document
+    per campaign and process, so replicas never write the same one)."""
+    db.stock_taken.update_one({"_id": "%s|%s" % (campaign_id, process)},
+                              {"$inc": {"taken": n}, "$setOnInsert": {"campaign_id": campaign_id}},
+                              upsert=True, session=session)
 
 
 def take_stock(db, campaign_id, k, want, session):

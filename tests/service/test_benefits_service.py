@@ -329,6 +329,7 @@ def test_concurrent_claims_never_exceed_quota_or_limit(svc, config, db, campaign
         per_user[cp["user_id"]] = per_user.get(cp["user_id"], 0) + 1
     assert max(per_user.values()) <= 2
     assert sum(b["left"] for b in db.stock.find({"campaign_id": c["id"]})) == 0
+    assert sum(t["taken"] for t in db.stock_taken.find({"campaign_id": c["id"]})) == 25  # what remaining reads
     assert sum(sum(m.get("claims", {}).values()) for m in db.members.find({"_id": {"$in": users}})) == 25
     assert len(outbox_events(db, "campaign_sold_out")) == 1
 
