@@ -13,9 +13,19 @@ from deploy.stack import ROOT, Stack, Supervisor, ensure_rabbitmq  # noqa: E402
 from unionhub_kit import config, keys, topology  # noqa: E402
 
 
+def metrics_note(url):
+    """Where metrics are: each process on METRICS_PORT (and up), never on the public port without a scrape token."""
+    port, token = os.environ.get("METRICS_PORT"), os.environ.get("METRICS_TOKEN")
+    where = ["each process on 127.0.0.1:%s and up (its log says which)" % port] if port and port != "0" else []
+    if token:
+        where.append("%s/metrics with Authorization: Bearer $METRICS_TOKEN" % url)
+    return "; ".join(where) or "off (set METRICS_PORT, or METRICS_TOKEN for the gateway's /metrics)"
+
+
 def main():
     # make run is development (the published development secret) unless told otherwise; any other start is production
     os.environ.setdefault("UNIONHUB_ENV", "development")
+    os.environ.setdefault("METRICS_PORT", "9100")  # metrics off the public port: each process on its own
     why = keys.problem()
     if why:
         sys.exit("unionhub: refusing to start in %s: %s" % (keys.environment(), why))
@@ -48,9 +58,9 @@ def main():
         stack.wait_ready(timeout=120)
         url = stack.gateway_url()
         print("\nUnionHub is ready in %.1fs\n  gateway  %s\n  API docs %s/docs  (%s/openapi.json)\n"
-              "  events   %s/asyncapi.json\n  health   %s/readyz   metrics %s/metrics\n"
+              "  events   %s/asyncapi.json\n  health   %s/readyz\n  metrics  %s\n"
               "  broker   http://localhost:15672 (guest/guest)\nCtrl-C stops everything started here.\n"
-              % (time.time() - started, url, url, url, url, url, url))
+              % (time.time() - started, url, url, url, url, url, metrics_note(url)))
         sys.stdout.flush()
         supervisor = Supervisor(stack, say=lambda msg: print("%s %s (logs in var/log/)" % (
             time.strftime("%H:%M:%S"), msg), flush=True))

@@ -1,7 +1,12 @@
-"""Prometheus metrics of the gateway: requests, latency histograms and errors by route; RPC latencies."""
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+"""Prometheus metrics of the gateway: requests, latency histograms and errors by route; RPC latencies.
 
-REGISTRY = CollectorRegistry()
+They live in the kit's registry, so the gateway's ``METRICS_PORT`` (not the public port) serves them with the
+process and entrypoint metrics; the public ``/metrics`` answers only a scraper holding ``METRICS_TOKEN``.
+"""
+from prometheus_client import Counter, Histogram
+
+from unionhub_kit.metrics import REGISTRY, render  # noqa: F401  (render: the public route's answer)
+
 REQUESTS = Counter("unionhub_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=REGISTRY)
 ERRORS = Counter("unionhub_http_errors_total", "HTTP answers >= 400", ["method", "route", "status"],
                  registry=REGISTRY)
@@ -17,6 +22,3 @@ def observe(method, route, status, seconds):
     if status >= 400:
         ERRORS.labels(method, route, str(status)).inc()
 
-
-def render():
-    return generate_latest(REGISTRY)

@@ -144,6 +144,7 @@ def _start(request, rabbit_manager, store_uri, replicas=None, services=None, ext
         # every test is one client (127.0.0.1) asking for hundreds of login codes; the limit itself is tested on a
         # stack of its own (tests/e2e/test_security_e2e.py)
         "OTP_PER_ADDRESS_PER_HOUR": "1000000",
+        "METRICS_TOKEN": "test-scrape-token-%s" % uuid.uuid4().hex,
     }
     env.update(extra_env or {})
     stack = Stack(env, log_dir=log_dir, replicas=replicas, services=services, say=lambda *a: None)

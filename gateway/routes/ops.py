@@ -1,5 +1,8 @@
 """Operations routes: health, readiness, metrics, OpenAPI, docs page, AsyncAPI."""
+import hmac
+
 import eventlet
+import swagger_ui_bundle
 from kombu import Connection
 from werkzeug.wrappers import Response
 
@@ -60,8 +63,15 @@ def readyz(gw, call):
     return json_response({"status": "ready", "checks": checks})
 
 
-@route("GET", "/metrics", summary="Prometheus metrics", raw=True)
+@route("GET", "/metrics", summary="Prometheus metrics, for a scraper holding METRICS_TOKEN (Authorization: Bearer); "
+       "without one set, metrics are served on METRICS_PORT only", raw=True)
 def prometheus(gw, call):
+    token = config.get("METRICS_TOKEN") or ""
+    if not token:
+        raise AppError("No such route: /metrics (metrics are served on METRICS_PORT).", code="NOT_FOUND", status=404)
+    given = call.request.headers.get("Authorization") or ""
+    if not hmac.compare_digest(given.encode(), ("Bearer " + token).encode()):
+        raise AppError("Send Authorization: Bearer <METRICS_TOKEN>.", code="UNAUTHORIZED", status=401)
     return Response(metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -80,22 +90,29 @@ def asyncapi_json(gw, call):
 
 
 DOCS = """<!doctype html><html><head><meta charset="utf-8"><title>UnionHub API</title>
-<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
-<body><div id="ui"><p>Loading the API reference from <a href="/openapi.json">/openapi.json</a>&hellip;</p>
-<div id="fallback"></div></div>
-<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>
-if (window.SwaggerUIBundle) { SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"}); }
-else { fetch("/openapi.json").then(r => r.json()).then(s => {
-  const rows = Object.entries(s.paths).flatMap(([p, ops]) => Object.entries(ops).map(([m, o]) =>
-    `<tr><td><b>${m.toUpperCase()}</b></td><td><code>${p}</code></td><td>${o.summary || ""}</td>
-     <td>${(o["x-roles"] || ["anyone"]).join(", ")}</td></tr>`));
-  document.getElementById("fallback").innerHTML = `<h1>${s.info.title} ${s.info.version}</h1>
-   <table border=1 cellpadding=4><tr><th>method</th><th>path</th><th>what</th><th>who</th></tr>${rows.join("")}</table>`;
-}); }
-</script></body></html>"""
+<link rel="stylesheet" href="/docs/swagger-ui.css"><link rel="icon" href="/docs/favicon-32x32.png"></head>
+<body><div id="ui"><p>Loading the API reference from <a href="/openapi.json">/openapi.json</a>&hellip;</p></div>
+<script src="/docs/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui", deepLinking: true});</script>
+</body></html>"""
+# Swagger UI comes from the swagger-ui-bundle package, served by the gateway itself: /docs works without the internet
+# (a CDN such as unpkg is slow or unreachable for many users in mainland China)
+DOCS_ASSETS = {"swagger-ui.css": "text/css; charset=utf-8", "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+               "favicon-32x32.png": "image/png", "favicon-16x16.png": "image/png"}
 
 
 @route("GET", "/docs", summary="API reference page", raw=True)
 def docs(gw, call):
     return Response(DOCS, content_type="text/html; charset=utf-8")
+
+
+@route("GET", "/docs/<asset>", summary="Swagger UI's files (from the swagger-ui-bundle package)", raw=True)
+def docs_asset(gw, call):
+    name = call.path_params["asset"]
+    if name not in DOCS_ASSETS:
+        raise AppError("No such file.", code="NOT_FOUND", status=404)
+    if name not in _cache:
+        _cache[name] = (swagger_ui_bundle.swagger_ui_path / name).read_bytes()
+    resp = Response(_cache[name], content_type=DOCS_ASSETS[name])
+    resp.headers["Cache-Control"] = "public, max-age=86400"
+    return resp

@@ -13,8 +13,18 @@ def test_health_ready_and_documents(stack):
     events = requests.get(stack.url + "/asyncapi.json").json()
     assert events["asyncapi"] == "3.0.0"
     assert "membership.member_joined" in events["channels"]
-    assert "text/html" in requests.get(stack.url + "/docs").headers["Content-Type"]
-    assert "unionhub_http_requests_total" in requests.get(stack.url + "/metrics").text
+    page = requests.get(stack.url + "/docs")
+    assert "text/html" in page.headers["Content-Type"]
+    # Swagger UI from the gateway itself, nothing from a CDN: /docs works without the internet
+    assert "unpkg" not in page.text and "http" not in page.text.replace("/openapi.json", "")
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        r = requests.get(stack.url + "/docs/" + asset)
+        assert r.status_code == 200 and len(r.content) > 10000, asset
+    assert requests.get(stack.url + "/docs/..%2Fsecret").status_code == 404
+    # metrics are not for the public: on the public port only with the scrape token
+    assert requests.get(stack.url + "/metrics").status_code == 401
+    r = requests.get(stack.url + "/metrics", headers={"Authorization": "Bearer " + stack.env["METRICS_TOKEN"]})
+    assert r.status_code == 200 and "unionhub_http_requests_total" in r.text
 
 
 def test_request_id_echoed_or_generated_and_unknown_route_is_a_problem(stack):
