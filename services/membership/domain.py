@@ -145,6 +145,37 @@ def hash_password(password, salt=None):
     return "scrypt$%d$%d$%d$%s$%s" % (p["n"], p["r"], p["p"], salt.hex(), digest.hex())
 
 
+def password_problem(password, username=None):
+    """Why ``password`` may not be a staff password (None when it may): at least ``MIN_PASSWORD`` characters, not
+    the username (nor holding it), and not one of the 30,000 most common leaked passwords (zxcvbn's list), even with
+    digits or symbols added at the end."""
+    if len(password) < MIN_PASSWORD:
+        return "must have at least %d characters." % MIN_PASSWORD
+    low = password.lower()
+    if username and username.lower() in low:
+        return "must not be or contain the username."
+    common = _common_passwords()
+    core = low.rstrip("0123456789!@#$%^&*._-+=?~ ")
+    if low in common or (len(core) >= 6 and core in common):
+        return "is one of the most common passwords; choose another."
+    return None
+
+
+_COMMON = []
+
+
+def _common_passwords():
+    if not _COMMON:
+        from zxcvbn.frequency_lists import FREQUENCY_LISTS
+        _COMMON.append(frozenset(FREQUENCY_LISTS["passwords"]))
+    return _COMMON[0]
+
+
+def needs_rehash(stored):
+    """A hash made with other parameters (or another scheme) than today's: rehashed at the next right login."""
+    return not stored.startswith("scrypt$%(n)d$%(r)d$%(p)d$" % PASSWORD_PARAMS)
+
+
 DUMMY_HASH = None  # computed on first use: compared against when a username is unknown (same time either way)
 
 

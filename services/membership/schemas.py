@@ -85,6 +85,13 @@ class AccountCreate(StrictSchema):
     employer_id = Id()
 
     @validates_schema
+    def password_policy(self, data, **kw):
+        if "password" in data:
+            why = domain.password_problem(data["password"], data.get("username"))
+            if why:
+                raise ValidationError(why, "password")
+
+    @validates_schema
     def role_fields(self, data, **kw):
         role = data.get("role")
         needs = {"union_admin": "org_code", "merchant": "merchant_id", "employer": "employer_id"}.get(role)

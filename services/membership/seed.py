@@ -5,9 +5,13 @@ one bulk write; the staff account ``admin`` (union_admin, scope ``51``) is creat
 ``UNIONHUB_ADMIN_PASSWORD`` is set (a later change of the variable does not change the stored password). Both are
 idempotent, so replicas starting together do not conflict.
 """
-from unionhub_kit import config, events, regions
+import logging
+
+from unionhub_kit import config, events, keys, regions
 
 from . import domain, store
+
+log = logging.getLogger("unionhub.membership")
 
 ADMIN_ID = "acc_admin"
 ADMIN_USERNAME = "admin"
@@ -32,6 +36,12 @@ def _union(code, name, parent_code):
 def bootstrap_admin(db, password):
     if not password or store.account_exists(db, ADMIN_ID):
         return
+    why = domain.password_problem(password, ADMIN_USERNAME)
+    if why and not keys.is_development():
+        log.error("UNIONHUB_ADMIN_PASSWORD %s The bootstrap account 'admin' is not created.", why)
+        return
+    if why:
+        log.warning("UNIONHUB_ADMIN_PASSWORD %s (allowed in development only)", why)
     store.ensure_account(db, {"_id": ADMIN_ID, "username": ADMIN_USERNAME, "role": "union_admin",
                               "scope": ADMIN_SCOPE, "password_hash": domain.hash_password(password),
                               "created_at": events.utcnow(), "created_by": "bootstrap"})

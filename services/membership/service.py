@@ -119,6 +119,9 @@ class MembershipService:
                                config.get_int("LOGIN_LOCKOUT_SECONDS", 300))
             raise domain.invalid_credentials()
         store.login_succeeded(self.db, p["username"])
+        if domain.needs_rehash(account["password_hash"]):  # an old hash: today's parameters from now on
+            store.set_password_hash(self.db, account["_id"], account["password_hash"],
+                                    domain.hash_password(p["password"]))
         return self._token(account["_id"], account["role"], scope=account.get("scope"),
                            merchant_id=account.get("merchant_id"), employer_id=account.get("employer_id"))
 

@@ -148,6 +148,11 @@ def account_exists(db, account_id):
     return db.accounts.count_documents({"_id": account_id}, limit=1) > 0
 
 
+def set_password_hash(db, account_id, old_hash, new_hash):
+    """Replace a password hash (rehash on login), unless it changed meanwhile."""
+    db.accounts.update_one({"_id": account_id, "password_hash": old_hash}, {"$set": {"password_hash": new_hash}})
+
+
 def account_by_id(db, account_id):
     return db.accounts.find_one({"_id": account_id})
 

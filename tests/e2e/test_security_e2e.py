@@ -321,3 +321,20 @@ def test_a_revocation_made_elsewhere_reaches_the_gateway_within_its_poll(stack):
     with ClusterRpcProxy({"AMQP_URI": stack.env["AMQP_URI"], "serializer": "json"}) as rpc:
         rpc.membership.logout({"sub": claims["sub"], "role": claims["role"], "sid": claims["sid"]})
     wait(lambda: me_status(stack, pair["access_token"]).status_code == 401, timeout=10)
+
+
+# ---- passwords --------------------------------------------------------------------------------------------------
+def test_staff_passwords_follow_the_policy(stack):
+    admin = admin_token(stack)
+    name = "pw.%s" % uuid.uuid4().hex[:6]
+    for password in ("Short-1", name + "-Extra-1", "1234567890", "qwertyuiop", "Password123456!", "iloveyou1234"):
+        doc = problem(post(stack, "/api/v1/admin/accounts", admin, {"username": name, "password": password,
+                                                                    "role": "union_admin", "org_code": COUNTY}),
+                      400, "VALIDATION_ERROR")
+        assert "password" in doc["errors"], (password, doc)
+    assert stack.db("membership").accounts.count_documents({"username": name}) == 0
+    r = post(stack, "/api/v1/admin/accounts", admin, {"username": name, "password": "Lantern-Ferry-Nine",
+                                                      "role": "union_admin", "org_code": COUNTY})
+    assert r.status_code == 201, r.text
+    stored = stack.db("membership").accounts.find_one({"username": name})["password_hash"]
+    assert stored.startswith("scrypt$") and "Lantern" not in stored  # memory-hard (scrypt, 16 MiB per hash)

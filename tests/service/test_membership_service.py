@@ -319,7 +319,7 @@ def test_staff_login_and_accounts_in_scope(svc):
     chengdu = dict(ADMIN, sub=made["id"], scope="5101")
     raises("OUT_OF_SCOPE", svc.create_account, chengdu, {"username": "zg.admin", "password": "Zigong-Passw0rd",
                                                         "role": "union_admin", "org_code": "510300"})
-    raises("OUT_OF_SCOPE", svc.create_account, chengdu, {"username": "integr", "password": "Integr-Passw0rd",
+    raises("OUT_OF_SCOPE", svc.create_account, chengdu, {"username": "integr", "password": "Hooks-Feed-Passw0rd",
                                                         "role": "integrator"})
     raises("USERNAME_TAKEN", svc.create_account, ADMIN, {"username": "cd.admin", "password": "Other-Passw0rd",
                                                          "role": "merchant", "merchant_id": "mer_1"})
@@ -337,6 +337,19 @@ def test_staff_login_and_accounts_in_scope(svc):
         raises("OUT_OF_SCOPE", svc.create_account, chengdu, dict(body, **{field: far}))
         raises("NOT_FOUND", svc.create_account, ADMIN, dict(body, **{field: unknown}))
     assert svc.db.accounts.count_documents({}) == 3
+
+
+def test_an_old_password_hash_still_logs_in_and_is_rehashed(svc):
+    import hashlib
+    salt = b"0123456789abcdef"
+    old = "scrypt$%d$%d$%d$%s$%s" % (2 ** 12, 8, 1, salt.hex(), hashlib.scrypt(
+        b"Old-Params-Passw0rd", salt=salt, n=2 ** 12, r=8, p=1, dklen=32).hex())
+    svc.db.accounts.insert_one({"_id": "acc_old", "username": "old.hash", "role": "union_admin", "scope": "5101",
+                                "password_hash": old})
+    assert svc.issue_token({"username": "old.hash", "password": "Old-Params-Passw0rd"})["role"] == "union_admin"
+    new = svc.db.accounts.find_one({"_id": "acc_old"})["password_hash"]
+    assert new != old and new.startswith("scrypt$%d$8$1$" % 2 ** 14)
+    assert svc.issue_token({"username": "old.hash", "password": "Old-Params-Passw0rd"})["role"] == "union_admin"
 
 
 def test_account_idempotency_key(svc):
