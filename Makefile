@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 export UNIONHUB_ENV ?= development
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test test-unit lint bench seed-scale rekey-jobs clean-data
+.PHONY: install run test test-unit lint bench chaos seed-scale rekey-jobs clean-data
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: install
 
 bench: install
 	@$(PY) -m bench.run_all
+
+chaos: install
+	@$(PY) deploy/ensure_broker.py
+	@$(PY) -m bench.chaos
 
 seed-scale: install
 	@$(PY) -m deploy.seed_scale $(SEED_ARGS)

@@ -10,6 +10,8 @@ Every client the kit makes is **durable** and **bounded** (``client_options``):
   ``STORE_SELECT_TIMEOUT_MS`` (default 3000). A store that stalls or is gone becomes an error within seconds, which
   an RPC answers as 503 ``SERVICE_UNAVAILABLE`` (``unionhub_kit.rpc``) and an event handler retries.
 """
+import os
+
 import pymongo
 import pymongo.errors
 from nameko.extensions import DependencyProvider
@@ -24,8 +26,21 @@ def store_timeout():
     return config.get_int("STORE_TIMEOUT_MS", 4000) / 1000.0
 
 
+def undurable_for_bench():
+    """``UNIONHUB_UNDURABLE_FOR_BENCH=1``: writes acknowledged before the journal (``w: 1``) and a store without
+    ``--sync-on-commit``, only so ``bench/durability.py`` can measure what durability costs. Development only."""
+    if os.environ.get("UNIONHUB_UNDURABLE_FOR_BENCH") != "1":
+        return False
+    from . import keys
+    if not keys.is_development():
+        raise RuntimeError("UNIONHUB_UNDURABLE_FOR_BENCH is for benchmarks in development, never %s"
+                           % keys.environment())
+    return True
+
+
 def client_options(pool=100):
-    return dict(w="majority", journal=True, socketTimeoutMS=int(store_timeout() * 1000),
+    durable = dict(w=1, journal=False) if undurable_for_bench() else dict(w="majority", journal=True)
+    return dict(durable, socketTimeoutMS=int(store_timeout() * 1000),
                 serverSelectionTimeoutMS=config.get_int("STORE_SELECT_TIMEOUT_MS", 3000), connectTimeoutMS=2000,
                 maxPoolSize=pool, tz_aware=True)
 
