@@ -49,7 +49,9 @@ class Chaos:
         self.store = Stack(log_dir=os.path.join(tmp, "store-log"), say=common.say)
         self.store_dir, self.store_port = os.path.join(tmp, "store"), free_port()
         os.environ["BENCH_MONGO_URI"] = self.store.start_store(self.store_dir, self.store_port)
-        self.st = common.start_stack(extra_env={"OTP_PER_ADDRESS_PER_HOUR": "1000000", "EVENT_RETRY_BASE_MS": "200"})
+        self.audit = os.path.join(tmp, "writes")
+        self.st = common.start_stack(extra_env={"OTP_PER_ADDRESS_PER_HOUR": "1000000", "EVENT_RETRY_BASE_MS": "200",
+                                                "UNIONHUB_WRITE_AUDIT": self.audit})
         self.receiver = Receiver()
         admin = common.admin_token(self.st)
         self.union = helpers.create_union(self.st, admin, auto_approve=True)
@@ -58,6 +60,18 @@ class Chaos:
         r = requests.post(self.st.url + "/api/v1/webhooks", headers=helpers.auth(integrator), timeout=30, json={
             "url": self.receiver.url, "event_types": ["member_joined"], "secret": "chaos-webhook-secret"})
         assert r.status_code == 201, r.text
+
+    def mixed_writes(self):
+        """Collections some process wrote both in and outside transactions during the run."""
+        kinds = collections.defaultdict(set)
+        folder, stem = os.path.split(self.audit)
+        for name in os.listdir(folder):
+            if name.startswith(stem + "."):
+                with open(os.path.join(folder, name)) as f:
+                    for line in f:
+                        coll, kind = line.split()
+                        kinds[coll].add(kind)
+        return sorted(c for c, k in kinds.items() if len(k) > 1)
 
     def close(self):
         self.receiver.close()
@@ -234,6 +248,7 @@ class Chaos:
 
 
 def main():
+    os.environ.setdefault("UNIONHUB_ENV", "development")  # as make run runs it
     started = time.time()
     chaos = Chaos()
     experiments = [
@@ -267,6 +282,7 @@ def main():
             row["parked_per_dlq"] = {q: after[q] - before.get(q, 0) for q in after}
             row["poison_parked_everywhere"] = all(v == 3 for v in row["parked_per_dlq"].values())
             rows.append(row)
+        mixed = chaos.mixed_writes()
     finally:
         chaos.close()
     total = {"accepted": sum(r["accepted"] for r in rows), "lost": sum(r["lost"] for r in rows),
@@ -274,6 +290,7 @@ def main():
              "http_500": sum(r["http_500"] for r in rows)}
     path = common.write_result("chaos", {"joins_per_experiment": JOINS, "concurrency": CONCURRENCY,
                                          "experiments": rows, "total": total,
+                                         "collections_written_in_and_outside_transactions": mixed,
                                          "took_s": round(time.time() - started, 1)})
     print(common.table([(r["experiment"], r["accepted"], r["lost"], sum(r["duplicated"].values()),
                          " ".join("%s:%s" % kv for kv in r["http_status"].items() if kv[0] != "201") or "-",
@@ -282,6 +299,7 @@ def main():
                        ["experiment", "accepted", "lost", "dup", "non-201 answers", "recovery s",
                         "webhooks/SMS", "load"]))
     print("total: %s -> %s" % (total, path))
+    print("collections written both in and outside transactions: %s" % (", ".join(mixed) or "none"))
     return 1 if total["lost"] or total["duplicated"] or total["http_500"] else 0
 
 

@@ -48,12 +48,15 @@ def measure(durable, members, concurrency):
 
 
 def main():
+    os.environ.setdefault("UNIONHUB_ENV", "development")  # as make run and make bench run it
     members = common.env_int("BENCH_DURABILITY_MEMBERS", 120)
     concurrency = common.concurrency(8)
     out = {"members": members, "concurrency": concurrency}
     for mode, durable in (("journaled", True), ("not_journaled", False)):
         common.say("durability bench: %s ..." % mode)
         out[mode] = measure(durable, members, concurrency)
+        common.say("  %s: joins %s/s, claims %s/s" % (mode, out[mode]["joins"]["ok_per_s"],
+                                                      out[mode]["claims"]["ok_per_s"]))
     for what in ("joins", "claims"):
         j, n = out["journaled"][what]["ok_per_s"], out["not_journaled"][what]["ok_per_s"]
         out["%s_per_s_journaled_over_not" % what] = round(j / n, 2) if j and n else None

@@ -45,12 +45,54 @@ def client_options(pool=100):
                 maxPoolSize=pool, tz_aware=True)
 
 
+WRITE_COMMANDS = ("insert", "update", "delete", "findAndModify")
+
+
+class WriteAudit:
+    """``UNIONHUB_WRITE_AUDIT=<path prefix>``: every write command of this process appended to
+    ``<prefix>.<pid>`` as ``<db>.<collection> txn|plain``. A collection written both inside and outside
+    transactions is where a dead client's open transaction can hold up a plain write (``bench/chaos.py`` reports
+    them); nothing in production sets it."""
+
+    def __init__(self, prefix):
+        self.path = "%s.%d" % (prefix, os.getpid())
+        self.seen = set()
+
+    def started(self, event):
+        if event.command_name not in WRITE_COMMANDS:
+            return
+        cmd = event.command
+        key = "%s.%s %s" % (event.database_name, cmd.get(event.command_name),
+                            "txn" if cmd.get("autocommit") is False else "plain")
+        if key not in self.seen:
+            self.seen.add(key)
+            with open(self.path, "a") as f:
+                f.write(key + "\n")
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+def _listeners():
+    prefix = os.environ.get("UNIONHUB_WRITE_AUDIT")
+    if not prefix:
+        return {}
+    from pymongo import monitoring
+
+    class Listener(WriteAudit, monitoring.CommandListener):
+        pass
+    return {"event_listeners": [Listener(prefix)]}
+
+
 def client_for(container):
     """One MongoClient per container (shared by Mongo, Outbox and friends in that container)."""
     client = getattr(container, _CLIENT_ATTR, None)
     if client is None:
         uri = container.config.get("MONGO_URI") or config.get("MONGO_URI")
-        new = pymongo.MongoClient(uri, **client_options(int(container.config.get("MONGO_POOL", 100))))
+        new = pymongo.MongoClient(uri, **client_options(int(container.config.get("MONGO_POOL", 100))), **_listeners())
         # extensions are set up concurrently (green threads): the first client stored wins
         client = getattr(container, _CLIENT_ATTR, None)
         if client is None:

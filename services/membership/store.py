@@ -86,10 +86,16 @@ from unionhub_kit.idempotency import run_idempotent  # noqa: E402,F401  (store.r
 
 # ---- unions -----------------------------------------------------------------------------------------------------
 def seed_unions(db, docs):
-    """Upsert the region unions in one bulk write (concurrent replicas may race on an insert: retried once)."""
+    """Upsert the region unions that are missing or differ, in one bulk write (concurrent replicas may race on an
+    insert: retried once). Unchanged ones are not written: a process starting after one killed inside a
+    transaction (which may hold a region union's ``child_seq``) does not wait behind it."""
+    stored = {u["_id"]: u for u in db.unions.find({"_id": {"$in": [d["_id"] for d in docs]}})}
+    changed = [d for d in docs if d["_id"] not in stored or any(stored[d["_id"]].get(k) != v for k, v in d.items())]
     ops = [UpdateOne({"_id": d["_id"]}, {"$set": d, "$setOnInsert": {"auto_approve": False, "child_seq": 0}},
-                     upsert=True) for d in docs]
+                     upsert=True) for d in changed]
     for attempt in (1, 2):
+        if not ops:
+            return
         try:
             db.unions.bulk_write(ops, ordered=False)
             return
