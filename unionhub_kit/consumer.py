@@ -25,7 +25,7 @@ from pymongo.errors import DuplicateKeyError
 
 from . import catalog, config, events, topology
 from .errors import AppError
-from .mongo import transaction
+from .mongo import background_timeout, transaction
 
 log = logging.getLogger("unionhub.consumer")
 
@@ -208,7 +208,7 @@ def run_once_many(db, envelopes, fn, handler=None, attempts=5):
                                              for key, env in fresh.items()], session=session)
             fn(session, list(fresh.values()))
         try:
-            transaction(db, txn)
+            transaction(db, txn, timeout=background_timeout())
             return
         except DuplicateKeyError:
             continue
@@ -234,7 +234,7 @@ def run_once(db, envelope, fn, handler=None):
         return fn(session)
 
     try:
-        return transaction(db, txn)
+        return transaction(db, txn, timeout=background_timeout())
     except _Duplicate:
         return None
 

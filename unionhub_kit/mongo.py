@@ -6,7 +6,8 @@ Every client the kit makes is **durable** and **bounded** (``client_options``):
   on a majority). The API answers, and a consumer acks its message, only after that. (The embedded store journals a
   committed *transaction* only with ``--sync-on-commit``, which ``deploy/stack.py`` passes.)
 * ``STORE_TIMEOUT_MS`` (default 4000, below ``RPC_TIMEOUT``) bounds every round trip (``socketTimeoutMS``) and every
-  transaction including its retries (``pymongo.timeout`` in ``transaction``); the server selection waits
+  transaction of a request including its retries (``pymongo.timeout`` in ``transaction``; an event handler's
+  transaction gets ``STORE_BACKGROUND_TIMEOUT_MS``, 30 s, as nobody waits on it); the server selection waits
   ``STORE_SELECT_TIMEOUT_MS`` (default 3000). A store that stalls or is gone becomes an error within seconds, which
   an RPC answers as 503 ``SERVICE_UNAVAILABLE`` (``unionhub_kit.rpc``) and an event handler retries.
 """
@@ -152,10 +153,17 @@ def open_from_env(service):
     return client[config.db_name(service)]
 
 
-def transaction(db, fn):
-    """Run ``fn(session)`` in a multi-document transaction (retried on transient errors, all within
-    ``store_timeout()``); return its result."""
-    with pymongo.timeout(store_timeout()), db.client.start_session() as session:
+def background_timeout():
+    """Seconds a transaction of an event handler or other background work may take, retries of write conflicts
+    included (``STORE_BACKGROUND_TIMEOUT_MS``, default 30000): nobody waits on it, and a burst of events that write
+    the same documents (the welcome coupons of one campaign) conflicts and retries for longer than a request may."""
+    return config.get_int("STORE_BACKGROUND_TIMEOUT_MS", 30000) / 1000.0
+
+
+def transaction(db, fn, timeout=None):
+    """Run ``fn(session)`` in a multi-document transaction (retried on transient errors, all within ``timeout``
+    seconds, by default ``store_timeout()``); return its result."""
+    with pymongo.timeout(timeout or store_timeout()), db.client.start_session() as session:
         return session.with_transaction(fn)
 
 
