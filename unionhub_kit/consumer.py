@@ -114,7 +114,10 @@ class ReliableEventHandler(Consumer):
             return
         exc = exc_info[1]
         attempts = self._attempts(message) + 1
-        permanent = isinstance(exc, (PermanentError, ValidationError, AppError))
+        # an AppError is the handler refusing the event (retrying cannot help), except a 5xx one: another service
+        # that is down (503) or slow (504) is a passing state, retried like any failure
+        permanent = isinstance(exc, (PermanentError, ValidationError)) or (
+            isinstance(exc, AppError) and exc.status < 500)
         if permanent or attempts >= self.max_attempts:
             self._park(message, message.payload, "%s: %s" % (type(exc).__name__, exc), attempts)
             return

@@ -31,6 +31,7 @@ class Counter:
     name = "kittest"
     db = Mongo()
     fail_times = {}
+    errors = {}
 
     @on_event("membership", "member_joined")
     @idempotent
@@ -39,7 +40,7 @@ class Counter:
         left = Counter.fail_times.get(mid, 0)
         if left:
             Counter.fail_times[mid] = left - 1
-            raise RuntimeError("boom")
+            raise Counter.errors.get(mid, RuntimeError)("boom")
         self.db.seen.update_one({"_id": mid}, {"$inc": {"n": 1}}, upsert=True, session=session)
 
 
@@ -90,6 +91,24 @@ def test_failing_handler_is_retried_then_succeeds(container_factory, config, db_
         join("m2")
     wait_for(lambda: db_of("kittest").seen.find_one({"_id": "m2"}))
     assert Counter.fail_times["m2"] == 0
+
+
+def test_another_service_down_is_retried_not_parked(container_factory, config, db_of):
+    """A handler whose RPC to another service is answered 503 (or 504) fails for a passing reason: retried, not
+    parked at once like a handler refusing the event (make chaos lost welcome messages this way)."""
+    from unionhub_kit.errors import ServiceUnavailable
+    Counter.fail_times["m5"] = 2
+    Counter.errors["m5"] = ServiceUnavailable
+    pub = container_factory(FakeMembership, config)
+    con = container_factory(Counter, config)
+    con.start()
+    pub.start()
+    with entrypoint_hook(pub, "join") as join:
+        join("m5")
+    seen = wait_for(lambda: db_of("kittest").seen.find_one({"_id": "m5"}), 15)
+    assert seen["n"] == 1 and Counter.fail_times["m5"] == 0
+    sub = topology.find("kittest", "on_member_joined")
+    assert broker.get_messages(config["vhost"], topology.queue_name(sub) + topology.DLQ_SUFFIX) == []
 
 
 def test_handler_failing_every_time_lands_in_dead_letter_queue(container_factory, config, db_of):
