@@ -151,8 +151,9 @@ class Chaos:
                 return None
             common.eventlet.sleep(0.5)
 
-    def ready_and_joining(self, since):
-        """Seconds from ``since`` until /readyz is 200 and a fresh member's join is answered 201."""
+    def ready_and_joining(self, since, token):
+        """Seconds from ``since`` until /readyz is 200 and a fresh member's join (``token``, logged in before the
+        fault) is answered 201."""
         deadline = time.time() + 180
         while time.time() < deadline:
             try:
@@ -161,7 +162,6 @@ class Chaos:
             except requests.RequestException:
                 pass
             time.sleep(0.2)
-        token, _ = self.members(1)[0]
         self.join(token, collections.Counter())
         return round(time.time() - since, 2)
 
@@ -215,7 +215,8 @@ class Chaos:
 
     def experiment(self, name, fault):
         common.say("chaos: %s ..." % name)
-        people = self.members(JOINS)
+        people = self.members(JOINS + 1)
+        probe, _ = people.pop()
         phones = {t: p for t, p in people}
         statuses, accepted = collections.Counter(), {}
         pool = common.eventlet.GreenPool(CONCURRENCY)
@@ -232,9 +233,10 @@ class Chaos:
         fault_at = time.time()
         note = fault()
         faulted = time.time()
+        recovering = common.eventlet.spawn(self.ready_and_joining, fault_at, probe)
         pool.waitall()
         burst = time.time() - started
-        recovery = self.ready_and_joining(fault_at)
+        recovery = recovering.wait()
         lost, dup, details = self.check(accepted, phones)
         row = {"experiment": name, "joins": JOINS, "accepted": len(accepted), "lost": lost, "duplicated": dup,
                "http_status": {str(k): v for k, v in sorted(statuses.items(), key=lambda kv: str(kv[0]))},
