@@ -61,13 +61,19 @@ def wait_for(fn, timeout=10):
             eventlet.sleep(0.05)
 
 
-def test_outbox_publishes_and_consumer_applies_once(container_factory, config, db_of):
+def publish_join(container_factory, config, member_id):
+    """Start the fake membership and the counting consumer; membership joins ``member_id`` (outbox -> event)."""
     pub = container_factory(FakeMembership, config)
     con = container_factory(Counter, config)
     con.start()
     pub.start()
     with entrypoint_hook(pub, "join") as join:
-        join("m1")
+        join(member_id)
+    return pub, con
+
+
+def test_outbox_publishes_and_consumer_applies_once(container_factory, config, db_of):
+    publish_join(container_factory, config, "m1")
     seen = db_of("kittest").seen
     wait_for(lambda: seen.find_one({"_id": "m1"}))
     assert db_of("membership").outbox.count_documents({"published_at": None}) == 0
@@ -83,12 +89,7 @@ def test_outbox_publishes_and_consumer_applies_once(container_factory, config, d
 
 def test_failing_handler_is_retried_then_succeeds(container_factory, config, db_of):
     Counter.fail_times["m2"] = 2  # fails twice, EVENT_MAX_ATTEMPTS=3
-    pub = container_factory(FakeMembership, config)
-    con = container_factory(Counter, config)
-    con.start()
-    pub.start()
-    with entrypoint_hook(pub, "join") as join:
-        join("m2")
+    publish_join(container_factory, config, "m2")
     wait_for(lambda: db_of("kittest").seen.find_one({"_id": "m2"}))
     assert Counter.fail_times["m2"] == 0
 
@@ -99,12 +100,7 @@ def test_another_service_down_is_retried_not_parked(container_factory, config, d
     from unionhub_kit.errors import ServiceUnavailable
     Counter.fail_times["m5"] = 2
     Counter.errors["m5"] = ServiceUnavailable
-    pub = container_factory(FakeMembership, config)
-    con = container_factory(Counter, config)
-    con.start()
-    pub.start()
-    with entrypoint_hook(pub, "join") as join:
-        join("m5")
+    publish_join(container_factory, config, "m5")
     seen = wait_for(lambda: db_of("kittest").seen.find_one({"_id": "m5"}), 15)
     assert seen["n"] == 1 and Counter.fail_times["m5"] == 0
     sub = topology.find("kittest", "on_member_joined")
@@ -113,12 +109,7 @@ def test_another_service_down_is_retried_not_parked(container_factory, config, d
 
 def test_handler_failing_every_time_lands_in_dead_letter_queue(container_factory, config, db_of):
     Counter.fail_times["m3"] = 99
-    pub = container_factory(FakeMembership, config)
-    con = container_factory(Counter, config)
-    con.start()
-    pub.start()
-    with entrypoint_hook(pub, "join") as join:
-        join("m3")
+    publish_join(container_factory, config, "m3")
     sub = topology.find("kittest", "on_member_joined")
     dlq = topology.queue_name(sub) + topology.DLQ_SUFFIX
     vhost = config["vhost"]
