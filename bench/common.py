@@ -290,7 +290,7 @@ def create_campaign(st, admin, quota=1000, per_member_limit=1, starts_in=-5, tit
 
 # ---- the stack --------------------------------------------------------------------------------------------------
 def mgmt(method, path, **kw):
-    base = config.get("RABBIT_API_URI", "http://guest:guest@localhost:15672")
+    base = config.get("RABBIT_API_URI")
     u = urllib.parse.urlparse(base)
     url = "%s://%s:%s/api/%s" % (u.scheme, u.hostname, u.port or 15672, path)
     r = requests.request(method, url, auth=(u.username or "guest", u.password or "guest"), timeout=15, **kw)
@@ -411,7 +411,6 @@ def start_stack(replicas=None, services=None, extra_env=None, wait=180):
         "SMS_SINK_FILE": os.path.join(log_dir, "sms.jsonl"),
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         "WEBHOOK_ALLOW_PRIVATE": "1",
-        "UNIONHUB_SECRET": config.get("UNIONHUB_SECRET"),
     }
     env.update(extra_env or {})
     stack = Stack(env, log_dir=log_dir, replicas=replicas, services=services, say=say)

@@ -24,7 +24,7 @@ import time  # noqa: E402
 
 from nameko.rpc import rpc  # noqa: E402
 
-from unionhub_kit import events, topology  # noqa: E402
+from unionhub_kit import clock, topology  # noqa: E402
 from unionhub_kit.batching import Batcher  # noqa: E402
 from unionhub_kit.consumer import on_event, run_once_many  # noqa: E402
 from unionhub_kit.mongo import Mongo, transaction  # noqa: E402
@@ -53,7 +53,7 @@ class HopSource:
             mids = ["%s-%06d" % (tag, i) for i in range(start, min(n, start + per_commit))]
 
             def txn(session, mids=mids):
-                now = events.utcnow()
+                now = clock.now()
                 self.db.hop_state.insert_many([{"_id": mid, "at": now} for mid in mids], session=session)
                 self.outbox.add_many(session, [("member_joined", dict(MEMBER, member_id=mid), mid,
                                                 self.outbox.request_id) for mid in mids])
@@ -74,7 +74,7 @@ class HopSink:
 
     def _handle(self, _key, envs):
         run_once_many(self.db, envs, lambda session, fresh: self.db.hops.insert_many(
-            [{"_id": e["data"]["member_id"], "at": events.utcnow()} for e in fresh], session=session),
+            [{"_id": e["data"]["member_id"], "at": clock.now()} for e in fresh], session=session),
             handler="on_member_joined")
         return [None] * len(envs)
 

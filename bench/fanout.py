@@ -21,7 +21,7 @@ import uuid  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 
 from services.notify import domain, store  # noqa: E402
-from unionhub_kit import regions  # noqa: E402
+from unionhub_kit import clock, regions  # noqa: E402
 from unionhub_kit.schema import OCCUPATION_GROUPS  # noqa: E402
 
 ADMIN = {"sub": "acc_bench_admin", "role": "union_admin", "scope": "51", "merchant_id": None, "employer_id": None}
@@ -30,7 +30,7 @@ ADMIN = {"sub": "acc_bench_admin", "role": "union_admin", "scope": "51", "mercha
 def project_members(db, n, batch):
     """``n`` active members in the projection (what ``on_member_joined`` writes, minus the phone)."""
     counties = [c["code"] for c in regions.counties()]
-    now = domain.CLOCK.now()
+    now = clock.CLOCK.now()
     started = time.perf_counter()
     for start in range(0, n, batch):
         docs = []
@@ -51,7 +51,7 @@ def raw_insert_many(db, n, batch):
     for name, spec in db.notifications.index_information().items():
         if name != "_id_":
             coll.create_index(spec["key"], unique=spec.get("unique", False))
-    now = domain.CLOCK.now()
+    now = clock.CLOCK.now()
     docs = [{"_id": domain.new_id(now), "user_id": "usr_%09d" % i, "category": "announcements",
              "template": "announcement", "title": "raw", "body": "raw insert_many baseline", "read": False,
              "created_at": now, "dedupe": "raw:%d" % i, "announcement_id": "raw"} for i in range(n)]

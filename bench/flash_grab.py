@@ -31,7 +31,7 @@ import eventlet  # noqa: E402
 from nameko.standalone.events import event_dispatcher  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 
-from unionhub_kit import events, ids, tokens  # noqa: E402
+from unionhub_kit import clock, events, ids, tokens  # noqa: E402
 
 RAW_CONCURRENCY = 32
 
@@ -52,7 +52,7 @@ def http_ok(h, method, path, body=None, want=(200, 201)):
 
 
 def make_campaign(h, merchant_id, title, quota):
-    now = events.utcnow()
+    now = clock.now()
     return http_ok(h, "POST", "/api/v1/campaigns", {
         "title": title, "merchant_id": merchant_id, "face_value_cents": 1000, "min_spend_cents": 3000, "quota": quota,
         "per_member_limit": 1, "claim_starts_at": events.rfc3339(now - datetime.timedelta(minutes=1)),
@@ -67,7 +67,7 @@ def joined(user_id, n):
     data = {"member_id": "mbr_" + user_id, "user_id": user_id, "union_id": "un_" + union_code,
             "union_code": union_code, "region_code": "510104", "occupation_group": random.choice(
                 ["courier", "delivery_rider", "truck_driver", "ride_hailing_driver"]), "status": "active",
-            "card_no": "SC%08d" % n, "joined_at": events.rfc3339(events.utcnow()),
+            "card_no": "SC%08d" % n, "joined_at": events.rfc3339(clock.now()),
             "phone_masked": ids.mask_phone(phone)}
     return events.build("membership", "member_joined", data, subject=data["member_id"])
 

@@ -21,7 +21,7 @@ from datetime import timedelta  # noqa: E402
 import pymongo  # noqa: E402
 
 from services.membership import store  # noqa: E402
-from unionhub_kit import events  # noqa: E402
+from unionhub_kit import clock  # noqa: E402
 
 SAMPLES = 40
 
@@ -46,7 +46,7 @@ def main():
         have = 0
         for n in sizes:
             common.say("login_store: %d accounts ..." % n)
-            old = events.utcnow() - timedelta(hours=2)
+            old = clock.now() - timedelta(hours=2)
             for start in range(have, n, 10000):
                 ids = range(start, min(n, start + 10000))
                 db.users.insert_many([{"_id": "usr_%09d" % i, "phone_hash": "ph%09d" % i} for i in ids])
@@ -56,8 +56,8 @@ def main():
             keys = ["ph%09d" % (n - 1 - i * 7) for i in range(SAMPLES)]
             figures = {
                 "raw_find_one_by_id": timed(lambda k: db.users.find_one({"_id": "usr_" + k[2:]}), keys),
-                "claim_otp": timed(lambda k: store.claim_otp(db, k, "code", events.utcnow()), keys),
-                "spend_try": timed(lambda k: store.spend_try(db, k, events.utcnow()), keys),
+                "claim_otp": timed(lambda k: store.claim_otp(db, k, "code", clock.now()), keys),
+                "spend_try": timed(lambda k: store.spend_try(db, k, clock.now()), keys),
                 "user_for_phone": timed(lambda k: store.user_for_phone(db, k, {"_id": "new_" + k}), keys),
             }
             out[str(n)] = figures

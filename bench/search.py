@@ -20,7 +20,7 @@ import time  # noqa: E402
 import urllib.parse  # noqa: E402
 
 from services.jobs import search, seed_scale, store  # noqa: E402
-from unionhub_kit import events, regions  # noqa: E402
+from unionhub_kit import clock, regions  # noqa: E402
 
 KEYWORDS = ["焊工", "电焊", "电焊工", "外卖", "外卖骑手", "快递员", "保安", "护工", "货车司机", "育婴师", "叉车",
             "司机", "普工", "厨师", "welding", "cnc", "forklift", "excel", "java", "plc"]
@@ -100,7 +100,7 @@ def raw_store(db, n=500):
     rng = random.Random(3)
     point = common.sequential(lambda i: db.jobs.find_one({"_id": rng.choice(ids)}), n)
     mix = query_mix(rng)
-    now = events.utcnow()
+    now = clock.now()
 
     def store_search(i):
         p = mix["keyword_region"]()

@@ -21,7 +21,7 @@ import urllib.parse  # noqa: E402
 
 from services.stations import domain, geo, seed_scale, store  # noqa: E402
 from services.stations.index import StationIndex  # noqa: E402
-from unionhub_kit import events  # noqa: E402
+from unionhub_kit import clock  # noqa: E402
 
 CHENGDU = {"lat": (30.55, 30.78), "lng": (103.93, 104.20)}  # the urban districts
 GARZE = "5133"
@@ -90,7 +90,7 @@ def raw_store(db, rng, n=500):
     ids = [d["_id"] for d in db.stations.find({}, {"_id": 1})]
     point = common.sequential(lambda i: db.stations.find_one({"_id": rng.choice(ids)}), n)
     chengdu, ganzi = points(rng)
-    now = events.utcnow()
+    now = clock.now()
     index = StationIndex()
     t0 = time.perf_counter()
     index.sync(db)
@@ -108,7 +108,7 @@ def check_ins(st, db, concurrency, duration):
     """Members check in at random seeded stations (a fresh member token per connection and round)."""
     codes = [d["code"] for d in db.stations.find({"status": "open"}, {"code": 1})]
     rng = random.Random(9)
-    before = (db.counters.find_one({"_id": "r:510000|%s" % domain.month_of(events.utcnow())}) or {}).get(
+    before = (db.counters.find_one({"_id": "r:510000|%s" % domain.month_of(clock.now())}) or {}).get(
         "visits", 0)
     tokens = [common.staff_token(role="member", scope=None) for _ in range(2000)]
 
@@ -119,7 +119,7 @@ def check_ins(st, db, concurrency, duration):
     res = common.http_load(one, st.url, concurrency=concurrency, duration=duration)
     created = res["status"].get("201", 0)
     t0 = time.time()
-    month = domain.month_of(events.utcnow())
+    month = domain.month_of(clock.now())
     while time.time() - t0 < 120:
         now_count = (db.counters.find_one({"_id": "r:510000|%s" % month}) or {}).get("visits", 0)
         if now_count - before >= created:

@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from marshmallow import Schema, ValidationError
+from marshmallow import ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Response
@@ -147,7 +147,7 @@ _trusted = {}
 
 def trusted_proxies():
     """``TRUSTED_PROXIES`` (comma-separated addresses or CIDRs; empty by default) as networks (parsed once)."""
-    raw = config.get("TRUSTED_PROXIES", "") or ""
+    raw = config.get("TRUSTED_PROXIES")
     if raw not in _trusted:
         nets = []
         for item in filter(None, (x.strip() for x in raw.split(","))):
@@ -374,18 +374,3 @@ def load_query(schema, request):
         return s.load(data)
     except ValidationError as exc:
         raise validation_error(exc.messages)
-
-
-def require_scope(call, code):
-    """For union_admin routes: ``code`` (an organisation or region code) must lie in the caller's scope."""
-    from unionhub_kit import regions
-    if not regions.in_scope(code, call.principal.scope):
-        raise Forbidden("Outside your scope (%s)." % call.principal.scope, code="OUT_OF_SCOPE")
-
-
-class ListQuery(Schema):
-    """The list conventions: ``limit`` (1-100, default 20) and an opaque ``cursor``."""
-    from marshmallow import fields as _f, validate as _v
-    limit = _f.Integer(load_default=20, validate=_v.Range(min=1, max=100))
-    cursor = _f.String(load_default=None, validate=_v.Length(max=512))
-    del _f, _v

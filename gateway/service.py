@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request
 
+from unionhub_kit.config import Settings
 from unionhub_kit.errors import AppError
 from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.rpc import Rpc
@@ -116,6 +117,7 @@ class GatewayService:
     notify = TimedRpc("notify")
     stations = TimedRpc("stations")
     set_request_id = RequestId()
+    setting = Settings()
     service_metrics = ServiceMetrics()  # access log with the request id; :METRICS_PORT/metrics
 
     @timer(interval=REVOCATION_POLL_SECONDS, eager=True)

@@ -7,7 +7,7 @@ from . import config
 
 
 def api_base():
-    return config.get("RABBIT_API_URI", "http://guest:guest@localhost:15672")
+    return config.get("RABBIT_API_URI")
 
 
 def _url(path):

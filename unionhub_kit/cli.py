@@ -9,8 +9,9 @@
     outbox redrive SERVICE [--steal]       publish the service's pending outbox rows now (with confirms)
     ping SERVICE [--timeout S]             RPC ping; exit 0 when a replica answers (container healthcheck)
     create-account --username U --password P --role R [--org-code C | --merchant-id M | --employer-id E]
-                                           a staff / merchant / employer / integrator account, straight into
-                                           membership's database (bootstrap, or when no admin can log in)
+                                           a staff / merchant / employer / integrator account through membership's
+                                           create_account RPC, as a province-level operator (bootstrap, or when no
+                                           admin can log in; membership must be running)
 
 Configuration comes from the same environment as the services (``AMQP_URI``, ``MONGO_URI``,
 ``UNIONHUB_DB_PREFIX``, ``RABBIT_API_URI`` for the management API); ``--amqp-uri`` / ``--mongo-uri`` /
@@ -22,7 +23,7 @@ import os
 import socket
 import sys
 
-from . import config, topology
+from . import clock, config, topology
 
 ATTEMPTS_HEADER = "x-unionhub-attempts"
 PARK_HEADERS = (ATTEMPTS_HEADER, "x-unionhub-error", "x-unionhub-failed-at", "x-unionhub-queue")
@@ -37,7 +38,7 @@ class Ctx:
     def __init__(self, args):
         self.amqp_uri = args.amqp_uri or config.get("AMQP_URI")
         self.mongo_uri = args.mongo_uri or config.get("MONGO_URI")
-        self.db_prefix = args.db_prefix or config.get("UNIONHUB_DB_PREFIX")
+        self.db_prefix = args.db_prefix or config.get("DB_PREFIX")
         self.as_json = args.json
         self.out = sys.stdout
         self._mongo = None
@@ -264,7 +265,7 @@ def cmd_dlq_discard(ctx, args):
 # ---- outbox -----------------------------------------------------------------------------------------------------
 def outbox_state(db):
     from . import events
-    now = events.utcnow()
+    now = clock.now()
     pending = {"published_at": None}
     oldest = db.outbox.find_one(pending, {"created_at": 1, "type": 1, "event_id": 1, "attempts": 1},
                                 sort=[("_id", 1)])
@@ -347,31 +348,19 @@ def cmd_ping(ctx, args):
 
 
 # ---- accounts ---------------------------------------------------------------------------------------------------
-def create_account(db, username, password, role, org_code=None, merchant_id=None, employer_id=None,
-                   created_by="cli"):
-    """Insert an account the way membership's ``create_account`` RPC does (same schema, hash and document)."""
-    from services.membership import domain, schemas, store
-    from unionhub_kit import events, regions
-    from unionhub_kit.errors import validation_error
-    from unionhub_kit.schema import load
+# the province-level operator the CLI acts as (the RPC checks the new account against this scope)
+CLI_ACTOR = {"sub": "cli", "role": "union_admin", "scope": "51", "merchant_id": None, "employer_id": None}
+
+
+def create_account(amqp_uri, username, password, role, org_code=None, merchant_id=None, employer_id=None,
+                   timeout=30.0):
+    """Create an account through membership's ``create_account`` RPC (one way to make an account: its schema, scope
+    check, hash and document), as the province-level ``CLI_ACTOR``; returns the account view."""
+    from nameko.standalone.rpc import ClusterRpcProxy
     payload = {k: v for k, v in {"username": username, "password": password, "role": role, "org_code": org_code,
                                  "merchant_id": merchant_id, "employer_id": employer_id}.items() if v is not None}
-    p = load(schemas.AccountCreate, payload)
-    scope = None
-    if p.get("org_code"):
-        scope = regions.normalize_prefix(p["org_code"])
-        known = regions.is_known_prefix(scope) if len(scope) <= 6 else store.union_code_exists(db, scope)
-        if not known:
-            raise validation_error({"org_code": ["is not the code of a union organisation."]})
-    now = events.utcnow()
-    doc = {"_id": domain.new_id("acc"), "username": p["username"], "role": p["role"], "scope": scope,
-           "merchant_id": p.get("merchant_id"), "employer_id": p.get("employer_id"),
-           "password_hash": domain.hash_password(p["password"]), "created_by": created_by,
-           "created_at": now.replace(microsecond=now.microsecond // 1000 * 1000)}
-    doc = {k: v for k, v in doc.items() if v is not None}
-    store.ensure_indexes(db)  # the unique username index, even before membership ever started on this database
-    store.insert_account(db, None, doc)
-    return domain.account_view(doc)
+    with ClusterRpcProxy({"AMQP_URI": amqp_uri, "serializer": "json"}, timeout=timeout) as rpc:
+        return rpc.membership.create_account(CLI_ACTOR, payload)
 
 
 def cmd_create_account(ctx, args):
@@ -380,8 +369,8 @@ def cmd_create_account(ctx, args):
     if password == "-":
         password = sys.stdin.readline().rstrip("\n")
     try:
-        view = create_account(ctx.db("membership"), args.username, password, args.role, args.org_code,
-                              args.merchant_id, args.employer_id)
+        view = create_account(ctx.amqp_uri, args.username, password, args.role, args.org_code, args.merchant_id,
+                              args.employer_id)
     except AppError as exc:
         doc = exc.to_problem()
         ctx.emit(doc, "error: %s %s" % (doc.get("detail"), json.dumps(doc.get("errors") or {}, ensure_ascii=False)))

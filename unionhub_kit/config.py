@@ -1,60 +1,192 @@
-"""Settings from the environment, with working local defaults.
+"""Every setting UnionHub reads, in one table with its type and default, read through one function: ``get``.
 
-Read at call time (not import time) so tests and the runner can set the environment per process.
+``get(name, cfg)`` answers from the nameko container config ``cfg`` when it holds the setting (tests pass config
+dicts), else from the environment, else the table's default; the value has the table's type. Read at call time (not
+import time) so tests and the runner can set the environment per process. ``Container`` (named by
+``SERVICE_CONTAINER_CLS`` in ``deploy/nameko.yaml`` and by ``nameko_config``) validates every setting when a service
+starts and fills the keys nameko itself reads, so a mistyped value stops the process at start-up, not mid-request.
+A name missing from the table is a programming error (``KeyError``): add it here, with its default.
 """
 import os
 
-DEFAULTS = {
-    "AMQP_URI": "amqp://guest:guest@localhost:5672/",
-    "MONGO_URI": "mongodb://127.0.0.1:27217/?directConnection=true",
-    "UNIONHUB_DB_PREFIX": "unionhub",
-    "UNIONHUB_SECRET": "dev-only-secret-change-me-in-production-0123456789",
-    "RPC_TIMEOUT": "5",
-    "GATEWAY_PORT": "8000",
-    "EVENT_MAX_ATTEMPTS": "5",
-    "EVENT_RETRY_BASE_MS": "200",
+from nameko.containers import ServiceContainer
+from nameko.exceptions import ConfigurationError
+from nameko.extensions import DependencyProvider
+from nameko.timer import Timer
+
+
+def _bool(value):
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("not a boolean: %r" % value)
+
+
+class Setting:
+    def __init__(self, kind, default, env=None, key=None):
+        self.kind, self.default, self.env, self.key = kind, default, env, key
+
+
+# name: Setting(type, default[, env: the environment variable when it differs from the name,
+#                                 key: the nameko config key when it differs from the name])
+SETTINGS = {
+    # ---- infrastructure (every process) ------------------------------------------------------------------------
+    "AMQP_URI": Setting(str, "amqp://guest:guest@localhost:5672/"),
+    "RABBIT_API_URI": Setting(str, "http://guest:guest@localhost:15672"),
+    "MONGO_URI": Setting(str, "mongodb://127.0.0.1:27217/?directConnection=true"),
+    "MONGO_POOL": Setting(int, 100),
+    "STORE_TIMEOUT_MS": Setting(int, 4000),  # any one store operation (or whole transaction)
+    "STORE_SELECT_TIMEOUT_MS": Setting(int, 3000),
+    "STORE_BACKGROUND_TIMEOUT_MS": Setting(int, 30000),  # an event handler's transaction (nobody waits on it)
+    "UNIONHUB_UNDURABLE_FOR_BENCH": Setting(_bool, False),  # bench/durability.py only, development only
+    "UNIONHUB_WRITE_AUDIT": Setting(str, None),  # path prefix: every write command of the process noted (chaos)
+    "DB_PREFIX": Setting(str, "unionhub", env="UNIONHUB_DB_PREFIX"),
+    "UNIONHUB_ENV": Setting(str, "production"),  # development or production (see unionhub_kit.keys)
+    "UNIONHUB_SECRET": Setting(str, None),  # the root secret (unionhub_kit.keys; development has a published one)
+    "UNIONHUB_SECRET_PREVIOUS": Setting(str, ""),  # comma-separated earlier roots, while rotating
+    "UNIONHUB_LOOKUP_SECRET": Setting(str, None),  # the root of the lookup hashes, pinned across rotations
+    "UNIONHUB_REPLICA": Setting(str, None),
+    "UNIONHUB_FAULT": Setting(str, None),
+    "UNIONHUB_ACCESS_LOG": Setting(_bool, True),
+    "UNIONHUB_ADMIN_PASSWORD": Setting(str, None),
+    "RPC_TIMEOUT": Setting(float, 5.0),
+    "EVENT_MAX_ATTEMPTS": Setting(int, 5),
+    "EVENT_RETRY_BASE_MS": Setting(int, 200),
+    "MAX_WORKERS": Setting(int, 32, key="max_workers"),
+    "GATEWAY_HOST": Setting(str, "127.0.0.1"),
+    "GATEWAY_PORT": Setting(int, 8000),
+    "TRUSTED_PROXIES": Setting(str, ""),  # comma-separated addresses or CIDRs whose X-Forwarded-For is believed
+    "METRICS_PORT": Setting(int, 0),
+    "METRICS_HOST": Setting(str, "127.0.0.1"),
+    "METRICS_TOKEN": Setting(str, None),  # the gateway's /metrics for a scraper holding it
+    # ---- membership, benefits, jobs ------------------------------------------------------------------------------
+    "OTP_PURGE_SECONDS": Setting(float, 600.0),
+    "COUNT_FOLD_SECONDS": Setting(float, 0.5),
+    "OTP_PER_ADDRESS_PER_HOUR": Setting(int, 20),
+    "LOGIN_LOCKOUT_SECONDS": Setting(int, 300),
+    "BENEFITS_SWEEP_SECONDS": Setting(float, 10.0),
+    "JOBS_EXPIRY_INTERVAL": Setting(float, 30.0),
+    # ---- notify (see services/notify/runtime.py Settings) ------------------------------------------------------
+    "NOTIFY_POLL_SECONDS": Setting(float, None),
+    "NOTIFY_CLOCK_OFFSET_SECONDS": Setting(float, None),
+    "SMS_WEBHOOK_URL": Setting(str, None),
+    "SMS_WEBHOOK_SECRET": Setting(str, None),
+    "SMS_SINK_FILE": Setting(str, os.path.join("var", "sms.jsonl")),
+    "PUSH_WEBHOOK_URL": Setting(str, None),
+    "PUSH_WEBHOOK_SECRET": Setting(str, None),
+    "PUSH_SINK_FILE": Setting(str, os.path.join("var", "push.jsonl")),
+    "NOTIFY_PROVIDER_TIMEOUT": Setting(float, 5.0),
+    "NOTIFY_MAX_ATTEMPTS": Setting(int, 5),
+    "NOTIFY_RETRY_BASE_SECONDS": Setting(float, 2.0),
+    "NOTIFY_RETRY_CAP_SECONDS": Setting(float, 300.0),
+    "NOTIFY_OTP_ATTEMPTS": Setting(int, 3),
+    "NOTIFY_OTP_BUDGET_SECONDS": Setting(float, 3.5),
+    "NOTIFY_LEASE_SECONDS": Setting(float, 30.0),
+    "NOTIFY_FANOUT_BATCH": Setting(int, 1000),
+    "NOTIFY_TICK_BUDGET_SECONDS": Setting(float, 5.0),
+    "NOTIFY_SEND_CONCURRENCY": Setting(int, 20),
+    "PUSH_MULTICAST_MAX": Setting(int, 1000),  # device tokens per provider call
+    "PUSH_MULTICAST_PER_SECOND": Setting(float, 20.0),  # provider calls a second, per process
+    "WEBHOOK_ALLOW_PRIVATE": Setting(_bool, False),
+    "WEBHOOK_MAX_ATTEMPTS": Setting(int, 8),
+    "WEBHOOK_RETRY_BASE_SECONDS": Setting(float, 2.0),
+    "WEBHOOK_RETRY_CAP_SECONDS": Setting(float, 600.0),
+    "WEBHOOK_TIMEOUT_SECONDS": Setting(float, 5.0),
 }
+ENV_NAMES = {s.env or name for name, s in SETTINGS.items()}  # what an operator can set
 
 
-def get(name, default=None):
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return DEFAULTS.get(name, default) if default is None else default
-    return value
+def _raw(name, cfg):
+    s = SETTINGS[name]
+    if cfg:
+        value = cfg.get(s.key or name)
+        if value not in (None, ""):
+            return value
+    value = os.environ.get(s.env or name)
+    return value if value not in (None, "") else None
 
 
-def get_int(name, default=None):
-    return int(get(name, default))
+def get(name, cfg=None):
+    """The value of setting ``name`` (typed): from the container config ``cfg``, the environment, or the default."""
+    if name not in SETTINGS:
+        raise KeyError("%s is not a setting: add it to unionhub_kit.config.SETTINGS with its type and default" % name)
+    if cfg is not None and not hasattr(cfg, "get"):
+        raise TypeError("config.get(%r, cfg): cfg is a nameko config; the default of a setting lives in SETTINGS"
+                        % name)
+    value = _raw(name, cfg)
+    if value is None:
+        return SETTINGS[name].default
+    return SETTINGS[name].kind(value)
 
 
-def get_float(name, default=None):
-    return float(get(name, default))
+def validate(cfg=None):
+    """Every setting given (config or environment) parses as its type; else ``ConfigurationError`` naming them."""
+    bad = []
+    for name, s in SETTINGS.items():
+        value = _raw(name, cfg)
+        if value is not None:
+            try:
+                s.kind(value)
+            except (TypeError, ValueError):
+                bad.append("%s=%r (want %s)" % (s.env or name, value, s.kind.__name__.strip("_")))
+    if bad:
+        raise ConfigurationError("invalid settings: %s" % ", ".join(bad))
 
 
-def secret(purpose):
-    """A per-purpose key derived from UNIONHUB_SECRET (or set directly as UNIONHUB_<PURPOSE>_KEY)."""
-    import hashlib
-    direct = os.environ.get("UNIONHUB_%s_KEY" % purpose.upper())
-    if direct:
-        return direct.encode()
-    base = get("UNIONHUB_SECRET").encode()
-    return hashlib.sha256(base + b"|" + purpose.encode()).digest()
+def db_name(service, cfg=None):
+    return "%s_%s" % (get("DB_PREFIX", cfg), service)
 
 
-def db_name(service, config=None):
-    prefix = (config or {}).get("DB_PREFIX") or get("UNIONHUB_DB_PREFIX")
-    return "%s_%s" % (prefix, service)
+def complete(cfg):
+    """``cfg`` validated, with the keys nameko itself reads filled from the table (in place; returned)."""
+    validate(cfg)
+    for name in ("AMQP_URI", "MONGO_URI", "DB_PREFIX", "RPC_TIMEOUT", "MAX_WORKERS"):
+        cfg[SETTINGS[name].key or name] = get(name, cfg)
+    cfg.setdefault("serializer", "json")
+    cfg.setdefault("SERVICE_CONTAINER_CLS", "unionhub_kit.config.Container")
+    cfg.setdefault("WEB_SERVER_ADDRESS", "%s:%s" % (get("GATEWAY_HOST", cfg), get("GATEWAY_PORT", cfg)))
+    return cfg
+
+
+class Container(ServiceContainer):
+    """nameko's container, with the settings validated and completed before any extension reads them, and the
+    environment checked (``unionhub_kit.keys``: a production start needs a secret of its own)."""
+
+    def __init__(self, service_cls, config):
+        from . import keys
+        super().__init__(service_cls, complete(config))
+        keys.check_environment("the %s service" % self.service_name)
 
 
 def nameko_config(**overrides):
     """A nameko config dict from the environment (used by tests and scripts)."""
-    cfg = {
-        "AMQP_URI": get("AMQP_URI"),
-        "MONGO_URI": get("MONGO_URI"),
-        "DB_PREFIX": get("UNIONHUB_DB_PREFIX"),
-        "RPC_TIMEOUT": get_float("RPC_TIMEOUT"),
-        "max_workers": get_int("MAX_WORKERS", 32),
-        "serializer": "json",
-    }
+    cfg = {"parent_calls_tracked": 10}
     cfg.update(overrides)
-    return cfg
+    return complete(cfg)
+
+
+class Settings(DependencyProvider):
+    """``self.setting("NAME")``: ``get`` with this container's config (for entrypoints that read a setting)."""
+
+    def get_dependency(self, worker_ctx):
+        cfg = self.container.config
+        return lambda name: get(name, cfg)
+
+
+class SettingTimer(Timer):
+    """nameko's ``@timer`` whose interval (seconds) is a setting, read when the container starts."""
+
+    def __init__(self, setting, **kwargs):
+        self.setting = setting
+        super().__init__(interval=None, **kwargs)
+
+    def setup(self):
+        self.interval = get(self.setting, self.container.config)
+        super().setup()
+
+
+timer = SettingTimer.decorator

@@ -15,7 +15,6 @@ collection inside the same transaction as the handler's writes; a redelivered ev
 """
 import functools
 import logging
-import os
 import random
 
 from marshmallow import ValidationError
@@ -23,7 +22,7 @@ from nameko.amqp.publish import Publisher as AmqpPublisher
 from nameko.messaging import Consumer, QueueConsumer
 from pymongo.errors import DuplicateKeyError
 
-from . import catalog, config, events, topology
+from . import clock, config, events, topology
 from .errors import AppError
 from .mongo import background_timeout, transaction
 
@@ -68,9 +67,10 @@ class ReliableEventHandler(Consumer):
                                      % (service, self.method_name))
         self.accepted = set(topology.expand(self.subscription.bindings))
         self.queue, self.retry_queue, self.dead_queue = topology.queues_for(self.subscription)
-        self.amqp_uri = self.container.config.get("AMQP_URI") or config.get("AMQP_URI")
-        self.max_attempts = int(self.container.config.get("EVENT_MAX_ATTEMPTS") or config.get("EVENT_MAX_ATTEMPTS"))
-        self.base_ms = int(self.container.config.get("EVENT_RETRY_BASE_MS") or config.get("EVENT_RETRY_BASE_MS"))
+        cfg = self.container.config
+        self.amqp_uri = config.get("AMQP_URI", cfg)
+        self.max_attempts = config.get("EVENT_MAX_ATTEMPTS", cfg)
+        self.base_ms = config.get("EVENT_RETRY_BASE_MS", cfg)
         self.publisher = AmqpPublisher(self.amqp_uri, use_confirms=True, serializer="json")
         from kombu import Connection
         with Connection(self.amqp_uri) as conn:
@@ -81,11 +81,7 @@ class ReliableEventHandler(Consumer):
 
     def handle_message(self, body, message):
         try:
-            env = events.Envelope().load(body if isinstance(body, dict) else {})
-            key = events.name_of(env)
-            if key not in self.accepted:
-                raise ValidationError({"type": ["%s is not handled here" % env["type"]]})
-            env["data"] = catalog.schema_for(*key)().load(env["data"])
+            env = events.parse(body, self.accepted)
         except (ValidationError, ValueError, KeyError) as exc:
             self._park(message, body, "invalid event: %s" % (exc,), attempts=self._attempts(message) + 1)
             return
@@ -144,7 +140,7 @@ class ReliableEventHandler(Consumer):
         headers = dict(message.headers or {})
         headers.update({ATTEMPTS_HEADER: self._attempts(message) + 1, "x-unionhub-error": error[:1000],
                         "x-unionhub-queue": self.queue.name,
-                        "x-unionhub-failed-at": events.rfc3339(events.utcnow())})
+                        "x-unionhub-failed-at": events.rfc3339(clock.now())})
         try:
             with Connection(self.amqp_uri, transport_options={"confirm_publish": True}) as conn:
                 conn.Producer().publish(message.body, exchange="", routing_key=self.dead_queue.name,
@@ -164,7 +160,7 @@ class ReliableEventHandler(Consumer):
             headers = dict(message.headers or {})
             headers.update({ATTEMPTS_HEADER: attempts, "x-unionhub-error": error[:1000],
                             "x-unionhub-queue": self.queue.name,
-                            "x-unionhub-failed-at": events.rfc3339(events.utcnow())})
+                            "x-unionhub-failed-at": events.rfc3339(clock.now())})
             self.publisher.publish(body, exchange="", routing_key=self.dead_queue.name, extra_headers=headers)
         except Exception:
             log.exception("could not dead-letter; requeueing")
@@ -206,7 +202,7 @@ def run_once_many(db, envelopes, fn, handler=None, attempts=5):
             return
 
         def txn(session):
-            now, by = events.utcnow(), os.environ.get("UNIONHUB_REPLICA")
+            now, by = clock.now(), config.get("UNIONHUB_REPLICA")
             db.processed_events.insert_many([{"_id": key, "type": env["type"], "at": now, "by": by}
                                              for key, env in fresh.items()], session=session)
             fn(session, list(fresh.values()))
@@ -230,8 +226,8 @@ def run_once(db, envelope, fn, handler=None):
 
     def txn(session):
         try:
-            db.processed_events.insert_one({"_id": key, "type": envelope["type"], "at": events.utcnow(),
-                                            "by": os.environ.get("UNIONHUB_REPLICA")}, session=session)
+            db.processed_events.insert_one({"_id": key, "type": envelope["type"], "at": clock.now(),
+                                            "by": config.get("UNIONHUB_REPLICA")}, session=session)
         except DuplicateKeyError:
             raise _Duplicate()
         return fn(session)

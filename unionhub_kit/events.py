@@ -4,11 +4,7 @@ import uuid
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from . import catalog
-
-
-def utcnow():
-    return datetime.datetime.now(datetime.timezone.utc)
+from . import catalog, clock
 
 
 def rfc3339(dt):
@@ -56,7 +52,7 @@ def build(service, event, data, subject=None, request_id=None, event_id=None, ti
         "id": event_id or str(uuid.uuid4()),
         "source": "/unionhub/%s" % service,
         "type": catalog.event_type(service, event),
-        "time": rfc3339(time or utcnow()),
+        "time": rfc3339(time or clock.now()),
         "subject": subject,
         "datacontenttype": "application/json",
         "data": data,
@@ -79,12 +75,14 @@ def _forbidden(data):
     return sorted(found)
 
 
-def parse(service, event, body):
-    """Validate a received envelope and its data; raise ``ValidationError`` for a poison message."""
+def parse(body, accepted):
+    """Validate a received envelope and its data, for a handler of the ``(service, event)`` pairs ``accepted``;
+    raise ``ValidationError`` (or ``ValueError`` / ``KeyError`` for a malformed type) for a poison message."""
     env = Envelope().load(body if isinstance(body, dict) else {})
-    if env["type"].rsplit(".", 1)[0] != catalog.event_type(service, event).rsplit(".", 1)[0]:
-        raise ValidationError({"type": ["%s is not %s.%s" % (env["type"], service, event)]})
-    env["data"] = catalog.schema_for(service, event)().load(env["data"])
+    key = name_of(env)
+    if key not in accepted:
+        raise ValidationError({"type": ["%s is not handled here" % env["type"]]})
+    env["data"] = catalog.schema_for(*key)().load(env["data"])
     return env
 
 

@@ -16,7 +16,7 @@ import json
 
 from pymongo.errors import DuplicateKeyError
 
-from . import crypto, events
+from . import clock, crypto
 from .errors import AppError
 from .mongo import transaction
 
@@ -58,7 +58,7 @@ def remember(db, session, entries, now=None):
     """Store ``[(key id, fingerprint, result)]`` in ``session``'s transaction (one insert). A key stored by a
     concurrent request raises ``DuplicateKeyError`` (the transaction is aborted: decide again, the key replays)."""
     if entries:
-        now = now or events.utcnow()
+        now = now or clock.now()
         db.idempotency.insert_many([{"_id": i, "fp": fp, "result": result, "created_at": now}
                                     for i, fp, result in entries], ordered=True, session=session)
 
@@ -79,7 +79,7 @@ def run_idempotent(db, caller, key, payload, fn):
         return found
 
     def txn(session):
-        db.idempotency.insert_one({"_id": _id, "fp": fp, "created_at": events.utcnow()}, session=session)
+        db.idempotency.insert_one({"_id": _id, "fp": fp, "created_at": clock.now()}, session=session)
         result = fn(session)
         db.idempotency.update_one({"_id": _id}, {"$set": {"result": result}}, session=session)
         return result

@@ -19,7 +19,8 @@
 """
 import hashlib
 import hmac
-import os
+
+from . import config
 
 DEVELOPMENT = "development"
 PRODUCTION = "production"
@@ -30,7 +31,7 @@ MIN_SECRET_LENGTH = 32
 
 def environment():
     """``UNIONHUB_ENV``: production unless the start says development (``make run``, the tests)."""
-    return (os.environ.get("UNIONHUB_ENV") or PRODUCTION).strip().lower()
+    return (config.get("UNIONHUB_ENV") or PRODUCTION).strip().lower()
 
 
 def is_development():
@@ -44,7 +45,7 @@ def problem():
         return "UNIONHUB_ENV=%r: use development or production" % env
     if env == DEVELOPMENT:
         return None
-    secret = os.environ.get("UNIONHUB_SECRET") or ""
+    secret = config.get("UNIONHUB_SECRET") or ""
     if not secret:
         return "UNIONHUB_SECRET is not set (production needs a secret of at least %d characters)" % MIN_SECRET_LENGTH
     if secret == DEV_SECRET:
@@ -68,7 +69,7 @@ def check_environment(what="this process"):
 
 def root():
     """The current root secret (the published development value only in development)."""
-    secret = os.environ.get("UNIONHUB_SECRET")
+    secret = config.get("UNIONHUB_SECRET")
     if secret:
         return secret
     if is_development():
@@ -78,7 +79,7 @@ def root():
 
 
 def previous_roots():
-    return [s.strip() for s in (os.environ.get("UNIONHUB_SECRET_PREVIOUS") or "").split(",") if s.strip()]
+    return [s.strip() for s in config.get("UNIONHUB_SECRET_PREVIOUS").split(",") if s.strip()]
 
 
 def kid_of(secret):
@@ -109,5 +110,5 @@ def all_roots():
 
 def lookup_key(purpose):
     """The key of a keyed hash the store looks records up by (kept stable across rotations; see above)."""
-    base = os.environ.get("UNIONHUB_LOOKUP_SECRET") or root()
+    base = config.get("UNIONHUB_LOOKUP_SECRET") or root()
     return hashlib.sha256(base.encode() + b"|" + purpose.encode() + b"-hash").digest()

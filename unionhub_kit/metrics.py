@@ -26,8 +26,8 @@ With ``METRICS_PORT`` set (0 or unset = off) the process serves ``/metrics`` and
 import errno
 import json
 import logging
-import os
 import re
+import socket
 import time
 import weakref
 
@@ -35,7 +35,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from nameko.extensions import DependencyProvider
 
-from . import config, logs
+from . import clock, config, logs
+from .mongo import MongoClient
 
 log = logging.getLogger("unionhub.metrics")
 access = logging.getLogger("unionhub.access")
@@ -82,6 +83,8 @@ def safe_path(path):
 class ServiceMetrics(DependencyProvider):
     """Times and counts every worker of the service; serves ``/metrics`` when ``METRICS_PORT`` is set."""
 
+    store = MongoClient()  # the outbox backlog gauge (connects only in a service with an Outbox)
+
     def __init__(self, access_log=None):
         self.access_log = access_log
         self._started = {}
@@ -94,16 +97,15 @@ class ServiceMetrics(DependencyProvider):
     def setup(self):
         self.service = self.container.service_name
         if self.access_log is None:
-            self.access_log = config.get("UNIONHUB_ACCESS_LOG", "1") not in ("0", "false", "no")
+            self.access_log = config.get("UNIONHUB_ACCESS_LOG", self.container.config)
         from .outbox import Outbox
         self.outbox = any(isinstance(d, Outbox) for d in self.container.dependencies)
         if self.outbox:
-            from .mongo import database_for
-            self.db = database_for(self.container)
+            self.db = self.store.database
         _providers.add(self)
-        port = int(self.container.config.get("METRICS_PORT") or config.get("METRICS_PORT", "0") or 0)
+        port = config.get("METRICS_PORT", self.container.config)
         if port:
-            serve(port, self.container.config.get("METRICS_HOST") or config.get("METRICS_HOST", "127.0.0.1"))
+            serve(port, config.get("METRICS_HOST", self.container.config))
 
     def start(self):
         self.running = True
@@ -166,10 +168,9 @@ class ServiceMetrics(DependencyProvider):
                 fams["dead"].add_metric([self.service, ep.method_name], getattr(ep, "dead_lettered", 0))
         if self.outbox and self.db is not None:
             try:
-                from . import events
                 fams["backlog"].add_metric([self.service], self.db.outbox.count_documents({"published_at": None}))
                 oldest = self.db.outbox.find_one({"published_at": None}, {"created_at": 1}, sort=[("_id", 1)])
-                age = (events.utcnow() - oldest["created_at"]).total_seconds() if oldest else 0.0
+                age = (clock.now() - oldest["created_at"]).total_seconds() if oldest else 0.0
                 fams["oldest"].add_metric([self.service], max(0.0, age))
             except Exception as exc:
                 log.warning("outbox metrics of %s unavailable: %s", self.service, exc)
@@ -208,7 +209,7 @@ def _app(environ, start_response):
         running = [p.service for p in list(_providers) if p.running]
         ok = bool(running)
         body = json.dumps({"status": "ok" if ok else "stopped", "services": running,
-                           "replica": os.environ.get("UNIONHUB_REPLICA") or os.environ.get("HOSTNAME")}).encode()
+                           "replica": config.get("UNIONHUB_REPLICA") or socket.gethostname()}).encode()
         ctype, status = "application/json", "200 OK" if ok else "503 Service Unavailable"
     else:
         body, ctype, status = b"not found\n", "text/plain", "404 Not Found"

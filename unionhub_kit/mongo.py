@@ -15,22 +15,20 @@ import os
 
 import pymongo
 import pymongo.errors
-from nameko.extensions import DependencyProvider
+from nameko.extensions import DependencyProvider, SharedExtension
 
 from . import config
-
-_CLIENT_ATTR = "_unionhub_mongo_client"
 
 
 def store_timeout():
     """Seconds any one store operation (or whole transaction) may take."""
-    return config.get_int("STORE_TIMEOUT_MS", 4000) / 1000.0
+    return config.get("STORE_TIMEOUT_MS") / 1000.0
 
 
 def undurable_for_bench():
     """``UNIONHUB_UNDURABLE_FOR_BENCH=1``: writes acknowledged before the journal (``w: 1``) and a store without
     ``--sync-on-commit``, only so ``bench/durability.py`` can measure what durability costs. Development only."""
-    if os.environ.get("UNIONHUB_UNDURABLE_FOR_BENCH") != "1":
+    if not config.get("UNIONHUB_UNDURABLE_FOR_BENCH"):
         return False
     from . import keys
     if not keys.is_development():
@@ -42,7 +40,7 @@ def undurable_for_bench():
 def client_options(pool=100):
     durable = dict(w=1, journal=False) if undurable_for_bench() else dict(w="majority", journal=True)
     return dict(durable, socketTimeoutMS=int(store_timeout() * 1000),
-                serverSelectionTimeoutMS=config.get_int("STORE_SELECT_TIMEOUT_MS", 3000), connectTimeoutMS=2000,
+                serverSelectionTimeoutMS=config.get("STORE_SELECT_TIMEOUT_MS"), connectTimeoutMS=2000,
                 maxPoolSize=pool, tz_aware=True)
 
 
@@ -78,7 +76,7 @@ class WriteAudit:
 
 
 def _listeners():
-    prefix = os.environ.get("UNIONHUB_WRITE_AUDIT")
+    prefix = config.get("UNIONHUB_WRITE_AUDIT")
     if not prefix:
         return {}
     from pymongo import monitoring
@@ -88,24 +86,38 @@ def _listeners():
     return {"event_listeners": [Listener(prefix)]}
 
 
-def client_for(container):
-    """One MongoClient per container (shared by Mongo, Outbox and friends in that container)."""
-    client = getattr(container, _CLIENT_ATTR, None)
-    if client is None:
-        uri = container.config.get("MONGO_URI") or config.get("MONGO_URI")
-        new = pymongo.MongoClient(uri, **client_options(int(container.config.get("MONGO_POOL", 100))), **_listeners())
-        # extensions are set up concurrently (green threads): the first client stored wins
-        client = getattr(container, _CLIENT_ATTR, None)
-        if client is None:
-            setattr(container, _CLIENT_ATTR, new)
-            client = new
-        else:
-            new.close()
-    return client
+class MongoClient(SharedExtension):
+    """The container's one ``pymongo.MongoClient`` (shared by ``Mongo``, ``Outbox`` and ``ServiceMetrics``), made
+    on first use (a container that never touches the store never connects) and closed when the container stops."""
 
+    def __init__(self):
+        super().__init__()
+        self._client = None
 
-def database_for(container):
-    return client_for(container)[config.db_name(container.service_name, container.config)]
+    @property
+    def client(self):
+        if self._client is None:
+            cfg = self.container.config
+            new = pymongo.MongoClient(config.get("MONGO_URI", cfg), **client_options(config.get("MONGO_POOL", cfg)),
+                                      **_listeners())
+            # extensions are set up concurrently (green threads): the first client stored wins
+            if self._client is None:
+                self._client = new
+            else:
+                new.close()
+        return self._client
+
+    @property
+    def database(self):
+        """The service's own database."""
+        return self.client[config.db_name(self.container.service_name, self.container.config)]
+
+    def stop(self):
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    kill = stop
 
 
 def ensure_kit_indexes(db):
@@ -121,21 +133,17 @@ class Mongo(DependencyProvider):
     ``indexes`` is a function ``f(db)`` from the service's store module; it runs once at container setup.
     """
 
+    store = MongoClient()
+
     def __init__(self, indexes=None):
         self.indexes = indexes
         self.database = None
 
     def setup(self):
-        self.database = database_for(self.container)
+        self.database = self.store.database
         ensure_kit_indexes(self.database)
         if self.indexes:
             self.indexes(self.database)
-
-    def stop(self):
-        client = getattr(self.container, _CLIENT_ATTR, None)
-        if client is not None:
-            client.close()
-            setattr(self.container, _CLIENT_ATTR, None)
 
     def get_dependency(self, worker_ctx):
         return self.database
@@ -157,7 +165,7 @@ def background_timeout():
     """Seconds a transaction of an event handler or other background work may take, retries of write conflicts
     included (``STORE_BACKGROUND_TIMEOUT_MS``, default 30000): nobody waits on it, and a burst of events that write
     the same documents (the welcome coupons of one campaign) conflicts and retries for longer than a request may."""
-    return config.get_int("STORE_BACKGROUND_TIMEOUT_MS", 30000) / 1000.0
+    return config.get("STORE_BACKGROUND_TIMEOUT_MS") / 1000.0
 
 
 def transaction(db, fn, timeout=None):

@@ -29,8 +29,8 @@ import kombu
 from eventlet.queue import Empty, LightQueue
 from nameko.extensions import DependencyProvider
 
-from . import config, events, topology
-from .mongo import database_for
+from . import clock, config, events, topology
+from .mongo import MongoClient
 
 log = logging.getLogger("unionhub.outbox")
 
@@ -66,7 +66,7 @@ class OutboxWriter:
 
 
 def _row(env, event, owner=None):
-    return {"event_id": env["id"], "type": event, "envelope": env, "created_at": events.utcnow(),
+    return {"event_id": env["id"], "type": event, "envelope": env, "created_at": clock.now(),
             "published_at": None, "lease_until": EPOCH, "attempts": 0, "owner": owner}
 
 
@@ -152,7 +152,7 @@ def publish_rows(db, service, publisher, docs):
     publisher.publish_many([(d["envelope"], exchange.name, d["type"], _headers(d["envelope"]), d["envelope"]["id"])
                             for d in docs])
     db.outbox.update_many({"_id": {"$in": [d["_id"] for d in docs]}},
-                          {"$set": {"published_at": events.utcnow()}, "$unset": {"lease": ""},
+                          {"$set": {"published_at": clock.now()}, "$unset": {"lease": ""},
                            "$inc": {"attempts": 1}})
 
 
@@ -168,7 +168,7 @@ def relay_own(db, service, publisher, owner, limit=BATCH):
 def relay_batch(db, service, publisher, owner, limit=BATCH, older_than=None):
     """Lease up to ``limit`` unpublished events (only those older than ``older_than`` seconds, if given: orphans),
     publish them with one confirm, mark them. Return how many."""
-    now = events.utcnow()
+    now = clock.now()
     # no $or: SecantusDB answers an $or with a collection scan; an unleased row carries the epoch
     free = {"published_at": None, "lease_until": {"$lt": now}}
     if older_than is not None:
@@ -198,6 +198,8 @@ def backlog(db):
 class Outbox(DependencyProvider):
     """Injects an ``OutboxWriter``; runs the relay in a managed greenthread of the container."""
 
+    store = MongoClient()
+
     def __init__(self, poll_seconds=1.0):
         self.poll_seconds = poll_seconds
         self._wake = LightQueue(maxsize=1)
@@ -206,8 +208,8 @@ class Outbox(DependencyProvider):
 
     def setup(self):
         self.service = self.container.service_name
-        self.db = database_for(self.container)
-        self.amqp_uri = self.container.config.get("AMQP_URI") or config.get("AMQP_URI")
+        self.db = self.store.database
+        self.amqp_uri = config.get("AMQP_URI", self.container.config)
         self.publisher = BatchPublisher(self.amqp_uri)
         self.owner = "%s-%s-%d" % (self.service, socket.gethostname(), os.getpid())
 
@@ -234,7 +236,7 @@ class Outbox(DependencyProvider):
 
     def worker_teardown(self, worker_ctx):
         if worker_ctx.data.pop("_outbox_written", None):
-            if os.environ.get("UNIONHUB_FAULT") == "crash_before_publish":
+            if config.get("UNIONHUB_FAULT") == "crash_before_publish":
                 # fault injection for the crash test: the state and its event are committed, nothing is published
                 log.error("fault injection: exiting between commit and publish")
                 os._exit(17)
@@ -243,7 +245,7 @@ class Outbox(DependencyProvider):
     def _run(self):
         declared = False
         delay = 0.2
-        last_cleanup = last_orphans = events.utcnow()
+        last_cleanup = last_orphans = clock.now()
         while self._running:
             try:
                 if not declared:
@@ -252,15 +254,15 @@ class Outbox(DependencyProvider):
                     declared = True
                 while self._running and relay_own(self.db, self.service, self.publisher, self.owner):
                     pass
-                if events.utcnow() - last_orphans > timedelta(seconds=self.poll_seconds):
+                if clock.now() - last_orphans > timedelta(seconds=self.poll_seconds):
                     while self._running and relay_batch(self.db, self.service, self.publisher, self.owner,
                                                         older_than=ORPHAN_SECONDS):
                         pass
-                    last_orphans = events.utcnow()
+                    last_orphans = clock.now()
                 delay = 0.2
-                if events.utcnow() - last_cleanup > timedelta(minutes=1):
-                    self.db.outbox.delete_many({"published_at": {"$lt": events.utcnow() - RETENTION}})
-                    last_cleanup = events.utcnow()
+                if clock.now() - last_cleanup > timedelta(minutes=1):
+                    self.db.outbox.delete_many({"published_at": {"$lt": clock.now() - RETENTION}})
+                    last_cleanup = clock.now()
             except Exception as exc:  # broker or store down: keep the events, try again later
                 log.warning("outbox relay of %s failed, retrying in %.1fs: %s", self.service, delay, exc)
                 eventlet.sleep(delay)

@@ -13,15 +13,15 @@ import socket
 
 from pymongo.errors import DuplicateKeyError
 
-from . import events
+from . import clock, config
 from .mongo import transaction
 
 
 def ping(service_name, db):
-    replica = os.environ.get("UNIONHUB_REPLICA") or socket.gethostname()
+    replica = config.get("UNIONHUB_REPLICA") or socket.gethostname()
 
     def probe(session):
-        db.health.update_one({"_id": replica}, {"$set": {"at": events.utcnow()}}, upsert=True, session=session)
+        db.health.update_one({"_id": replica}, {"$set": {"at": clock.now()}}, upsert=True, session=session)
     try:
         transaction(db, probe)
     except DuplicateKeyError:  # two first pings raced to create the row: it exists now

@@ -79,7 +79,7 @@ class TimedMethodProxy(MethodProxy):
     def _call(self, *args, **kwargs):
         # nameko's MethodProxy._call, plus: remember the correlation id so a timed-out call can be forgotten
         exchange = get_rpc_exchange(self.container.config)
-        amqp_uri = self.container.config.get("AMQP_URI") or config.get("AMQP_URI")
+        amqp_uri = config.get("AMQP_URI", self.container.config)
         if not has_consumer(amqp_uri, self.service_name):
             raise ServiceUnavailable("%s is not running (no consumer on its queue)." % self.service_name)
         routing_key = "%s.%s" % (self.service_name, self.method_name)
@@ -142,5 +142,5 @@ class Rpc(RpcProxy):
         super().__init__(target_service, **options)
 
     def get_dependency(self, worker_ctx):
-        timeout = self.timeout or float(self.container.config.get("RPC_TIMEOUT") or config.get("RPC_TIMEOUT"))
+        timeout = self.timeout or config.get("RPC_TIMEOUT", self.container.config)
         return TimedServiceProxy(worker_ctx, self.target_service, self.rpc_reply_listener, timeout, **self.options)

@@ -6,8 +6,6 @@ from .errors import validation_error
 
 OCCUPATION_GROUPS = ("truck_driver", "courier", "care_worker", "domestic_worker", "mall_staff", "delivery_rider",
                      "estate_agent", "security_guard", "ride_hailing_driver", "other")
-CATEGORIES = ("account", "membership", "benefits", "jobs", "announcements")
-MAX_LIST = 200
 
 
 class StrictSchema(Schema):
@@ -94,6 +92,13 @@ def Text(max_len, min_len=1, **kw):
     return fields.String(validate=validate.Length(min=min_len, max=max_len), **kw)
 
 
+class Page(StrictSchema):
+    """The list conventions (API.md): ``limit`` (1-100, default 20) and an opaque ``cursor`` from a previous page;
+    every list's query (at the gateway) and RPC arguments (in the service) extend it."""
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    cursor = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=512))
+
+
 def load(schema, data, partial=None):
     """Validate ``data`` with ``schema`` (instance or class) or raise ``ValidationFailed`` (400)."""
     if isinstance(schema, type):
@@ -104,16 +109,3 @@ def load(schema, data, partial=None):
         return schema.load(data, partial=partial)
     except ValidationError as exc:
         raise validation_error(exc.messages)
-
-
-def validate_args(schema):
-    """Decorator for RPC methods taking one dict argument: validate it before the method body runs."""
-    import functools
-
-    def deco(fn):
-        @functools.wraps(fn)
-        def wrapper(self, payload=None, *args, **kwargs):
-            return fn(self, load(schema, payload or {}), *args, **kwargs)
-        wrapper.__rpc_schema__ = schema
-        return wrapper
-    return deco

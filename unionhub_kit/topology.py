@@ -95,10 +95,6 @@ def queues_for(sub):
     return main, retry, dlq
 
 
-def subscriptions_of_source(service):
-    return [s for s in SUBSCRIPTIONS if any(src == service for src, _ in expand(s.bindings))]
-
-
 def declare(connection, services=None):
     """Declare exchanges and every queue bound to them (all, or those bound to ``services``' exchanges)."""
     channel = connection.channel()

@@ -1,22 +1,10 @@
 """Benefits routes of API.md: merchants, campaigns, claims, a member's coupons, redemption, statistics."""
 from services.benefits import schemas
-from unionhub_kit import events
+from unionhub_kit import clock, events
 
-from ..framework import SHORT_CACHE_SECONDS as CACHE_SECONDS, ListQuery, route
+from ..framework import SHORT_CACHE_SECONDS as CACHE_SECONDS, route
 
 TAGS = ["Benefits"]
-
-
-class CampaignListQuery(schemas.CampaignFilter, ListQuery):
-    pass
-
-
-class CouponListQuery(schemas.CouponFilter, ListQuery):
-    pass
-
-
-class StatsQuery(schemas.StatsFilter, ListQuery):
-    pass
 
 
 @route("POST", "/api/v1/merchants", roles=["union_admin"], body=schemas.MerchantCreate, status=201, idempotent=True,
@@ -41,7 +29,7 @@ def honest_seconds(campaign):
     if campaign.get("remaining") == 0 or campaign.get("status") == "ended":
         return CACHE_SECONDS
     if campaign.get("status") == "upcoming":
-        opens = events.parse_time(campaign["claim_starts_at"]) - events.utcnow()
+        opens = events.parse_time(campaign["claim_starts_at"]) - clock.now()
         return max(0.0, min(CACHE_SECONDS, opens.total_seconds()))
     return 0
 
@@ -50,7 +38,7 @@ def honest_page_seconds(page):
     return min([honest_seconds(c) for c in page.get("items", [])] or [CACHE_SECONDS])
 
 
-@route("GET", "/api/v1/campaigns", query=CampaignListQuery, tags=TAGS, response=schemas.CampaignPage,
+@route("GET", "/api/v1/campaigns", query=schemas.CampaignListArgs, tags=TAGS, response=schemas.CampaignPage,
        cache=honest_page_seconds)
 def list_campaigns(gw, call):
     """Campaigns, newest first, each with `remaining`"""
@@ -72,7 +60,7 @@ def claim(gw, call):
     return gw.benefits.claim(call.actor, call.path_params["campaign_id"], call.idempotency_key)
 
 
-@route("GET", "/api/v1/members/me/coupons", roles=["member"], query=CouponListQuery, tags=TAGS,
+@route("GET", "/api/v1/members/me/coupons", roles=["member"], query=schemas.CouponListArgs, tags=TAGS,
        response=schemas.CouponPage)
 def my_coupons(gw, call):
     """The caller's coupons, newest first"""
@@ -86,7 +74,7 @@ def redeem(gw, call):
     return gw.benefits.redeem(call.actor, call.path_params["code"])
 
 
-@route("GET", "/api/v1/admin/stats/benefits", roles=["union_admin"], query=StatsQuery, tags=TAGS,
+@route("GET", "/api/v1/admin/stats/benefits", roles=["union_admin"], query=schemas.StatsArgs, tags=TAGS,
        response=schemas.StatsPage)
 def stats(gw, call):
     """Claimed, redeemed and redeemed value per campaign in the caller's scope"""

@@ -5,29 +5,13 @@ Beyond API.md: ``GET /api/v1/employers/{id}``, ``GET /api/v1/employer/jobs`` (th
 """
 from services.jobs import schemas
 
-from ..framework import SHORT_CACHE_SECONDS, ListQuery, route
+from ..framework import SHORT_CACHE_SECONDS, route
 
 TAGS = ["Jobs"]
 ADMIN = ["union_admin"]
 EMPLOYER = ["employer"]
 MEMBER = ["member"]
 PAGE_ERRORS = ("400 VALIDATION_ERROR",)
-
-
-class JobSearchQuery(schemas.JobSearch, ListQuery):
-    pass
-
-
-class EmployerApplicationsQuery(schemas.EmployerApplications, ListQuery):
-    pass
-
-
-class FairListQuery(schemas.FairList, ListQuery):
-    pass
-
-
-class PageQuery(schemas.Page, ListQuery):
-    pass
 
 
 # ---- employers ------------------------------------------------------------------------------------------------
@@ -51,7 +35,7 @@ def create_job(gw, call):
     return gw.jobs.create_job(call.actor, call.body, call.idempotency_key)
 
 
-@route("GET", "/api/v1/jobs", query=JobSearchQuery, tags=TAGS,
+@route("GET", "/api/v1/jobs", query=schemas.JobSearch, tags=TAGS,
        summary="Search open postings, newest first: q (Chinese or Latin keywords), region prefix, category, "
                "minimum salary", errors=PAGE_ERRORS, cache=SHORT_CACHE_SECONDS)
 def search_jobs(gw, call):
@@ -70,7 +54,7 @@ def close_job(gw, call):
     return gw.jobs.close_job(call.actor, call.path_params["job_id"])
 
 
-@route("GET", "/api/v1/employer/jobs", roles=EMPLOYER, query=PageQuery, tags=TAGS,
+@route("GET", "/api/v1/employer/jobs", roles=EMPLOYER, query=schemas.Page, tags=TAGS,
        summary="Your postings, newest first (open and closed)", errors=PAGE_ERRORS)
 def employer_jobs(gw, call):
     return gw.jobs.employer_jobs(call.actor, call.query)
@@ -97,13 +81,13 @@ def apply(gw, call):
     return gw.jobs.apply(call.actor, call.path_params["job_id"], call.idempotency_key)
 
 
-@route("GET", "/api/v1/members/me/applications", roles=MEMBER, query=PageQuery, tags=TAGS,
+@route("GET", "/api/v1/members/me/applications", roles=MEMBER, query=schemas.Page, tags=TAGS,
        summary="Your applications with job title and status, newest first", errors=PAGE_ERRORS)
 def my_applications(gw, call):
     return gw.jobs.my_applications(call.actor, call.query)
 
 
-@route("GET", "/api/v1/employer/applications", roles=EMPLOYER, query=EmployerApplicationsQuery, tags=TAGS,
+@route("GET", "/api/v1/employer/applications", roles=EMPLOYER, query=schemas.EmployerApplications, tags=TAGS,
        summary="Applications to your postings: resume and masked phone of each applicant",
        errors=("403 NOT_OWNER", "404 NOT_FOUND") + PAGE_ERRORS)
 def employer_applications(gw, call):
@@ -133,7 +117,7 @@ def add_booth(gw, call):
     return gw.jobs.add_booth(call.actor, call.path_params["fair_id"], call.body, call.idempotency_key)
 
 
-@route("GET", "/api/v1/fairs", query=FairListQuery, tags=TAGS, summary="Job fairs with their booth counts",
+@route("GET", "/api/v1/fairs", query=schemas.FairList, tags=TAGS, summary="Job fairs with their booth counts",
        errors=PAGE_ERRORS, cache=SHORT_CACHE_SECONDS)
 def list_fairs(gw, call):
     return gw.jobs.list_fairs(call.query)

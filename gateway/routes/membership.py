@@ -6,26 +6,14 @@ Transfers into a union that does not approve at once wait for an admin in scope 
 """
 from services.membership import schemas
 
-from ..framework import SHORT_CACHE_SECONDS, ListQuery, json_response, route
+from ..framework import SHORT_CACHE_SECONDS, json_response, route
 from ..revocations import REVOCATIONS
 
 TAGS = ["Membership"]
 ADMIN = ["union_admin"]
 
 
-class UnionQuery(ListQuery, schemas.UnionFilter):
-    pass
-
-
-class MemberQuery(ListQuery, schemas.MemberFilter):
-    pass
-
-
-class TransferQuery(ListQuery, schemas.TransferFilter):
-    pass
-
-
-@route("GET", "/api/v1/unions", query=UnionQuery, tags=TAGS, response=schemas.UnionPage,
+@route("GET", "/api/v1/unions", query=schemas.UnionListArgs, tags=TAGS, response=schemas.UnionPage,
        summary="Union organisations (province, prefectures, counties, grassroots), by code",
        cache=SHORT_CACHE_SECONDS)
 def list_unions(gw, call):
@@ -78,7 +66,7 @@ def leave(gw, call):
         REVOCATIONS.apply([revocation])
 
 
-@route("GET", "/api/v1/admin/members", roles=ADMIN, query=MemberQuery, tags=TAGS, response=schemas.MemberPage,
+@route("GET", "/api/v1/admin/members", roles=ADMIN, query=schemas.MemberListArgs, tags=TAGS, response=schemas.MemberPage,
        summary="Members of the unions in your scope", errors=("404 NOT_FOUND",))
 def list_members(gw, call):
     return gw.membership.list_members(call.actor, call.query)
@@ -97,7 +85,7 @@ def reject_member(gw, call):
     return gw.membership.reject_member(call.actor, call.path_params["member_id"], call.body)
 
 
-@route("GET", "/api/v1/admin/transfers", roles=ADMIN, query=TransferQuery, tags=TAGS, response=schemas.TransferPage,
+@route("GET", "/api/v1/admin/transfers", roles=ADMIN, query=schemas.TransferListArgs, tags=TAGS, response=schemas.TransferPage,
        summary="Transfers into the unions in your scope", errors=("404 NOT_FOUND",))
 def list_transfers(gw, call):
     return gw.membership.list_transfers(call.actor, call.query)

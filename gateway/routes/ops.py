@@ -34,7 +34,7 @@ def _check_broker(uri):
 def readyz(gw, call):
     checks = {}
     pool = eventlet.GreenPool()
-    uri = gw.membership._proxy.worker_ctx.container.config.get("AMQP_URI") or config.get("AMQP_URI")
+    uri = gw.setting("AMQP_URI")
     broker = pool.spawn(_check_broker, uri)
 
     def ping(name):

@@ -15,20 +15,15 @@ import secrets
 from bson import ObjectId
 
 from unionhub_kit import events, paging, regions
+from unionhub_kit.actors import require_in_scope, require_role, scope_of  # noqa: F401
 from unionhub_kit.errors import AppError, Conflict, Forbidden, Gone, NotFound
 
-MAX_CENTS = 10 ** 9
-MAX_QUOTA = 10 ** 7
-MAX_PER_MEMBER = 100
-CAMPAIGN_STATUSES = ("live", "upcoming", "ended")
-COUPON_STATUSES = ("unused", "redeemed", "expired")
+from .schemas import (  # noqa: F401  (the contract's values, validated at the gateway too)
+    MAX_CENTS, MAX_QUOTA, MAX_PER_MEMBER, CAMPAIGN_STATUSES, COUPON_STATUSES, CODE_ALPHABET, CODE_LENGTH,
+    window_errors)
+
 STATS_SHARDS = 8  # redemption counters are spread over this many documents per campaign
 STOCK_BUCKETS = 64  # a campaign's quota is spread over up to this many stock documents
-
-# coupon codes: RFC 4648 base32 letters (upper case and digits 2-7: QR alphanumeric mode, no 0/1/8/9 look-alikes);
-# 20 characters from ``secrets`` = 100 bits, not guessable
-CODE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-CODE_LENGTH = 20
 
 
 def new_id(prefix):
@@ -51,23 +46,6 @@ def normalize_code(code):
 
 
 # ---- callers and scopes ---------------------------------------------------------------------------------------
-def require_role(actor, *roles):
-    if not actor or actor.get("role") not in roles:
-        raise Forbidden("This is for %s." % " or ".join(roles), code="FORBIDDEN")
-
-
-def scope_of(actor):
-    """A union_admin's scope as a prefix (``51``, ``5101``, ``510104`` or a grassroots code)."""
-    require_role(actor, "union_admin")
-    scope = actor.get("scope")
-    if not scope:
-        raise Forbidden("This account has no scope.", code="OUT_OF_SCOPE")
-    return regions.normalize_prefix(scope)
-
-
-def require_in_scope(code, scope, what="region"):
-    if not regions.in_scope(code, scope):
-        raise Forbidden("The %s %s is outside your scope (%s)." % (what, code, scope), code="OUT_OF_SCOPE")
 
 
 def areas_of(eligibility_regions, scope):
@@ -96,18 +74,6 @@ def region_overlap(prefix):
 
 
 # ---- campaigns ------------------------------------------------------------------------------------------------
-def window_errors(starts, ends, redeem_ends, now):
-    """Field -> messages for a claim window that is in the wrong order or already over."""
-    errors = {}
-    if starts is None or ends is None or redeem_ends is None:
-        return errors
-    if not starts < ends:
-        errors["claim_ends_at"] = ["must be after claim_starts_at."]
-    elif not ends > now:
-        errors["claim_ends_at"] = ["must be in the future."]
-    if ends > redeem_ends:
-        errors["redeem_ends_at"] = ["must not be before claim_ends_at."]
-    return errors
 
 
 def campaign_status(c, now):
@@ -118,32 +84,12 @@ def campaign_status(c, now):
     return "ended"
 
 
-def status_filter(status, now):
-    """The store filter of a campaign status."""
-    if status == "live":
-        return {"claim_starts_at": {"$lte": now}, "claim_ends_at": {"$gt": now}}
-    if status == "upcoming":
-        return {"claim_starts_at": {"$gt": now}}
-    if status == "ended":
-        return {"claim_ends_at": {"$lte": now}}
-    return {}
-
-
 def bucket_count(quota):
     return min(quota, STOCK_BUCKETS)
 
 
 def bucket_id(campaign_id, k):
     return "%s|%03d" % (campaign_id, k)
-
-
-def stock_buckets(campaign_id, quota):
-    """The stock documents of a new campaign: ``bucket_count(quota)`` buckets whose ``left`` add up to the quota,
-    at evenly spaced ``pos`` in [0, 1) so a uniformly random start picks each with the same chance."""
-    n = bucket_count(quota)
-    base, extra = divmod(quota, n)
-    return [{"_id": bucket_id(campaign_id, k), "campaign_id": campaign_id, "k": k, "pos": k / n,
-             "left": base + (1 if k < extra else 0)} for k in range(n)]
 
 
 class BucketPool:
@@ -379,8 +325,3 @@ def sold_out_data(c):
 
 
 # ---- member projection ----------------------------------------------------------------------------------------
-def projection_fields(data):
-    """The fields of a membership event benefits keeps (no personal data)."""
-    return {"member_id": data["member_id"], "union_id": data["union_id"], "union_code": data["union_code"],
-            "region_code": data["region_code"], "occupation_group": data["occupation_group"],
-            "status": data["status"]}

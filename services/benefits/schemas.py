@@ -8,11 +8,34 @@ import datetime
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
-from unionhub_kit import events
-from unionhub_kit.schema import (Id, OccupationGroup, RegionCode, RegionPrefix, StrictBoolean, StrictInteger,
+from unionhub_kit import clock, events
+from unionhub_kit.schema import (Id, OccupationGroup, Page, RegionCode, RegionPrefix, StrictBoolean, StrictInteger,
                                  StrictSchema, Text, Uscc)
 
-from . import domain
+MAX_CENTS = 10 ** 9
+MAX_QUOTA = 10 ** 7
+MAX_PER_MEMBER = 100
+CAMPAIGN_STATUSES = ("live", "upcoming", "ended")
+COUPON_STATUSES = ("unused", "redeemed", "expired")
+# coupon codes: RFC 4648 base32 letters (upper case and digits 2-7: QR alphanumeric mode, no 0/1/8/9 look-alikes);
+# 20 characters from ``secrets`` = 100 bits, not guessable
+CODE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+CODE_LENGTH = 20
+
+
+def window_errors(starts, ends, redeem_ends, now):
+    """Field -> messages for a claim window that is in the wrong order or already over."""
+    errors = {}
+    if starts is None or ends is None or redeem_ends is None:
+        return errors
+    if not starts < ends:
+        errors["claim_ends_at"] = ["must be after claim_starts_at."]
+    elif not ends > now:
+        errors["claim_ends_at"] = ["must be in the future."]
+    if ends > redeem_ends:
+        errors["redeem_ends_at"] = ["must not be before claim_ends_at."]
+    return errors
+
 
 MAX_ELIGIBILITY = 50
 
@@ -28,12 +51,6 @@ class Instant(fields.AwareDateTime):
 
     def _serialize(self, value, attr, obj, **kw):
         return events.rfc3339(value)
-
-
-class Page(StrictSchema):
-    """``limit`` and ``cursor`` as the gateway's ``ListQuery`` has them (for RPC payloads)."""
-    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
-    cursor = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=512))
 
 
 # ---- merchants ------------------------------------------------------------------------------------------------
@@ -55,10 +72,10 @@ class Eligibility(StrictSchema):
 class CampaignCreate(StrictSchema):
     title = Text(100, required=True)
     merchant_id = Id(required=True)
-    face_value_cents = StrictInteger(required=True, validate=validate.Range(min=1, max=domain.MAX_CENTS))
-    min_spend_cents = StrictInteger(load_default=0, validate=validate.Range(min=0, max=domain.MAX_CENTS))
-    quota = StrictInteger(required=True, validate=validate.Range(min=1, max=domain.MAX_QUOTA))
-    per_member_limit = StrictInteger(required=True, validate=validate.Range(min=1, max=domain.MAX_PER_MEMBER))
+    face_value_cents = StrictInteger(required=True, validate=validate.Range(min=1, max=MAX_CENTS))
+    min_spend_cents = StrictInteger(load_default=0, validate=validate.Range(min=0, max=MAX_CENTS))
+    quota = StrictInteger(required=True, validate=validate.Range(min=1, max=MAX_QUOTA))
+    per_member_limit = StrictInteger(required=True, validate=validate.Range(min=1, max=MAX_PER_MEMBER))
     claim_starts_at = Instant(required=True)
     claim_ends_at = Instant(required=True)
     redeem_ends_at = Instant(required=True)
@@ -68,14 +85,14 @@ class CampaignCreate(StrictSchema):
 
     @validates_schema
     def windows(self, data, **kw):
-        errors = domain.window_errors(data.get("claim_starts_at"), data.get("claim_ends_at"),
-                                      data.get("redeem_ends_at"), events.utcnow())
+        errors = window_errors(data.get("claim_starts_at"), data.get("claim_ends_at"),
+                                      data.get("redeem_ends_at"), clock.now())
         if errors:
             raise ValidationError(errors)
 
 
 class CampaignFilter(StrictSchema):
-    status = fields.String(validate=validate.OneOf(domain.CAMPAIGN_STATUSES), metadata={
+    status = fields.String(validate=validate.OneOf(CAMPAIGN_STATUSES), metadata={
         "description": "live: in its claim window; upcoming: not yet; ended: the claim window is over."})
     region_code = RegionPrefix(metadata={"description": "Campaigns open to members in (part of) this region."})
     merchant_id = Id()
@@ -88,7 +105,7 @@ class CampaignListArgs(CampaignFilter, Page):
 
 # ---- coupons and statistics -----------------------------------------------------------------------------------
 class CouponFilter(StrictSchema):
-    status = fields.String(validate=validate.OneOf(domain.COUPON_STATUSES))
+    status = fields.String(validate=validate.OneOf(COUPON_STATUSES))
 
 
 class CouponListArgs(CouponFilter, Page):
@@ -96,7 +113,7 @@ class CouponListArgs(CouponFilter, Page):
 
 
 class StatsFilter(StrictSchema):
-    status = fields.String(validate=validate.OneOf(domain.CAMPAIGN_STATUSES), metadata={
+    status = fields.String(validate=validate.OneOf(CAMPAIGN_STATUSES), metadata={
         "description": "Only campaigns in this state of their claim window."})
 
 
@@ -134,7 +151,7 @@ class CampaignAnswer(StrictSchema):
     redeem_ends_at = S()
     eligibility = fields.Nested(Eligibility)
     welcome = B()
-    status = S(validate=validate.OneOf(domain.CAMPAIGN_STATUSES))
+    status = S(validate=validate.OneOf(CAMPAIGN_STATUSES))
     remaining = Int(metadata={"description": "Coupons not claimed yet."})
     created_at = S()
 
@@ -147,13 +164,13 @@ class CampaignPage(StrictSchema):
 class CouponAnswer(StrictSchema):
     id = S()
     code = S(metadata={"description": "The one-time code to show as a QR code (%d characters of RFC 4648 base32)."
-                                      % domain.CODE_LENGTH})
+                                      % CODE_LENGTH})
     campaign_id = S()
     merchant_id = S()
     title = S()
     face_value_cents = Int()
     min_spend_cents = Int()
-    status = S(validate=validate.OneOf(domain.COUPON_STATUSES))
+    status = S(validate=validate.OneOf(COUPON_STATUSES))
     welcome = B()
     claimed_at = S()
     expires_at = S()
@@ -179,7 +196,7 @@ class CampaignStats(StrictSchema):
     campaign_id = S()
     title = S()
     merchant_id = S()
-    status = S(validate=validate.OneOf(domain.CAMPAIGN_STATUSES))
+    status = S(validate=validate.OneOf(CAMPAIGN_STATUSES))
     quota = Int()
     claimed = Int()
     remaining = Int()

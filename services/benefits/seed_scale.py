@@ -11,7 +11,7 @@ import struct
 
 from bson import ObjectId
 
-from unionhub_kit import ids, population, regions
+from unionhub_kit import ids, population, projection, regions
 
 from . import domain, store
 
@@ -34,8 +34,8 @@ def run(ctx):
             m = p["member"]
             if not m or m["status"] == "pending":
                 continue
-            doc = dict(domain.projection_fields(dict(m, user_id=p["user_id"])), _id=p["user_id"],
-                       event_time=m["joined_at"])
+            doc = dict(projection.member_fields(m), _id=p["user_id"],
+                       as_of=m["joined_at"])
             claims = {}
             for _ in range(_count(rng, per_user / population.MEMBER_SHARE)):
                 c = rng.choice(campaigns)

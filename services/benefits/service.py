@@ -13,10 +13,10 @@ import random
 import socket
 import time
 
-from nameko.timer import timer
 
-from unionhub_kit import events, idempotency
+from unionhub_kit import clock, idempotency, projection
 from unionhub_kit.batching import Batcher
+from unionhub_kit.config import timer
 from unionhub_kit.consumer import idempotent, on_event
 from unionhub_kit.errors import AppError, Conflict, NotFound, ServiceTimeout, ServiceUnavailable
 from unionhub_kit.metrics import ServiceMetrics
@@ -30,7 +30,6 @@ from . import domain, schemas, store
 
 log = logging.getLogger("unionhub.benefits")
 
-SWEEP_SECONDS = float(os.environ.get("BENEFITS_SWEEP_SECONDS", "10"))
 CLAIM_WINDOW_MS = 2.0  # how long the first claim of a batch waits for others to join it
 CAMPAIGN_CACHE_SECONDS = 30.0
 CACHE_MAX = 5000
@@ -99,7 +98,7 @@ class BenefitsService:
         scope = domain.scope_of(actor)
         data = load(schemas.MerchantCreate, payload)
         domain.require_in_scope(data["region_code"], scope)
-        now = events.utcnow()
+        now = clock.now()
         doc = dict(data, _id=domain.new_id("mer"), created_at=now, created_by=actor["sub"])
 
         def work(session):
@@ -124,7 +123,7 @@ class BenefitsService:
         domain.require_in_scope(merchant["region_code"], scope, "merchant's region")
         for union_id in data["eligibility"]["union_ids"]:  # NotFound from membership for an unknown union
             domain.require_in_scope(self.membership.get_union(union_id)["code"], scope, "union")
-        now = events.utcnow()
+        now = clock.now()
         doc = domain.new_campaign(data, actor, scope, merchant, now)
 
         def work(session):
@@ -138,7 +137,7 @@ class BenefitsService:
     @rpc
     def list_campaigns(self, actor, args=None):
         args = load(schemas.CampaignListArgs, args or {})
-        now = events.utcnow()
+        now = clock.now()
         docs = store.campaigns_page(self.db, store.campaign_filter(args, now), domain.decode_cursor(args["cursor"]),
                                     args["limit"])
         left = self._stock_left(docs)
@@ -149,16 +148,16 @@ class BenefitsService:
     def get_campaign(self, actor, campaign_id):
         """The campaign (its immutable fields from this process's cache) with what is left read fresh."""
         doc = self._campaign(campaign_id)
-        return domain.campaign_view(doc, events.utcnow(), self._stock_left([doc])[campaign_id])
+        return domain.campaign_view(doc, clock.now(), self._stock_left([doc])[campaign_id])
 
     @rpc
     def stats(self, actor, args=None):
         """Claimed, redeemed and redeemed value per campaign, for campaigns in the caller's scope."""
         scope = domain.scope_of(actor)
         args = load(schemas.StatsArgs, args or {})
-        now = events.utcnow()
-        flt = dict(domain.status_filter(args.get("status"), now), area_path=scope)
-        docs = store.campaigns_page(self.db, flt, domain.decode_cursor(args["cursor"]), args["limit"])
+        now = clock.now()
+        docs = store.scoped_campaigns_page(self.db, scope, args.get("status"), domain.decode_cursor(args["cursor"]),
+                                           args["limit"], now)
         ids_ = [c["_id"] for c in docs]
         left, totals = store.stock_left(self.db, docs), store.redemption_totals(self.db, ids_)
         items = [domain.stats_view(c, left[c["_id"]], totals.get(c["_id"], {}), now) for c in docs]
@@ -190,7 +189,7 @@ class BenefitsService:
         raise ServiceUnavailable("Too many concurrent changes to these members; try again.")
 
     def _try_claims(self, campaign, items):
-        now = events.utcnow()
+        now = clock.now()
         out = [None] * len(items)
         # replays: a key seen before answers its first result; a key twice in this batch is decided once
         priors = idempotency.stored_results(self.db, [it["key_id"] for it in items])
@@ -256,9 +255,9 @@ class BenefitsService:
                 continue
             if state is None or state.get("status") != "active":
                 continue
-            as_of = events.parse_time(state.pop("as_of"))
-            known[uid] = transaction(self.db, lambda session: store.apply_member_event(
-                self.db, uid, domain.projection_fields(state), as_of, session))
+            as_of = projection.event_time({"time": state.pop("as_of")})
+            known[uid] = transaction(self.db, lambda session: store.project_member(
+                self.db, uid, projection.member_fields(state), as_of, session))
 
     def _write_claims(self, session, campaign, items, accepted, coupons, pool, leased):
         """The batch's transaction: the stock first (one write per bucket; the claims beyond what is left are sold
@@ -316,7 +315,7 @@ class BenefitsService:
         _sold_out.add(campaign["_id"])  # marked now, by this transaction or an earlier one (none is left for good)
 
     def _mark_sold_out(self, session, campaign):
-        if store.mark_sold_out(self.db, campaign["_id"], events.utcnow(), session):
+        if store.mark_sold_out(self.db, campaign["_id"], clock.now(), session):
             self.outbox.add(session, "campaign_sold_out", domain.sold_out_data(campaign), subject=campaign["_id"])
             log.info("campaign %s sold out (quota %d)", campaign["_id"], campaign["quota"])
 
@@ -324,7 +323,7 @@ class BenefitsService:
     def my_coupons(self, actor, args=None):
         domain.require_role(actor, "member")
         args = load(schemas.CouponListArgs, args or {})
-        now = events.utcnow()
+        now = clock.now()
         docs = store.coupons_page(self.db, actor["sub"], args.get("status"), domain.decode_cursor(args["cursor"]),
                                   args["limit"], now)
         return domain.page([domain.coupon_view(c, now) for c in docs], args["limit"], lambda v: v["id"])
@@ -336,7 +335,7 @@ class BenefitsService:
         domain.require_role(actor, "merchant")
         code = domain.normalize_code(code)
         coupon = store.coupon_by_code(self.db, code) if code else None
-        now = events.utcnow()
+        now = clock.now()
         domain.check_redeem(coupon, actor, now)
 
         def txn(session):
@@ -358,11 +357,11 @@ class BenefitsService:
         """Project the member and issue, in the same transaction, one coupon of each live welcome campaign they are
         eligible for: once per campaign and member ever (a redelivered event or a later rejoin issues none)."""
         data = event["data"]
-        member = store.apply_member_event(self.db, data["user_id"], domain.projection_fields(data),
-                                          events.parse_time(event["time"]), session)
+        member = store.project_member(self.db, data["user_id"], projection.member_fields(data),
+                                      projection.event_time(event), session)
         if member.get("status") != "active":
             return
-        now = events.utcnow()
+        now = clock.now()
         for campaign in store.live_welcome_campaigns(self.db, now):
             if domain.ineligibility(campaign, member) is None and campaign["_id"] not in _sold_out and \
                     domain.held(member, campaign["_id"]) < campaign["per_member_limit"] and \
@@ -388,23 +387,23 @@ class BenefitsService:
     @idempotent
     def on_member_transferred(self, event, session):
         data = event["data"]
-        store.apply_member_event(self.db, data["user_id"], domain.projection_fields(data),
-                                 events.parse_time(event["time"]), session)
+        store.project_member(self.db, data["user_id"], projection.member_fields(data), projection.event_time(event),
+                             session)
 
     @on_event("membership", "member_left")
     @idempotent
     def on_member_left(self, event, session):
         """A member who left cannot claim; benefits keeps no personal data to erase."""
         data = event["data"]
-        store.apply_member_event(self.db, data["user_id"], {"member_id": data["member_id"], "status": "left"},
-                                 events.parse_time(event["time"]), session)
+        store.project_member(self.db, data["user_id"], {"member_id": data["member_id"], "status": "left"},
+                             projection.event_time(event), session)
 
     # ---- maintenance ------------------------------------------------------------------------------------------
-    @timer(interval=SWEEP_SECONDS)
+    @timer("BENEFITS_SWEEP_SECONDS")
     def maintain(self):
         """Expire unused coupons past their deadline, in batches. Idempotent: any replica, any number of times
         (each coupon moves ``unused -> expired`` under a guard, once)."""
-        now = events.utcnow()
+        now = clock.now()
         for c in store.campaigns_due_for_expiry(self.db, now):
             changed = 0
             for _ in range(EXPIRY_BATCHES_PER_TICK):

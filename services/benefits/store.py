@@ -13,7 +13,8 @@ filter; nothing reads and then writes outside one.
 import pymongo
 from pymongo.errors import DuplicateKeyError  # noqa: F401  (callers catch it from here)
 
-from unionhub_kit.mongo import update_returning, upsert_returning
+from unionhub_kit.mongo import update_returning
+from unionhub_kit import projection
 
 from . import domain
 
@@ -46,9 +47,29 @@ def merchant(db, merchant_id):
 
 
 # ---- campaigns and their stock --------------------------------------------------------------------------------
+def status_filter(status, now):
+    """The store filter of a campaign status."""
+    if status == "live":
+        return {"claim_starts_at": {"$lte": now}, "claim_ends_at": {"$gt": now}}
+    if status == "upcoming":
+        return {"claim_starts_at": {"$gt": now}}
+    if status == "ended":
+        return {"claim_ends_at": {"$lte": now}}
+    return {}
+
+
+def stock_buckets(campaign_id, quota):
+    """The stock documents of a new campaign: ``bucket_count(quota)`` buckets whose ``left`` add up to the quota,
+    at evenly spaced ``pos`` in [0, 1) so a uniformly random start picks each with the same chance."""
+    n = domain.bucket_count(quota)
+    base, extra = divmod(quota, n)
+    return [{"_id": domain.bucket_id(campaign_id, k), "campaign_id": campaign_id, "k": k, "pos": k / n,
+             "left": base + (1 if k < extra else 0)} for k in range(n)]
+
+
 def insert_campaign(db, doc, session):
     db.campaigns.insert_one(doc, session=session)
-    db.stock.insert_many(domain.stock_buckets(doc["_id"], doc["quota"]), session=session)
+    db.stock.insert_many(stock_buckets(doc["_id"], doc["quota"]), session=session)
 
 
 def campaign(db, campaign_id):
@@ -62,9 +83,14 @@ def campaigns_page(db, flt, cursor, limit):
     return list(db.campaigns.find(q).sort("_id", DESC).limit(limit + 1))
 
 
+def scoped_campaigns_page(db, scope, status, cursor, limit, now):
+    """A page of the campaigns created in ``scope`` (``area_path``), of one status or any."""
+    return campaigns_page(db, dict(status_filter(status, now), area_path=scope), cursor, limit)
+
+
 def campaign_filter(args, now):
     """The store filter of a list query (status, region, merchant, welcome)."""
-    flt = domain.status_filter(args.get("status"), now)
+    flt = status_filter(args.get("status"), now)
     if args.get("region_code"):
         broader, narrower = domain.region_overlap(args["region_code"])
         flt["$or"] = [{"areas": {"$in": broader}}, {"areas": {"$regex": "^%s" % narrower}}]
@@ -76,8 +102,7 @@ def campaign_filter(args, now):
 
 
 def live_welcome_campaigns(db, now):
-    return list(db.campaigns.find({"welcome": True, "claim_starts_at": {"$lte": now},
-                                   "claim_ends_at": {"$gt": now}}))
+    return list(db.campaigns.find(dict(status_filter("live", now), welcome=True)))
 
 
 def stock_left(db, campaigns):
@@ -160,14 +185,9 @@ def members(db, user_ids):
     """user id -> projection, for those of ``user_ids`` benefits knows (one query)."""
     return {d["_id"]: d for d in db.members.find({"_id": {"$in": list(set(user_ids))}})}
 
-
-def apply_member_event(db, user_id, fields, event_time, session):
-    """Upsert the projection unless a newer event was applied already; return the member document after it."""
-    current = db.members.find_one({"_id": user_id}, session=session)
-    if current is not None and current.get("event_time") and current["event_time"] > event_time:
-        return current
-    update = dict(fields, event_time=event_time)
-    return upsert_returning(db.members, {"_id": user_id}, {"$set": update}, session=session)
+def project_member(db, user_id, fields, as_of, session):
+    """The member projection after a membership event (``unionhub_kit.projection``: an older event changes nothing)."""
+    return projection.project_member(db.members, user_id, fields, as_of, session)
 
 
 def count_claim(db, user_id, campaign_id, limit, session):

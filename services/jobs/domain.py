@@ -1,28 +1,17 @@
 """Rules of the employment platform, free of broker and store: vocabularies, the application status flow, what an
 employer may see of an applicant, and job-alert matching."""
-import re
 
-from unionhub_kit import ids, regions
+from unionhub_kit import regions
+from unionhub_kit.actors import require_employer  # noqa: F401
 from unionhub_kit.errors import Conflict, Forbidden, NotFound
 from unionhub_kit.events import rfc3339
 
 from . import search
+from .schemas import (  # noqa: F401  (the contract's values, validated at the gateway too)
+    CATEGORIES, EDUCATION, EMPLOYER_SIZES, FAIR_KINDS, FLOW, APPLICATION_STATUSES, TARGET_STATUSES,
+    MAX_VALIDITY_DAYS, MAX_BOOTH_POSTINGS, contains_id_number)
 
-# major groups of the national occupation classification (职业分类大典): 1 managers ... 8 others
-CATEGORIES = ("1", "2", "3", "4", "5", "6", "7", "8")
-EDUCATION = ("none", "primary", "junior_high", "senior_high", "vocational", "associate", "bachelor", "master",
-             "doctorate")
-EMPLOYER_SIZES = ("micro", "small", "medium", "large")
-FAIR_KINDS = ("online", "onsite", "livestream")
-
-# submitted -> viewed -> interview -> offer, or rejected from any stage before a decision
-FLOW = ("submitted", "viewed", "interview", "offer")
 FINAL = ("offer", "rejected")
-APPLICATION_STATUSES = FLOW + ("rejected",)
-TARGET_STATUSES = ("viewed", "interview", "offer", "rejected")
-
-MAX_VALIDITY_DAYS = 3650
-MAX_BOOTH_POSTINGS = 20
 ALERT_CHUNK = 500
 
 
@@ -35,14 +24,6 @@ def sources_for(target):
 
 def transition_refused(current, target):
     return Conflict("An application that is %s cannot move to %s." % (current, target), code="INVALID_TRANSITION")
-
-
-def require_employer(actor):
-    """The employer id of an employer token (a token without one acts for nobody)."""
-    employer_id = (actor or {}).get("employer_id")
-    if not employer_id:
-        raise Forbidden("This account does not act for an employer.", code="NOT_AN_EMPLOYER")
-    return employer_id
 
 
 def must(doc, what):
@@ -66,12 +47,6 @@ def applicant_view(resume, member):
                                                 "desired_categories", "desired_region_codes", "summary")}
     view["phone_masked"] = (member or {}).get("phone_masked")
     return view
-
-
-def contains_id_number(text):
-    """Whether free text carries something that passes as a resident ID number (resumes must not hold one)."""
-    return any(ids.is_valid_resident_id(m) for m in re.findall(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])",
-                                                               text or ""))
 
 
 # ---- job alerts -----------------------------------------------------------------------------------------------
@@ -170,3 +145,36 @@ def fair_view(doc):
 def alert_view(doc):
     return {"region_codes": doc["region_codes"], "categories": doc["categories"], "keywords": doc["keywords"],
             "updated_at": rfc3339(doc.get("updated_at"))}
+
+
+# ---- event payloads (the catalogue's data of each jobs event) ----------------------------------------------------
+def posted_data(job):
+    return {"job_id": job["_id"], "employer_id": job["employer_id"], "employer_name": job["employer_name"],
+            "title": job["title"], "category": job["category"], "region_code": job["region_code"],
+            "salary_min": job["salary_min"], "salary_max": job["salary_max"],
+            "valid_until": rfc3339(job["valid_until"])}
+
+
+def closed_data(job, reason):
+    """``job``: the posting as it was (``_id``, ``employer_id``); ``reason``: ``closed`` or ``expired``."""
+    return {"job_id": job["_id"], "employer_id": job["employer_id"], "reason": reason}
+
+
+def submitted_data(app):
+    return {"application_id": app["_id"], "job_id": app["job_id"], "job_title": app["job_title"],
+            "employer_id": app["employer_id"], "user_id": app["user_id"]}
+
+
+def status_changed_data(app, status):
+    return dict(submitted_data(app), status=status)
+
+
+def fair_scheduled_data(fair):
+    return {"fair_id": fair["_id"], "title": fair["title"], "kind": fair["kind"], "region_code": fair["region_code"],
+            "starts_at": rfc3339(fair["starts_at"]), "ends_at": rfc3339(fair["ends_at"])}
+
+
+def alert_matched_data(posted, user_ids):
+    """One ``job_alert_matched`` from the ``job_posted`` data and a chunk of the members to tell."""
+    return {"job_id": posted["job_id"], "title": posted["title"], "employer_name": posted["employer_name"],
+            "region_code": posted["region_code"], "user_ids": user_ids}

@@ -1,24 +1,44 @@
 """Marshmallow schemas of jobs: the gateway validates HTTP bodies and queries with them, the service validates its
 RPC payloads with the very same classes."""
 import datetime
+import re
 
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
-from unionhub_kit import events
+from unionhub_kit import clock, ids
+from unionhub_kit.schema import Page as KitPage
 from unionhub_kit.schema import Id, RegionCode, RegionPrefix, StrictInteger, StrictSchema, Text, Uscc
 
-from . import domain, search
+from .text import decode_cursor, query_tokens
 
+# major groups of the national occupation classification (职业分类大典): 1 managers ... 8 others
+CATEGORIES = ("1", "2", "3", "4", "5", "6", "7", "8")
+EDUCATION = ("none", "primary", "junior_high", "senior_high", "vocational", "associate", "bachelor", "master",
+             "doctorate")
+EMPLOYER_SIZES = ("micro", "small", "medium", "large")
+FAIR_KINDS = ("online", "onsite", "livestream")
+# submitted -> viewed -> interview -> offer, or rejected from any stage before a decision
+FLOW = ("submitted", "viewed", "interview", "offer")
+APPLICATION_STATUSES = FLOW + ("rejected",)
+TARGET_STATUSES = ("viewed", "interview", "offer", "rejected")
+MAX_VALIDITY_DAYS = 3650
+MAX_BOOTH_POSTINGS = 20
 UTC = datetime.timezone.utc
 
 
+def contains_id_number(text):
+    """Whether free text carries something that passes as a resident ID number (resumes must not hold one)."""
+    return any(ids.is_valid_resident_id(m) for m in re.findall(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])",
+                                                               text or ""))
+
+
 def Category(**kw):
-    return fields.String(validate=validate.OneOf(domain.CATEGORIES, error="must be one of 1..8 (a major group of "
-                                                                          "the occupation classification)."), **kw)
+    return fields.String(validate=validate.OneOf(CATEGORIES, error="must be one of 1..8 (a major group of "
+                                                                   "the occupation classification)."), **kw)
 
 
 def Education(**kw):
-    return fields.String(validate=validate.OneOf(domain.EDUCATION), **kw)
+    return fields.String(validate=validate.OneOf(EDUCATION), **kw)
 
 
 def Time(**kw):
@@ -33,15 +53,14 @@ class Cursor(fields.String):
     def _deserialize(self, value, attr, data, **kw):
         v = super()._deserialize(value, attr, data, **kw)
         try:
-            search.decode_cursor(v)
+            decode_cursor(v)
         except ValueError:
             raise self.make_error("cursor")
         return v
 
 
-class Page(StrictSchema):
-    """``limit`` and ``cursor`` as the gateway's ``ListQuery`` has them."""
-    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+class Page(KitPage):
+    """The kit's page, its cursor checked as an ``order_key`` cursor."""
     cursor = Cursor(load_default=None, validate=validate.Length(max=512))
 
 
@@ -51,7 +70,7 @@ class EmployerCreate(StrictSchema):
     uscc = Uscc(required=True)
     region_code = RegionCode(required=True)
     industry = Text(64, required=True)
-    size = fields.String(required=True, validate=validate.OneOf(domain.EMPLOYER_SIZES))
+    size = fields.String(required=True, validate=validate.OneOf(EMPLOYER_SIZES))
 
 
 # ---- postings -------------------------------------------------------------------------------------------------
@@ -73,11 +92,11 @@ class JobCreate(StrictSchema):
 
     @validates("valid_until")
     def in_future(self, value, **kw):
-        now = events.utcnow()
+        now = clock.now()
         if value <= now:
             raise ValidationError("must be in the future.")
-        if value > now + datetime.timedelta(days=domain.MAX_VALIDITY_DAYS):
-            raise ValidationError("must be within %d days." % domain.MAX_VALIDITY_DAYS)
+        if value > now + datetime.timedelta(days=MAX_VALIDITY_DAYS):
+            raise ValidationError("must be within %d days." % MAX_VALIDITY_DAYS)
 
     @validates_schema
     def pay_range(self, data, **kw):
@@ -94,7 +113,7 @@ class JobSearch(Page):
 
     @validates("q")
     def searchable(self, value, **kw):
-        if not search.query_tokens(value):
+        if not query_tokens(value):
             raise ValidationError("has no Chinese characters, letters or digits to search for.")
 
 
@@ -114,23 +133,23 @@ class Resume(StrictSchema):
         for name in ("name", "summary", "skills"):
             value = data.get(name)
             text = " ".join(value) if isinstance(value, list) else value
-            if domain.contains_id_number(text):
+            if contains_id_number(text):
                 raise ValidationError("must not contain a resident ID number.", name)
 
 
 class StatusChange(StrictSchema):
-    status = fields.String(required=True, validate=validate.OneOf(domain.TARGET_STATUSES))
+    status = fields.String(required=True, validate=validate.OneOf(TARGET_STATUSES))
 
 
 class EmployerApplications(Page):
     job_id = Id()
-    status = fields.String(validate=validate.OneOf(domain.APPLICATION_STATUSES))
+    status = fields.String(validate=validate.OneOf(APPLICATION_STATUSES))
 
 
 # ---- job fairs ------------------------------------------------------------------------------------------------
 class FairCreate(StrictSchema):
     title = Text(100, min_len=2, required=True)
-    kind = fields.String(required=True, validate=validate.OneOf(domain.FAIR_KINDS))
+    kind = fields.String(required=True, validate=validate.OneOf(FAIR_KINDS))
     region_code = RegionCode(required=True)
     venue = Text(200, min_len=2, metadata={"description": "Required for onsite fairs."})
     stream_url = fields.Url(schemes={"http", "https"}, validate=validate.Length(max=500),
@@ -143,7 +162,7 @@ class FairCreate(StrictSchema):
         starts, ends = data.get("starts_at"), data.get("ends_at")
         if starts and ends and ends <= starts:
             raise ValidationError("must be after starts_at.", "ends_at")
-        if ends and ends <= events.utcnow():
+        if ends and ends <= clock.now():
             raise ValidationError("must be in the future.", "ends_at")
         if data.get("kind") == "onsite" and not data.get("venue"):
             raise ValidationError("An onsite fair needs a venue.", "venue")
@@ -152,7 +171,7 @@ class FairCreate(StrictSchema):
 
 
 class BoothCreate(StrictSchema):
-    job_ids = fields.List(Id(), required=True, validate=validate.Length(min=1, max=domain.MAX_BOOTH_POSTINGS))
+    job_ids = fields.List(Id(), required=True, validate=validate.Length(min=1, max=MAX_BOOTH_POSTINGS))
 
     @validates("job_ids")
     def distinct(self, value, **kw):
@@ -175,7 +194,7 @@ class JobAlert(StrictSchema):
 
     @validates("keywords")
     def searchable(self, value, **kw):
-        if any(not search.query_tokens(k) for k in value):
+        if any(not query_tokens(k) for k in value):
             raise ValidationError("every keyword needs Chinese characters, letters or digits.")
 
     @validates_schema

@@ -29,49 +29,17 @@ every entry in an index range before it applies a limit, so a page is read in ti
 of matches; windows grow until the page is full or the oldest open posting is passed. Every page, however deep,
 costs about the same. On MongoDB the same queries use the same index.
 """
-import re
-import unicodedata
 
-from unionhub_kit import paging, regions
-from unionhub_kit.errors import AppError
+from unionhub_kit import regions
 
-MAX_QUERY_TOKENS = 16
+from .text import (  # noqa: F401  (the search's view of the shared text rules)
+    MAX_QUERY_TOKENS, ORDER_KEY_RE, decode_cursor, encode_cursor, query_tokens, tokens)
+
 SALARY_BANDS = (3000, 5000, 8000, 12000, 20000)
-ORDER_KEY_RE = re.compile(r"^\d{13}-[0-9a-f]{24}$")
 DAY_MS = 86400 * 1000
 # the planner's bounds for one window (expected candidates fetched by one index range scan)
 WINDOW_CANDIDATES = 300
 MIN_WINDOW_MS = 60 * 1000
-
-_RUN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+|[a-z0-9]+")
-_CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-
-
-def _runs(text):
-    return _RUN_RE.findall(unicodedata.normalize("NFKC", text or "").lower())
-
-
-def tokens(text, unigrams=False):
-    """The distinct tokens of ``text`` in first-seen order (bigrams of Chinese runs, Latin words).
-
-    ``unigrams``: also every single Chinese character (used for titles, and for one-character queries).
-    """
-    out = {}
-    for run in _runs(text):
-        if _CJK_RE.match(run):
-            if len(run) == 1 or unigrams:
-                for ch in run:
-                    out.setdefault(ch, None)
-            for i in range(len(run) - 1):
-                out.setdefault(run[i:i + 2], None)
-        else:
-            out.setdefault(run, None)
-    return list(out)
-
-
-def query_tokens(q):
-    """Tokens a query must all match: bigrams of its Chinese runs (a lone character stays itself), Latin words."""
-    return tokens(q)[:MAX_QUERY_TOKENS]
 
 
 def posting_tokens(title, description):
@@ -192,12 +160,3 @@ def order_key_ms(key):
     return int(key[:13])
 
 
-encode_cursor = paging.encode_cursor
-
-
-def decode_cursor(cursor):
-    """The ``order_key`` inside a cursor, or ``ValueError`` when it is not one of ours."""
-    try:
-        return paging.decode_cursor(cursor, ORDER_KEY_RE.pattern)
-    except AppError:
-        raise ValueError("not a cursor")

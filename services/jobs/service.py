@@ -6,34 +6,23 @@ transaction. A timer closes postings whose ``valid_until`` has passed (``job_clo
 alerts are matched from this service's own ``job_posted`` events, and the masked phone employers see comes from
 membership's ``member_joined`` events (no call into membership per application).
 """
-from unionhub_kit.rpc import rpc
-from nameko.timer import timer
 
-from unionhub_kit import config, events, regions
+from unionhub_kit import clock, events, projection
+from unionhub_kit.actors import require_employer, require_scope
+from unionhub_kit.config import timer
 from unionhub_kit.consumer import idempotent, on_event
 from unionhub_kit.errors import Conflict, Forbidden, NotFound
 from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo, transaction
 from unionhub_kit.outbox import Outbox
 from unionhub_kit.ping import ping as _ping
+from unionhub_kit.rpc import rpc
 from unionhub_kit.schema import load
 
 from . import domain, schemas, search, store
-from .domain import must, require_employer
+from .domain import must
 
-EXPIRY_INTERVAL = float(config.get("JOBS_EXPIRY_INTERVAL", "30"))
 EXPIRY_BATCH = 200
-
-
-def _now():
-    """Now, to the millisecond (what the store keeps, so stored times compare equal)."""
-    now = events.utcnow()
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-def _require_scope(actor, code):
-    if (actor or {}).get("role") != "union_admin" or not regions.in_scope(code, actor.get("scope")):
-        raise Forbidden("Outside your scope (%s)." % (actor or {}).get("scope"), code="OUT_OF_SCOPE")
 
 
 def _page(items, next_key):
@@ -54,8 +43,8 @@ class JobsService:
     @rpc
     def create_employer(self, actor, payload, idempotency_key=None):
         p = load(schemas.EmployerCreate, payload)
-        _require_scope(actor, p["region_code"])
-        doc = dict(p, _id=store.new_id(), created_at=_now(), created_by=actor["sub"])
+        require_scope(actor, p["region_code"])
+        doc = dict(p, _id=store.new_id(), created_at=clock.now(), created_by=actor["sub"])
 
         def txn(session):
             store.insert_employer(self.db, doc, session)
@@ -74,7 +63,7 @@ class JobsService:
         employer = store.employer(self.db, employer_id)
         if employer is None:
             raise Forbidden("Your employer account has no employer record.", code="NOT_AN_EMPLOYER")
-        now = _now()
+        now = clock.now()
         job_id = store.new_id()
         doc = dict(p, _id=job_id, employer_id=employer_id, employer_name=employer["name"], status="open",
                    created_at=now, order_key=search.order_key(store.now_ms(now), job_id), applications=0)
@@ -82,11 +71,7 @@ class JobsService:
 
         def txn(session):
             store.insert_job(self.db, doc, session)
-            self.outbox.add(session, "job_posted", {
-                "job_id": job_id, "employer_id": employer_id, "employer_name": employer["name"],
-                "title": doc["title"], "category": doc["category"], "region_code": doc["region_code"],
-                "salary_min": doc["salary_min"], "salary_max": doc["salary_max"],
-                "valid_until": events.rfc3339(doc["valid_until"])}, subject=job_id)
+            self.outbox.add(session, "job_posted", domain.posted_data(doc), subject=job_id)
             return domain.posting_view(doc, now, full=True)
         result = store.run_idempotent(self.db, actor["sub"], idempotency_key, p, txn)
         if result["id"] == job_id:
@@ -95,27 +80,26 @@ class JobsService:
 
     @rpc
     def get_job(self, job_id):
-        return domain.posting_view(must(store.job(self.db, job_id), "posting"), _now(), full=True)
+        return domain.posting_view(must(store.job(self.db, job_id), "posting"), clock.now(), full=True)
 
     @rpc
     def search_jobs(self, payload):
         p = load(schemas.JobSearch, payload)
         flt = {"tokens": search.query_tokens(p["q"]) if p.get("q") else [], "region_code": p.get("region_code"),
                "category": p.get("category"), "salary_min": p.get("salary_min")}
-        now = _now()
+        now = clock.now()
         docs, next_key = store.search_jobs(self.db, flt, p["limit"], p["cursor"], now)
         return _page([domain.posting_view(d, now) for d in docs], next_key)
 
     @rpc
     def close_job(self, actor, job_id):
         employer_id = require_employer(actor)
-        now = _now()
+        now = clock.now()
 
         def txn(session):
             before = store.close_job(self.db, job_id, employer_id, "closed", now, session)
             if before is not None:
-                self.outbox.add(session, "job_closed", {"job_id": job_id, "employer_id": employer_id,
-                                                        "reason": "closed"}, subject=job_id)
+                self.outbox.add(session, "job_closed", domain.closed_data(before, "closed"), subject=job_id)
             return before
         before = transaction(self.db, txn)
         doc = must(store.job(self.db, job_id), "posting")
@@ -129,16 +113,16 @@ class JobsService:
     def employer_jobs(self, actor, payload):
         employer_id = require_employer(actor)
         p = load(schemas.Page, payload)
-        now = _now()
+        now = clock.now()
         docs, next_key = store.employer_jobs(self.db, employer_id, p["limit"], p["cursor"])
         return _page([domain.posting_view(d, now) for d in docs], next_key)
 
-    @timer(interval=EXPIRY_INTERVAL)
+    @timer("JOBS_EXPIRY_INTERVAL")
     def expire_postings(self):
         """Close every posting whose ``valid_until`` has passed (conditional: replicas never close one twice)."""
         closed = 0
         while True:
-            now = _now()
+            now = clock.now()
             due = store.due_for_expiry(self.db, now, EXPIRY_BATCH)
             for job_id in due:
                 closed += self._expire(job_id, now)
@@ -149,8 +133,7 @@ class JobsService:
         def txn(session):
             before = store.close_job(self.db, job_id, None, "expired", now, session)
             if before is not None:
-                self.outbox.add(session, "job_closed", {"job_id": job_id, "employer_id": before["employer_id"],
-                                                        "reason": "expired"}, subject=job_id)
+                self.outbox.add(session, "job_closed", domain.closed_data(before, "expired"), subject=job_id)
             return before
         before = transaction(self.db, txn)
         if before is None:
@@ -162,7 +145,7 @@ class JobsService:
     @rpc
     def put_resume(self, actor, payload):
         p = load(schemas.Resume, payload)
-        return domain.resume_view(store.put_resume(self.db, actor["sub"], p, _now()))
+        return domain.resume_view(store.put_resume(self.db, actor["sub"], p, clock.now()))
 
     @rpc
     def get_resume(self, actor):
@@ -174,7 +157,7 @@ class JobsService:
         user_id = actor["sub"]
         if not store.has_resume(self.db, user_id):
             raise Conflict("Put your resume first (PUT /api/v1/members/me/resume).", code="RESUME_REQUIRED")
-        now = _now()
+        now = clock.now()
         app_id = store.new_id()
 
         def txn(session):
@@ -187,9 +170,7 @@ class JobsService:
                    "history": [{"status": "submitted", "at": now}], "created_at": now, "updated_at": now,
                    "order_key": search.order_key(store.now_ms(now), app_id)}
             store.insert_application(self.db, doc, session)
-            self.outbox.add(session, "application_submitted", {
-                "application_id": app_id, "job_id": job_id, "job_title": job["title"],
-                "employer_id": job["employer_id"], "user_id": user_id}, subject=app_id)
+            self.outbox.add(session, "application_submitted", domain.submitted_data(doc), subject=app_id)
             return {"id": app_id, "job_id": job_id, "job_title": job["title"], "status": "submitted",
                     "created_at": events.rfc3339(now)}
         return store.run_idempotent(self.db, user_id, idempotency_key, {"apply": job_id}, txn)
@@ -218,14 +199,13 @@ class JobsService:
     def set_application_status(self, actor, application_id, payload):
         employer_id = require_employer(actor)
         target = load(schemas.StatusChange, payload)["status"]
-        now = _now()
+        now = clock.now()
 
         def txn(session):
             doc = store.move_application(self.db, application_id, employer_id, target, now, session)
             if doc is not None:
-                self.outbox.add(session, "application_status_changed", {
-                    "application_id": application_id, "job_id": doc["job_id"], "job_title": doc["job_title"],
-                    "employer_id": employer_id, "user_id": doc["user_id"], "status": target}, subject=application_id)
+                self.outbox.add(session, "application_status_changed", domain.status_changed_data(doc, target),
+                                subject=application_id)
             return doc
         doc = transaction(self.db, txn)
         if doc is None:
@@ -241,8 +221,8 @@ class JobsService:
     @rpc
     def create_fair(self, actor, payload, idempotency_key=None):
         p = load(schemas.FairCreate, payload)
-        _require_scope(actor, p["region_code"])
-        now = _now()
+        require_scope(actor, p["region_code"])
+        now = clock.now()
         fair_id = store.new_id()
         doc = dict(p, _id=fair_id, region_prefixes=search.region_prefixes(p["region_code"]), booth_count=0,
                    created_at=now, created_by=actor["sub"],
@@ -250,10 +230,7 @@ class JobsService:
 
         def txn(session):
             store.insert_fair(self.db, doc, session)
-            self.outbox.add(session, "fair_scheduled", {
-                "fair_id": fair_id, "title": doc["title"], "kind": doc["kind"], "region_code": doc["region_code"],
-                "starts_at": events.rfc3339(doc["starts_at"]), "ends_at": events.rfc3339(doc["ends_at"])},
-                subject=fair_id)
+            self.outbox.add(session, "fair_scheduled", domain.fair_scheduled_data(doc), subject=fair_id)
             return domain.fair_view(doc)
         return store.run_idempotent(self.db, actor["sub"], idempotency_key, p, txn)
 
@@ -269,7 +246,7 @@ class JobsService:
             raise NotFound("No such posting: %s." % ", ".join(missing))
         if any(j["employer_id"] != employer_id for j in jobs.values()):
             raise domain.not_owner()
-        now = _now()
+        now = clock.now()
         shut = [j["_id"] for j in jobs.values() if j["status"] != "open" or j["valid_until"] <= now]
         if shut:
             raise domain.closed(", ".join(shut))
@@ -288,7 +265,7 @@ class JobsService:
     def list_fairs(self, payload):
         p = load(schemas.FairList, payload)
         docs, next_key = store.list_fairs(self.db, p.get("region_code"), p["upcoming"], p["limit"], p["cursor"],
-                                          _now())
+                                          clock.now())
         return _page([domain.fair_view(d) for d in docs], next_key)
 
     @rpc
@@ -297,7 +274,7 @@ class JobsService:
         fair = domain.fair_view(must(store.fair(self.db, fair_id), "fair"))
         booths = store.booths(self.db, fair_id)
         jobs = store.jobs_by_ids(self.db, {j for b in booths for j in b["job_ids"]})
-        now = _now()
+        now = clock.now()
         fair["employers"] = [{"employer_id": b["employer_id"], "employer_name": b.get("employer_name"),
                               "postings": [domain.posting_view(jobs[j], now) for j in b["job_ids"] if j in jobs]}
                              for b in booths]
@@ -308,7 +285,7 @@ class JobsService:
     def put_job_alert(self, actor, payload):
         p = load(schemas.JobAlert, payload)
         conditions = domain.alert_conditions(p["region_codes"], p["categories"], p["keywords"])
-        return domain.alert_view(store.put_alert(self.db, actor["sub"], conditions, _now()))
+        return domain.alert_view(store.put_alert(self.db, actor["sub"], conditions, clock.now()))
 
     @rpc
     def get_job_alert(self, actor):
@@ -330,18 +307,23 @@ class JobsService:
         user_ids = sorted(a["_id"] for a in store.alert_candidates(self.db, job["search_keys"], session)
                           if domain.alert_matches(a, job["search_keys"]))
         for chunk in domain.chunks(user_ids):
-            self.outbox.add(session, "job_alert_matched", {
-                "job_id": data["job_id"], "title": data["title"], "employer_name": data["employer_name"],
-                "region_code": data["region_code"], "user_ids": chunk}, subject=data["job_id"])
+            self.outbox.add(session, "job_alert_matched", domain.alert_matched_data(data, chunk),
+                            subject=data["job_id"])
 
     # ---- the member projection (masked phone for employers; erasure) ----------------------------------------
     @on_event("membership", "member_joined")
     @idempotent
     def on_member_joined(self, event, session):
-        store.remember_member(self.db, event["data"], session)
+        d = event["data"]
+        store.project_member(self.db, d["user_id"], {"member_id": d["member_id"], "phone_masked": d["phone_masked"]},
+                             projection.event_time(event), session)
 
     @on_event("membership", "member_left")
     @idempotent
     def on_member_left(self, event, session):
-        if event["data"]["erased"]:
-            store.erase_member(self.db, event["data"]["user_id"], session)
+        d = event["data"]
+        if d["erased"]:
+            store.erase_member(self.db, d["user_id"], session)
+        else:
+            store.project_member(self.db, d["user_id"], {"member_id": d["member_id"], "status": "left"},
+                                 projection.event_time(event), session)

@@ -17,7 +17,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from unionhub_kit import mongo
+from unionhub_kit import mongo, projection
 from unionhub_kit.errors import Conflict
 from unionhub_kit.mongo import upsert_returning
 
@@ -225,9 +225,9 @@ def has_resume(db, user_id):
     return db.resumes.find_one({"_id": user_id}, {"_id": 1}) is not None
 
 
-def remember_member(db, data, session):
-    db.members.update_one({"_id": data["user_id"]}, {"$set": {
-        "member_id": data["member_id"], "phone_masked": data["phone_masked"]}}, upsert=True, session=session)
+def project_member(db, user_id, fields, as_of, session):
+    """The member projection after a membership event (``unionhub_kit.projection``: an older event changes nothing)."""
+    return projection.project_member(db.members, user_id, fields, as_of, session)
 
 
 def erase_member(db, user_id, session):

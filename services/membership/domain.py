@@ -8,13 +8,11 @@ import secrets
 from bson import ObjectId
 
 from unionhub_kit import crypto, events, ids, regions
+from unionhub_kit.actors import require_role, require_scope, scope_of  # noqa: F401
 from unionhub_kit.errors import Conflict, Forbidden, RateLimited, Unauthorized, validation_error
 
-LEVELS = ("province", "prefecture", "county", "grassroots")
-MEMBER_STATUSES = ("pending", "active", "rejected", "left")
-LIVE_STATUSES = ("pending", "active")
-TRANSFER_STATUSES = ("pending", "completed", "rejected", "cancelled")
-STATS_GROUPS = ("prefecture", "county", "union", "occupation_group")
+from .schemas import (  # noqa: F401  (the contract's values, validated at the gateway too)
+    LEVELS, MEMBER_STATUSES, LIVE_STATUSES, TRANSFER_STATUSES, STATS_GROUPS, MIN_PASSWORD, password_problem)
 
 # member state machine: action -> (allowed from, to)
 TRANSITIONS = {
@@ -33,7 +31,6 @@ SPENT_REFRESH_KEPT = 50  # spent refresh tokens remembered per login (presenting
 REVOCATION_KEEP_SECONDS = 20 * 60  # longer than an access token lives: older revocations no longer matter
 REVOCATIONS_PAGE = 1000
 LOCKOUT_AFTER = 5  # wrong staff passwords in a row that lock the username (for LOGIN_LOCKOUT_SECONDS)
-MIN_PASSWORD = 10
 CARD_PREFIX = "SC"
 CONSENT_VERSION = "2024-01"
 PASSWORD_PARAMS = {"n": 2 ** 14, "r": 8, "p": 1}
@@ -91,25 +88,6 @@ def check_joinable(union):
 
 
 # ---- scopes and roles -----------------------------------------------------------------------------------------
-def require_role(actor, *roles):
-    if not actor or actor.get("role") not in roles:
-        raise Forbidden("This is for %s." % " or ".join(roles), code="FORBIDDEN")
-
-
-def require_scope(actor, code):
-    """``code`` (an organisation or region code) must lie inside the union_admin's scope."""
-    require_role(actor, "union_admin")
-    if not regions.in_scope(code, actor.get("scope")):
-        raise Forbidden("Outside your scope (%s)." % actor.get("scope"), code="OUT_OF_SCOPE")
-
-
-def scope_prefix(actor):
-    """The organisation-code prefix a union_admin sees (``510100`` -> ``5101``)."""
-    require_role(actor, "union_admin")
-    scope = actor.get("scope")
-    if not scope:
-        raise Forbidden("This account has no scope.", code="OUT_OF_SCOPE")
-    return regions.normalize_prefix(scope)
 
 
 def account_scope(actor, payload, org_exists):
@@ -119,7 +97,7 @@ def account_scope(actor, payload, org_exists):
     """
     role = payload["role"]
     org = payload.get("org_code")
-    if role == "integrator" and len(scope_prefix(actor)) != 2:
+    if role == "integrator" and len(scope_of(actor)) != 2:
         raise Forbidden("Only a province-level admin creates integrator accounts.", code="OUT_OF_SCOPE")
     if org is None:
         return None
@@ -143,32 +121,6 @@ def hash_password(password, salt=None):
     p = PASSWORD_PARAMS
     digest = hashlib.scrypt(password.encode(), salt=salt, n=p["n"], r=p["r"], p=p["p"], dklen=32)
     return "scrypt$%d$%d$%d$%s$%s" % (p["n"], p["r"], p["p"], salt.hex(), digest.hex())
-
-
-def password_problem(password, username=None):
-    """Why ``password`` may not be a staff password (None when it may): at least ``MIN_PASSWORD`` characters, not
-    the username (nor holding it), and not one of the 30,000 most common leaked passwords (zxcvbn's list), even with
-    digits or symbols added at the end."""
-    if len(password) < MIN_PASSWORD:
-        return "must have at least %d characters." % MIN_PASSWORD
-    low = password.lower()
-    if username and username.lower() in low:
-        return "must not be or contain the username."
-    common = _common_passwords()
-    core = low.rstrip("0123456789!@#$%^&*._-+=?~ ")
-    if low in common or (len(core) >= 6 and core in common):
-        return "is one of the most common passwords; choose another."
-    return None
-
-
-_COMMON = []
-
-
-def _common_passwords():
-    if not _COMMON:
-        from zxcvbn.frequency_lists import FREQUENCY_LISTS
-        _COMMON.append(frozenset(FREQUENCY_LISTS["passwords"]))
-    return _COMMON[0]
 
 
 def needs_rehash(stored):
@@ -270,7 +222,7 @@ def revocation_view(r):
 def can_disable(actor, account):
     """A union_admin disables accounts in its scope: union_admin accounts by their scope, merchant and employer
     accounts by their merchant's or employer's region; integrators and region-less ones only at province level."""
-    prefix = scope_prefix(actor)
+    prefix = scope_of(actor)
     where = account.get("scope") or account.get("region_code")
     if where is None:
         if len(prefix) != 2:
@@ -318,6 +270,15 @@ def transfer_view(t):
     return {"id": t["_id"], "member_id": t["member_id"], "from_union_id": t["from_union_id"],
             "to_union_id": t["to_union_id"], "status": t["status"], "created_at": events.rfc3339(t["created_at"]),
             "decided_at": events.rfc3339(t.get("decided_at")), "reason": t.get("reason")}
+
+
+def account_doc(p, scope, created_by, now, account_id=None, region_code=None):
+    """A staff / merchant / employer / integrator account as stored, from a loaded ``AccountCreate`` ``p`` (the
+    password kept only as its hash; ``region_code``: where a bound merchant / employer account's record is)."""
+    doc = {"_id": account_id or new_id("acc"), "username": p["username"], "role": p["role"], "scope": scope,
+           "merchant_id": p.get("merchant_id"), "employer_id": p.get("employer_id"), "region_code": region_code,
+           "password_hash": hash_password(p["password"]), "created_by": created_by, "created_at": now}
+    return {k: v for k, v in doc.items() if v is not None}
 
 
 def account_view(a):

@@ -5,9 +5,40 @@ import datetime
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from unionhub_kit import ids
-from unionhub_kit.schema import Id, OccupationGroup, Phone, StrictBoolean, StrictSchema, Text, Uscc
+from unionhub_kit.schema import Id, OccupationGroup, Page, Phone, StrictBoolean, StrictSchema, Text, Uscc
 
-from . import domain
+
+LEVELS = ("province", "prefecture", "county", "grassroots")
+MEMBER_STATUSES = ("pending", "active", "rejected", "left")
+LIVE_STATUSES = ("pending", "active")
+TRANSFER_STATUSES = ("pending", "completed", "rejected", "cancelled")
+STATS_GROUPS = ("prefecture", "county", "union", "occupation_group")
+MIN_PASSWORD = 10
+_COMMON = []
+
+
+def password_problem(password, username=None):
+    """Why ``password`` may not be a staff password (None when it may): at least ``MIN_PASSWORD`` characters, not
+    the username (nor holding it), and not one of the 30,000 most common leaked passwords (zxcvbn's list), even with
+    digits or symbols added at the end."""
+    if len(password) < MIN_PASSWORD:
+        return "must have at least %d characters." % MIN_PASSWORD
+    low = password.lower()
+    if username and username.lower() in low:
+        return "must not be or contain the username."
+    common = _common_passwords()
+    core = low.rstrip("0123456789!@#$%^&*._-+=?~ ")
+    if low in common or (len(core) >= 6 and core in common):
+        return "is one of the most common passwords; choose another."
+    return None
+
+
+def _common_passwords():
+    if not _COMMON:
+        from zxcvbn.frequency_lists import FREQUENCY_LISTS
+        _COMMON.append(frozenset(FREQUENCY_LISTS["passwords"]))
+    return _COMMON[0]
+
 
 ACCOUNT_ROLES = ("union_admin", "merchant", "employer", "integrator")
 ORG_CODE = validate.Regexp(r"^\d{2}$|^\d{4}$|^\d{6}$|^\d{10}$", error="must be an organisation code (2, 4, 6 or 10 "
@@ -30,12 +61,6 @@ class IdNumber(fields.String):
         if ids.age_on(birth) < ids.MIN_MEMBER_AGE:
             raise self.make_error("too_young")
         return number
-
-
-class Page(StrictSchema):
-    """``limit`` and ``cursor`` as the gateway's ``ListQuery`` has them (for RPC payloads)."""
-    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
-    cursor = fields.String(load_default=None, validate=validate.Length(max=512))
 
 
 # ---- identity -------------------------------------------------------------------------------------------------
@@ -78,7 +103,7 @@ class TokenRequest(StrictSchema):
 class AccountCreate(StrictSchema):
     username = fields.String(required=True, validate=validate.Regexp(
         r"^[a-z0-9][a-z0-9_.\-]{2,63}$", error="3-64 characters: lower-case letters, digits, _ . -"))
-    password = Text(128, min_len=domain.MIN_PASSWORD, required=True)
+    password = Text(128, min_len=MIN_PASSWORD, required=True)
     role = fields.String(required=True, validate=validate.OneOf(ACCOUNT_ROLES))
     org_code = fields.String(validate=ORG_CODE)
     merchant_id = Id()
@@ -87,7 +112,7 @@ class AccountCreate(StrictSchema):
     @validates_schema
     def password_policy(self, data, **kw):
         if "password" in data:
-            why = domain.password_problem(data["password"], data.get("username"))
+            why = password_problem(data["password"], data.get("username"))
             if why:
                 raise ValidationError(why, "password")
 
@@ -105,7 +130,7 @@ class AccountCreate(StrictSchema):
 # ---- unions ---------------------------------------------------------------------------------------------------
 class UnionFilter(StrictSchema):
     parent_code = fields.String(validate=ORG_CODE)
-    level = fields.String(validate=validate.OneOf(domain.LEVELS))
+    level = fields.String(validate=validate.OneOf(LEVELS))
 
 
 class UnionListArgs(UnionFilter, Page):
@@ -144,7 +169,7 @@ class LeaveQuery(StrictSchema):
 
 class MemberFilter(StrictSchema):
     union_id = Id()
-    status = fields.String(validate=validate.OneOf(domain.MEMBER_STATUSES))
+    status = fields.String(validate=validate.OneOf(MEMBER_STATUSES))
 
 
 class MemberListArgs(MemberFilter, Page):
@@ -153,7 +178,7 @@ class MemberListArgs(MemberFilter, Page):
 
 class TransferFilter(StrictSchema):
     union_id = Id(metadata={"description": "Transfers into this union."})
-    status = fields.String(validate=validate.OneOf(domain.TRANSFER_STATUSES))
+    status = fields.String(validate=validate.OneOf(TRANSFER_STATUSES))
 
 
 class TransferListArgs(TransferFilter, Page):
@@ -161,8 +186,8 @@ class TransferListArgs(TransferFilter, Page):
 
 
 class StatsQuery(StrictSchema):
-    group_by = fields.String(load_default="prefecture", validate=validate.OneOf(domain.STATS_GROUPS))
-    status = fields.String(load_default="active", validate=validate.OneOf(domain.MEMBER_STATUSES))
+    group_by = fields.String(load_default="prefecture", validate=validate.OneOf(STATS_GROUPS))
+    status = fields.String(load_default="active", validate=validate.OneOf(MEMBER_STATUSES))
 
 
 # ---- answers (documentation of the responses in /openapi.json) -------------------------------------------------
@@ -201,7 +226,7 @@ class UnionAnswer(Schema):
     id = S()
     code = S(metadata={"description": "Organisation code: the region code, or county/prefecture + 4 digits."})
     name = S()
-    level = S(validate=validate.OneOf(domain.LEVELS))
+    level = S(validate=validate.OneOf(LEVELS))
     parent_id = _nullable(S)
     region_code = S()
     auto_approve = B()
@@ -215,7 +240,7 @@ class UnionPage(Schema):
 
 class JoinAnswer(Schema):
     id = S()
-    status = S(validate=validate.OneOf(domain.LIVE_STATUSES))
+    status = S(validate=validate.OneOf(LIVE_STATUSES))
     card_no = _nullable(S)
     union_id = S()
 
@@ -225,7 +250,7 @@ class TransferAnswer(Schema):
     member_id = S()
     from_union_id = S()
     to_union_id = S()
-    status = S(validate=validate.OneOf(domain.TRANSFER_STATUSES))
+    status = S(validate=validate.OneOf(TRANSFER_STATUSES))
     created_at = DT()
     decided_at = _nullable(DT)
     reason = _nullable(S)
@@ -243,7 +268,7 @@ class MemberAnswer(Schema):
     phone_masked = _nullable(S, metadata={"example": "138****5678"})
     union_id = S()
     union_code = S()
-    status = S(validate=validate.OneOf(domain.MEMBER_STATUSES))
+    status = S(validate=validate.OneOf(MEMBER_STATUSES))
     card_no = _nullable(S)
     occupation_group = S()
     employer = _nullable(S)

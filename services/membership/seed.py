@@ -7,7 +7,7 @@ idempotent, so replicas starting together do not conflict.
 """
 import logging
 
-from unionhub_kit import config, events, keys, regions
+from unionhub_kit import clock, config, keys, regions
 
 from . import domain, store
 
@@ -42,9 +42,8 @@ def bootstrap_admin(db, password):
         return
     if why:
         log.warning("UNIONHUB_ADMIN_PASSWORD %s (allowed in development only)", why)
-    store.ensure_account(db, {"_id": ADMIN_ID, "username": ADMIN_USERNAME, "role": "union_admin",
-                              "scope": ADMIN_SCOPE, "password_hash": domain.hash_password(password),
-                              "created_at": events.utcnow(), "created_by": "bootstrap"})
+    p = {"username": ADMIN_USERNAME, "role": "union_admin", "password": password}
+    store.ensure_account(db, domain.account_doc(p, ADMIN_SCOPE, "bootstrap", clock.now(), account_id=ADMIN_ID))
 
 
 def prepare(db):

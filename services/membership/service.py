@@ -8,11 +8,10 @@ logged, returned or put on an event.
 """
 import logging
 from datetime import timedelta
-import os
 
-from nameko.timer import timer
 
-from unionhub_kit import config, crypto, events, ids, regions, tokens
+from unionhub_kit import clock, config, crypto, events, ids, regions, tokens
+from unionhub_kit.config import timer
 from unionhub_kit.errors import (AppError, Conflict, NotFound, RateLimited, ServiceUnavailable, Unauthorized,
                                   validation_error)
 from unionhub_kit.metrics import ServiceMetrics
@@ -26,14 +25,6 @@ from . import domain, schemas, seed, store
 from .domain import require_role, require_scope
 
 log = logging.getLogger("unionhub.membership")
-OTP_PURGE_SECONDS = float(os.environ.get("OTP_PURGE_SECONDS", "600"))
-COUNT_FOLD_SECONDS = float(os.environ.get("COUNT_FOLD_SECONDS", "0.5"))
-
-
-def _now():
-    """Now, to the millisecond (what the store keeps, so stored times compare equal)."""
-    now = events.utcnow()
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 class MembershipService:
@@ -49,18 +40,18 @@ class MembershipService:
     def ping(self):
         return _ping(self.name, self.db)
 
-    @timer(interval=OTP_PURGE_SECONDS)
+    @timer("OTP_PURGE_SECONDS")
     def purge_stale_otps(self):
         """Login-code records of phones sent nothing for an hour go (idempotent; any replica may run it)."""
         try:
-            gone = store.purge_stale_otps(self.db, _now())
+            gone = store.purge_stale_otps(self.db, clock.now())
         except Exception:  # the next tick tries again; a timer that raised would be logged and forgotten anyway
             log.exception("purging stale login codes failed")
             return
         if gone:
             log.info("purged %d stale login-code records", gone)
 
-    @timer(interval=COUNT_FOLD_SECONDS)
+    @timer("COUNT_FOLD_SECONDS")
     def fold_member_counts(self):
         """Add the member counter changes of recent joins, approvals and departures into the counters."""
         try:
@@ -76,11 +67,11 @@ class MembershipService:
         caller's address as the gateway sees it: at most ``OTP_PER_ADDRESS_PER_HOUR`` codes an hour from one."""
         phone = load(schemas.OtpRequest, payload)["phone"]
         client = load(schemas.ClientAddress, {"address": client})["address"]
-        key, code, now = domain.phone_key(phone), domain.new_otp(), _now()
+        key, code, now = domain.phone_key(phone), domain.new_otp(), clock.now()
         code_hash = domain.otp_hash(key, code)
         client_key = domain.client_key(client) if client else None
         if client_key:
-            wait = store.claim_client_slot(self.db, client_key, now, config.get_int("OTP_PER_ADDRESS_PER_HOUR", 20))
+            wait = store.claim_client_slot(self.db, client_key, now, config.get("OTP_PER_ADDRESS_PER_HOUR"))
             if wait is not None:
                 raise domain.too_many_codes_from_here(wait)
         if not store.claim_otp(self.db, key, code_hash, now):
@@ -107,7 +98,7 @@ class MembershipService:
         if "phone" in p:
             user = self._check_code(p["phone"], p["code"])
             return self._token(user["_id"], "member")
-        now = _now()
+        now = clock.now()
         locked_until = store.login_locked_until(self.db, p["username"], now)
         if locked_until is not None:
             raise domain.locked_out(domain.seconds_until(locked_until, now))
@@ -116,7 +107,7 @@ class MembershipService:
             account = None  # a disabled account answers like a wrong password (and costs the same)
         if not domain.verify_password(p["password"], account["password_hash"] if account else None):
             store.login_failed(self.db, p["username"], now, domain.LOCKOUT_AFTER,
-                               config.get_int("LOGIN_LOCKOUT_SECONDS", 300))
+                               config.get("LOGIN_LOCKOUT_SECONDS"))
             raise domain.invalid_credentials()
         store.login_succeeded(self.db, p["username"])
         if domain.needs_rehash(account["password_hash"]):  # an old hash: today's parameters from now on
@@ -128,17 +119,17 @@ class MembershipService:
     def _check_code(self, phone, code):
         """Spend one of the code's tries (atomically), then compare; a right code is used up."""
         key = domain.phone_key(phone)
-        live = store.spend_try(self.db, key, _now())
+        live = store.spend_try(self.db, key, clock.now())
         if not live or not domain.same_code(live["code_hash"], key, code) or \
                 not store.consume_otp(self.db, key, live["code_hash"]):
             raise domain.invalid_code()
         return store.user_for_phone(self.db, key, {
             "_id": domain.new_id("usr"), "phone_enc": crypto.encrypt(phone), "phone_masked": ids.mask_phone(phone),
-            "created_at": _now()})
+            "created_at": clock.now()})
 
     def _token(self, sub, role, **claims):
         """A new login (session): an access token naming it and its first refresh token."""
-        now = _now()
+        now = clock.now()
         sid = domain.new_id("ses")
         refresh = domain.new_refresh_token(sid)
         store.insert_session(self.db, {"_id": sid, "sub": sub, "role": role, "claims": claims,
@@ -157,8 +148,8 @@ class MembershipService:
         """Rotation: the refresh token is spent for a new access token and a new refresh token. A spent one
         presented again ends that whole login (someone else has a copy)."""
         token = load(schemas.RefreshRequest, payload)["refresh_token"]
-        sid, now = domain.session_of(token), _now()
-        ses = store.get_session(self.db, sid) if sid else None
+        sid, now = domain.session_of(token), clock.now()
+        ses = store.login_session(self.db, sid) if sid else None
         if ses is None or ses.get("revoked_at") or ses["expires_at"] <= now:
             raise domain.invalid_refresh()
         presented = domain.refresh_hash(token)
@@ -181,7 +172,7 @@ class MembershipService:
         revocation (the gateway that carried the call applies it at once; the others within a poll)."""
         if not actor or not actor.get("sub"):
             raise Unauthorized("Not signed in.", code="UNAUTHORIZED")
-        now = _now()
+        now = clock.now()
         if actor.get("sid"):
             r = store.end_session(self.db, actor["sid"], now, "logout")
             return domain.revocation_view(r) if r else None
@@ -191,7 +182,7 @@ class MembershipService:
     def revocations_since(self, after=None):
         """Ended logins and accounts since ``after`` (RFC 3339; None: all that still matter), for the gateways."""
         after = load(schemas.RevocationsQuery, {"after": after})["after"]
-        return [domain.revocation_view(r) for r in store.revocations_since(self.db, after, _now())]
+        return [domain.revocation_view(r) for r in store.revocations_since(self.db, after, clock.now())]
 
     @rpc
     def disable_account(self, actor, account_id):
@@ -201,7 +192,7 @@ class MembershipService:
         if account is None:
             raise NotFound("No account with id %s." % account_id)
         domain.can_disable(actor, account)
-        now = _now()
+        now = clock.now()
         done = store.disable_account(self.db, account["_id"], now)
         revocation = store.end_sessions_of(self.db, account["_id"], now, "account disabled")
         log.info("account %s disabled by %s", account["_id"], actor["sub"])
@@ -215,14 +206,10 @@ class MembershipService:
         scope = domain.account_scope(actor, p, self._org_exists)
         region = self._bound_region(p)
         domain.require_bound_in_scope(actor, region)
-        doc = {"_id": domain.new_id("acc"), "username": p["username"], "role": p["role"], "scope": scope,
-               "merchant_id": p.get("merchant_id"), "employer_id": p.get("employer_id"), "region_code": region,
-               "password_hash": domain.hash_password(p["password"]), "created_by": actor["sub"],
-               "created_at": _now()}
-        doc = {k: v for k, v in doc.items() if v is not None}
+        doc = domain.account_doc(p, scope, actor["sub"], clock.now(), region_code=region)
 
         def txn(session):
-            store.insert_account(self.db, session, doc)
+            store.insert_account(self.db, doc, session)
             return domain.account_view(doc)
         fingerprinted = {k: v for k, v in p.items() if k != "password"}
         return store.run_idempotent(self.db, "account:" + actor["sub"], idempotency_key, fingerprinted, txn)
@@ -255,7 +242,7 @@ class MembershipService:
         return domain.union_view(self._union(union_id))
 
     def _union(self, union_id, field="union"):
-        union = store.get_union(self.db, union_id)
+        union = store.union(self.db, union_id)
         if union is None:
             raise NotFound("No %s with id %s." % (field, union_id))
         return union
@@ -270,12 +257,12 @@ class MembershipService:
         require_scope(actor, parent["code"])
 
         def txn(session):
-            code = domain.grassroots_code(parent["code"], store.next_child_seq(self.db, session, parent["_id"]))
+            code = domain.grassroots_code(parent["code"], store.next_child_seq(self.db, parent["_id"], session))
             doc = {"_id": domain.union_id_for(code), "code": code, "name": p["name"], "level": "grassroots",
                    "parent_id": parent["_id"], "parent_code": parent["code"], "region_code": parent["region_code"],
                    "auto_approve": p["auto_approve"], "uscc": p["uscc"], "created_by": actor["sub"],
-                   "created_at": _now()}
-            store.insert_union(self.db, session, doc)
+                   "created_at": clock.now()}
+            store.insert_union(self.db, doc, session)
             view = domain.union_view(doc)
             self.outbox.add(session, "union_created", {k: view[k] for k in (
                 "code", "name", "level", "parent_id", "region_code", "auto_approve")} | {"union_id": doc["_id"]},
@@ -294,11 +281,11 @@ class MembershipService:
         domain.check_joinable(union)
         status = domain.initial_status(union)
         id_hash = crypto.keyed_hash(p["id_number"], "resident-id")
-        year = _now().year
+        year = clock.now().year
         card = domain.card_no(year, store.next_card_seq(self.db, year)) if status == "active" else None
 
         def txn(session):
-            now = _now()
+            now = clock.now()
             doc = {"_id": domain.new_id("mbr"), "user_id": actor["sub"], "union_id": union["_id"],
                    "union_code": union["code"], "region_code": union["region_code"],
                    "prefecture_code": regions.prefecture_of(union["region_code"]), "status": status,
@@ -310,7 +297,7 @@ class MembershipService:
             if status == "active":
                 doc.update(card_no=card, joined_at=now)
             store.insert_member(self.db, session, doc)
-            store.count_member(self.db, session, doc, (status, 1))
+            store.count_member(self.db, doc, [(status, 1)], session)
             if status == "active":
                 self.outbox.add(session, "member_joined", domain.joined_data(doc, phone), subject=doc["_id"])
             return {"id": doc["_id"], "status": status, "card_no": doc.get("card_no"), "union_id": union["_id"]}
@@ -321,13 +308,13 @@ class MembershipService:
         """``{"phone"}`` of a member's account, for notify when it must send them an SMS (events carry the masked
         form only). 404 when the account is unknown or erased. Only services reach RPC: the broker's integrator
         account cannot read or publish on the RPC exchange (deploy/rabbitmq/definitions.json)."""
-        user = store.get_user(self.db, user_id) if isinstance(user_id, str) else None
+        user = store.user(self.db, user_id) if isinstance(user_id, str) else None
         if not user or not user.get("phone_enc"):
             raise NotFound("No phone for this account.")
         return {"phone": crypto.decrypt(user["phone_enc"])}
 
     def _phone_of(self, user_id):
-        user = store.get_user(self.db, user_id)
+        user = store.user(self.db, user_id)
         if not user or not user.get("phone_enc"):
             raise Unauthorized("This account no longer exists; log in again.", code="INVALID_TOKEN")
         return crypto.decrypt(user["phone_enc"])
@@ -339,7 +326,7 @@ class MembershipService:
         ``as_of``, read *before* the member, so an event older than it cannot be newer than this answer."""
         if not isinstance(user_id, str) or not 0 < len(user_id) <= 64:
             raise validation_error({"user_id": ["must be a user id."]})
-        as_of = _now()
+        as_of = clock.now()
         m = store.live_member_of(self.db, user_id) or store.latest_member_of(self.db, user_id)
         return None if m is None else dict(domain.member_data(m), as_of=events.rfc3339(as_of))
 
@@ -368,29 +355,29 @@ class MembershipService:
             raise Conflict("You are already a member of this union.", code="SAME_UNION")
 
         def txn(session):
-            now = _now()
+            now = clock.now()
             t = {"_id": domain.new_id("trf"), "member_id": m["_id"], "user_id": m["user_id"],
                  "from_union_id": m["union_id"], "from_union_code": m["union_code"], "to_union_id": to["_id"],
                  "to_union_code": to["code"], "status": "pending", "created_at": now}
             if not to.get("auto_approve"):
-                store.insert_transfer(self.db, session, dict(t, live_member=m["_id"]))
+                store.insert_transfer(self.db, dict(t, live_member=m["_id"]), session)
                 return domain.transfer_view(t)
-            store.cancel_transfers(self.db, session, m["_id"], now)
+            store.cancel_transfers(self.db, m["_id"], now, session)
             t.update(status="completed", decided_at=now, decided_by="auto_approve")
-            store.insert_transfer(self.db, session, t)
+            store.insert_transfer(self.db, t, session)
             self._move(session, t, to, now)
             return domain.transfer_view(t)
         return transaction(self.db, txn)
 
     def _move(self, session, transfer, to, now):
-        moved = store.move_member(self.db, session, transfer["member_id"], transfer["from_union_id"], to, now)
+        moved = store.move_member(self.db, transfer["member_id"], transfer["from_union_id"], to, now, session)
         if moved is None:
             raise Conflict("The member is no longer active in the union they asked to leave.", code="NOT_ACTIVE")
         was = dict(moved, union_id=transfer["from_union_id"], union_code=transfer["from_union_code"],
                    region_code=transfer["from_union_code"][:6],
                    prefecture_code=regions.prefecture_of(transfer["from_union_code"]))
-        store.count_member(self.db, session, was, ("active", -1))
-        store.count_member(self.db, session, moved, ("active", 1))
+        store.count_member(self.db, was, [("active", -1)], session)
+        store.count_member(self.db, moved, [("active", 1)], session)
         self.outbox.add(session, "member_transferred", dict(
             domain.member_data(moved), from_union_id=transfer["from_union_id"],
             from_union_code=transfer["from_union_code"]), subject=moved["_id"])
@@ -416,11 +403,11 @@ class MembershipService:
             raise NotFound("You are not a member of a union.")
 
         def txn(session):
-            now = _now()
+            now = clock.now()
             if m["status"] in domain.LIVE_STATUSES:
-                if store.leave(self.db, session, m["_id"], now) is None:
+                if store.leave(self.db, m["_id"], now, session) is None:
                     raise Conflict("The membership changed meanwhile; try again.", code="NOT_A_MEMBER")
-                store.count_member(self.db, session, m, (m["status"], -1), ("left", 1))
+                store.count_member(self.db, m, [(m["status"], -1), ("left", 1)], session)
                 store.cancel_transfers(self.db, session, m["_id"], now)
             revocation = None
             if erase:
@@ -436,7 +423,7 @@ class MembershipService:
     # ---- union staff ----------------------------------------------------------------------------------------
     def _in_scope_filter(self, actor, union_id):
         """(organisation prefix, union id) for a list in the caller's scope, checking a named union's scope."""
-        prefix = domain.scope_prefix(actor)
+        prefix = domain.scope_of(actor)
         if union_id:
             require_scope(actor, self._union(union_id)["code"])
         return prefix, union_id
@@ -451,7 +438,7 @@ class MembershipService:
 
     def _member_in_scope(self, actor, member_id):
         require_role(actor, "union_admin")
-        m = store.get_member(self.db, member_id)
+        m = store.member(self.db, member_id)
         if m is None:
             raise NotFound("No member with id %s." % member_id)
         require_scope(actor, m["union_code"])
@@ -463,15 +450,15 @@ class MembershipService:
         m = self._member_in_scope(actor, member_id)
         domain.check_transition(m["status"], "approve")
         phone = self._phone_of(m["user_id"])
-        year = _now().year
+        year = clock.now().year
         card = domain.card_no(year, store.next_card_seq(self.db, year))
 
         def txn(session):
-            now = _now()
-            active = store.activate(self.db, session, member_id, card, now)
+            now = clock.now()
+            active = store.activate(self.db, member_id, card, now, session)
             if active is None:
                 raise Conflict("The member is no longer pending.", code="NOT_PENDING")
-            store.count_member(self.db, session, active, ("pending", -1), ("active", 1))
+            store.count_member(self.db, active, [("pending", -1), ("active", 1)], session)
             self.outbox.add(session, "member_joined", domain.joined_data(active, phone), subject=member_id)
             return {"id": member_id, "status": "active", "card_no": card}
         return transaction(self.db, txn)
@@ -484,10 +471,10 @@ class MembershipService:
         domain.check_transition(m["status"], "reject")
 
         def txn(session):
-            rejected = store.reject(self.db, session, member_id, p["reason"], _now())
+            rejected = store.reject(self.db, member_id, p["reason"], clock.now(), session)
             if rejected is None:
                 raise Conflict("The member is no longer pending.", code="NOT_PENDING")
-            store.count_member(self.db, session, rejected, ("pending", -1), ("rejected", 1))
+            store.count_member(self.db, rejected, [("pending", -1), ("rejected", 1)], session)
             self.outbox.add(session, "member_rejected", {"member_id": member_id, "user_id": m["user_id"],
                                                          "union_id": m["union_id"], "reason": p["reason"]},
                             subject=member_id)
@@ -504,7 +491,7 @@ class MembershipService:
 
     def _transfer_in_scope(self, actor, transfer_id):
         require_role(actor, "union_admin")
-        t = store.get_transfer(self.db, transfer_id)
+        t = store.transfer(self.db, transfer_id)
         if t is None:
             raise NotFound("No transfer with id %s." % transfer_id)
         require_scope(actor, t["to_union_code"])  # the receiving union decides
@@ -517,8 +504,8 @@ class MembershipService:
         to = self._union(t["to_union_id"])
 
         def txn(session):
-            now = _now()
-            done = store.decide_transfer(self.db, session, transfer_id, "completed", actor["sub"], None, now)
+            now = clock.now()
+            done = store.decide_transfer(self.db, transfer_id, "completed", actor["sub"], None, now, session)
             if done is None:
                 raise Conflict("The transfer is %s, not pending." % t["status"], code="NOT_PENDING")
             self._move(session, done, to, now)
@@ -531,7 +518,7 @@ class MembershipService:
         self._transfer_in_scope(actor, transfer_id)
 
         def txn(session):
-            done = store.decide_transfer(self.db, session, transfer_id, "rejected", actor["sub"], p["reason"], _now())
+            done = store.decide_transfer(self.db, transfer_id, "rejected", actor["sub"], p["reason"], clock.now(), session)
             if done is None:
                 raise Conflict("The transfer is not pending.", code="NOT_PENDING")
             return domain.transfer_view(done)
@@ -541,7 +528,7 @@ class MembershipService:
     def member_stats(self, actor, query=None):
         """Member counts in the caller's scope by prefecture, county, union or occupation group."""
         q = load(schemas.StatsQuery, query or {})
-        prefix = domain.scope_prefix(actor)
+        prefix = domain.scope_of(actor)
         rows = store.count_members(self.db, prefix, q["status"], q["group_by"])
         if q["group_by"] == "union":
             names = store.union_names(self.db, [k for k, _ in rows])

@@ -18,7 +18,7 @@ import pymongo
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
-from unionhub_kit import events
+from unionhub_kit import clock
 from unionhub_kit.errors import Conflict
 from unionhub_kit.mongo import transaction, update_returning, upsert_returning
 
@@ -104,7 +104,7 @@ def seed_unions(db, docs):
                 raise
 
 
-def get_union(db, union_id):
+def union(db, union_id):
     return db.unions.find_one({"_id": union_id})
 
 
@@ -127,12 +127,12 @@ def list_unions(db, parent_code=None, level=None, after=None, limit=20):
     return list(db.unions.find(q).sort("code", ASC).limit(limit + 1))
 
 
-def next_child_seq(db, session, parent_id):
+def next_child_seq(db, parent_id, session):
     doc = update_returning(db.unions, {"_id": parent_id}, {"$inc": {"child_seq": 1}}, {"child_seq": 1}, session=session)
     return doc["child_seq"]
 
 
-def insert_union(db, session, doc):
+def insert_union(db, doc, session):
     try:
         db.unions.insert_one(doc, session=session)
     except DuplicateKeyError as exc:
@@ -167,7 +167,7 @@ def account_by_username(db, username):
     return db.accounts.find_one({"username": username})
 
 
-def insert_account(db, session, doc):
+def insert_account(db, doc, session):
     try:
         db.accounts.insert_one(doc, session=session)
     except DuplicateKeyError as exc:
@@ -178,7 +178,7 @@ def insert_account(db, session, doc):
 
 def user_for_phone(db, phone_hash, new_doc):
     """The user with this phone, created from ``new_doc`` on first login."""
-    now = events.utcnow()
+    now = clock.now()
     for _ in range(2):
         try:
             return update_returning(db.users, {"phone_hash": phone_hash},
@@ -188,13 +188,13 @@ def user_for_phone(db, phone_hash, new_doc):
     return db.users.find_one({"phone_hash": phone_hash})
 
 
-def get_user(db, user_id):
+def user(db, user_id):
     return db.users.find_one({"_id": user_id})
 
 
-def erase_user(db, session, user_id):
+def erase_user(db, user_id, session):
     db.users.update_one({"_id": user_id}, {"$unset": {"phone_hash": "", "phone_enc": "", "phone_masked": ""},
-                                           "$set": {"erased_at": events.utcnow()}}, session=session)
+                                           "$set": {"erased_at": clock.now()}}, session=session)
 
 
 # ---- login codes ------------------------------------------------------------------------------------------------
@@ -325,7 +325,7 @@ def next_card_seq(db, year):
     return upsert_returning(db.counters, {"_id": "card-%d" % year}, {"$inc": {"seq": 1}})["seq"]
 
 
-def insert_member(db, session, doc):
+def insert_member(db, doc, session):
     try:
         db.members.insert_one(doc, session=session)
     except DuplicateKeyError as exc:
@@ -334,7 +334,7 @@ def insert_member(db, session, doc):
         raise
 
 
-def get_member(db, member_id):
+def member(db, member_id):
     return db.members.find_one({"_id": member_id})
 
 
@@ -347,7 +347,7 @@ def latest_member_of(db, user_id):
     return docs[0] if docs else None
 
 
-def activate(db, session, member_id, card_no, now):
+def activate(db, member_id, card_no, now, session):
     """pending -> active with a card number; None unless the member was pending."""
     return update_returning(
         db.members, {"_id": member_id, "status": "pending"},
@@ -355,7 +355,7 @@ def activate(db, session, member_id, card_no, now):
         session=session)
 
 
-def reject(db, session, member_id, reason, now):
+def reject(db, member_id, reason, now, session):
     """pending -> rejected (the person may apply again); None unless the member was pending."""
     return update_returning(
         db.members, {"_id": member_id, "status": "pending"},
@@ -364,7 +364,7 @@ def reject(db, session, member_id, reason, now):
         session=session)
 
 
-def leave(db, session, member_id, now):
+def leave(db, member_id, now, session):
     """pending/active -> left; None unless the membership was live."""
     return update_returning(
         db.members, {"_id": member_id, "status": {"$in": list(domain.LIVE_STATUSES)}},
@@ -372,15 +372,15 @@ def leave(db, session, member_id, now):
         session=session)
 
 
-def erase_members(db, session, user_id):
+def erase_members(db, user_id, session):
     """Erase the personal data of every membership record of ``user_id``."""
     db.members.update_many({"user_id": user_id},
                            {"$unset": {"name": "", "id_hash": "", "id_enc": "", "id_masked": "", "employer": "",
                                        "phone_masked": ""},
-                            "$set": {"erased": True, "erased_at": events.utcnow()}}, session=session)
+                            "$set": {"erased": True, "erased_at": clock.now()}}, session=session)
 
 
-def move_member(db, session, member_id, from_union_id, union, now):
+def move_member(db, member_id, from_union_id, union, now, session):
     """Move an active member from ``from_union_id`` to ``union``; None if it is no longer there and active."""
     return update_returning(
         db.members, {"_id": member_id, "status": "active", "union_id": from_union_id},
@@ -407,8 +407,8 @@ def list_members(db, prefix=None, union_id=None, status=None, after=None, limit=
 # change's own transaction (an insert: concurrent joins never contend on a hot counter there); ``fold_count_deltas``
 # (a timer) adds them into ``member_counts`` and deletes them in one transaction. Statistics read the counters of
 # one scope and grouping, plus the few deltas not folded yet: exact, and no scan of the members.
-def count_member(db, session, member, *changes):
-    """``changes``: ``(status, +1/-1)``: the member counted in (or out of) each status."""
+def count_member(db, member, changes, session):
+    """``changes``: ``[(status, +1/-1)]``: the member counted in (or out of) each status."""
     incs = [[k, d] for status, delta in changes for k, d in domain.count_changes(member, status, delta)]
     db.member_count_deltas.insert_one({"incs": incs}, session=session)
 
@@ -470,7 +470,7 @@ def ensure_member_counts(db):
     """At start: counters for the members written before there were counters (once; the first process to start
     builds them, before it serves)."""
     try:
-        db.counters.insert_one({"_id": "member-counts", "at": events.utcnow()})
+        db.counters.insert_one({"_id": "member-counts", "at": clock.now()})
     except DuplicateKeyError:
         return
     if db.members.estimated_document_count():
@@ -500,7 +500,7 @@ def write_member_counts(db, sums):
 
 
 # ---- transfers --------------------------------------------------------------------------------------------------
-def insert_transfer(db, session, doc):
+def insert_transfer(db, doc, session):
     try:
         db.transfers.insert_one(doc, session=session)
     except DuplicateKeyError as exc:
@@ -510,7 +510,7 @@ def insert_transfer(db, session, doc):
         raise
 
 
-def get_transfer(db, transfer_id):
+def transfer(db, transfer_id):
     return db.transfers.find_one({"_id": transfer_id})
 
 
@@ -518,7 +518,7 @@ def pending_transfer_of(db, member_id):
     return db.transfers.find_one({"live_member": member_id})
 
 
-def decide_transfer(db, session, transfer_id, status, by, reason, now):
+def decide_transfer(db, transfer_id, status, by, reason, now, session):
     """pending -> ``status``; None unless the transfer was pending."""
     return update_returning(
         db.transfers, {"_id": transfer_id, "status": "pending"},
@@ -527,7 +527,7 @@ def decide_transfer(db, session, transfer_id, status, by, reason, now):
         session=session)
 
 
-def cancel_transfers(db, session, member_id, now):
+def cancel_transfers(db, member_id, now, session):
     db.transfers.update_many({"member_id": member_id, "status": "pending"},
                              {"$set": {"status": "cancelled", "decided_at": now}, "$unset": {"live_member": ""}},
                              session=session)
@@ -547,7 +547,7 @@ def insert_session(db, doc):
     db.sessions.insert_one(doc)
 
 
-def get_session(db, sid):
+def login_session(db, sid):
     return db.sessions.find_one({"_id": sid})
 
 

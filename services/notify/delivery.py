@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import eventlet
 
-from unionhub_kit import crypto
+from unionhub_kit import clock, crypto
 from unionhub_kit.errors import ServiceUnavailable
 from unionhub_kit.ids import mask_phone
 from unionhub_kit.mongo import transaction
@@ -134,7 +134,7 @@ def send(db, settings, outbox, doc):
     except Exception as exc:  # a broken message must not stop the others
         log.exception("dispatch %s could not be sent", doc["_id"])
         error = "%s: %s" % (type(exc).__name__, exc)
-    now = domain.CLOCK.now()
+    now = clock.CLOCK.now()
     if error is None:
         return _final(db, outbox, doc, attempts, "delivered", None, now)
     if attempts >= settings.max_attempts:
@@ -155,7 +155,7 @@ def _final(db, outbox, doc, attempts, status, error, now):
         if store.settle(db.dispatches, doc, update, session=session):
             _announce(outbox, session, dict(doc, attempts=attempts), error)
             if doc.get("multicast") and status == "delivered":
-                store.count_pushes(db, session, doc["notification_id"], doc["multicast"])
+                store.count_pushes(db, doc["notification_id"], doc["multicast"], session)
     transaction(db, txn)
     return status
 
@@ -175,7 +175,7 @@ def send_now(db, settings, outbox, body):
     message = {"to": body["to"], "template": body["template"], "params": body["params"], "text": rendered["text"]}
     started = time.monotonic()
     attempts, error = 0, None
-    now = domain.CLOCK.now()
+    now = clock.CLOCK.now()
     delivery_id = domain.new_id(now)  # the record's id, and X-UnionHub-Delivery on every attempt
     while True:
         attempts += 1
@@ -191,7 +191,7 @@ def send_now(db, settings, outbox, body):
         if attempts >= settings.otp_attempts or time.monotonic() - started + delay >= settings.otp_budget:
             break
         eventlet.sleep(delay)
-    now = domain.CLOCK.now()
+    now = clock.CLOCK.now()
     status = "delivered" if error is None else "failed"
     record = {"_id": delivery_id, "dedupe": "direct:%s" % delivery_id, "notification_id": None,
               "user_id": None, "channel": "sms", "template": body["template"],

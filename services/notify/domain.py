@@ -10,9 +10,13 @@ import socket
 import urllib.parse
 from collections import namedtuple
 
-from unionhub_kit import catalog, paging, regions
+from unionhub_kit import clock, paging, regions
+from unionhub_kit.actors import require_role  # noqa: F401
 from unionhub_kit.errors import Forbidden, NotFound
-from unionhub_kit.events import rfc3339, utcnow
+from unionhub_kit.events import rfc3339
+
+from .schemas import (  # noqa: F401  (the contract's values, validated at the gateway too)
+    event_type_names, normalize_event_types, url_problem)
 
 UTC = datetime.timezone.utc
 CST = datetime.timezone(datetime.timedelta(hours=8), "CST")  # quiet hours are China Standard Time (no DST)
@@ -35,24 +39,6 @@ FLOWS = {
 }
 SMS_TEMPLATES = tuple(sorted(name for name, f in FLOWS.items() if "sms" in f.channels))
 PROVIDER_CHANNELS = ("sms", "push")
-
-
-# ---- clock ----------------------------------------------------------------------------------------------------
-class Clock:
-    """Notify's notion of now: the real UTC time plus ``offset``.
-
-    ``NOTIFY_CLOCK_OFFSET_SECONDS`` sets the offset at start; tests move ``CLOCK.offset`` to pass quiet hours and
-    backoff delays without waiting.
-    """
-
-    def __init__(self):
-        self.offset = datetime.timedelta(0)
-
-    def now(self):
-        return utcnow() + self.offset
-
-
-CLOCK = Clock()
 
 
 # ---- preferences and quiet hours ------------------------------------------------------------------------------
@@ -111,7 +97,7 @@ def backoff_seconds(attempt, base, cap, rng=random):
 # ---- ids and cursors ------------------------------------------------------------------------------------------
 def new_id(now=None):
     """A 24-character id whose order is creation order (milliseconds, then 48 random bits)."""
-    now = now or CLOCK.now()
+    now = now or clock.now()
     return "%012x%s" % (int(now.timestamp() * 1000), secrets.token_hex(6))
 
 
@@ -191,11 +177,6 @@ def device_view(doc):
 
 
 # ---- actors ---------------------------------------------------------------------------------------------------
-def require_role(actor, *roles):
-    """Services check the role again (the gateway already did): an RPC caller is not always the gateway."""
-    if not actor or actor.get("role") not in roles or not actor.get("sub"):
-        raise Forbidden("This is for %s." % " or ".join(roles), code="FORBIDDEN")
-    return actor
 
 
 # ---- announcements --------------------------------------------------------------------------------------------
@@ -322,52 +303,6 @@ def own_announcement(doc, actor):
 
 
 # ---- webhooks -------------------------------------------------------------------------------------------------
-def event_type_names():
-    """Webhook event types: ``<service>.<event>``, the channel names of ``/asyncapi.json``."""
-    return sorted("%s.%s" % key for key in catalog.EVENTS)
-
-
-def normalize_event_types(values):
-    """Map each given type to ``<service>.<event>``; the bare event name is accepted where it is unambiguous.
-
-    Returns ``(types, errors)``; ``errors`` lists the unknown ones.
-    """
-    known = set(event_type_names())
-    by_name = {}
-    for service, event in catalog.EVENTS:
-        by_name.setdefault(event, []).append("%s.%s" % (service, event))
-    out, unknown = [], []
-    for v in values:
-        if v in known:
-            name = v
-        elif len(by_name.get(v, ())) == 1:
-            name = by_name[v][0]
-        else:
-            unknown.append(v)
-            continue
-        if name not in out:
-            out.append(name)
-    return out, unknown
-
-
-def url_problem(url):
-    """Why a webhook URL is not acceptable (shape only: scheme, host, no credentials), or None."""
-    try:
-        u = urllib.parse.urlsplit(url)
-        port = u.port
-    except ValueError:
-        return "is not a valid URL."
-    if u.scheme not in ("http", "https"):
-        return "must be an http or https URL."
-    if u.username is not None or u.password is not None or "@" in u.netloc:
-        return "must not carry credentials."
-    if not u.hostname:
-        return "must name a host."
-    if port == 0:
-        return "must name a valid port."
-    if u.fragment:
-        return "must not carry a fragment."
-    return None
 
 
 def _private(address):

@@ -20,6 +20,8 @@ import logging
 import time
 from datetime import timedelta
 
+from unionhub_kit import clock
+
 from . import delivery, domain, store
 
 log = logging.getLogger("unionhub.notify.fanout")
@@ -42,7 +44,7 @@ def run(db, settings, budget=None):
     """Work on one announcement for up to ``budget`` seconds. Returns ``(more, pushes)``: whether work is left
     (this announcement or another) and how many multicast messages were queued."""
     budget = settings.tick_budget if budget is None else budget
-    now = domain.CLOCK.now()
+    now = clock.now()
     owner = settings.owner
     before = store.claim_announcement(db, now, settings.lease_seconds, owner)
     if before is None:
@@ -65,7 +67,7 @@ def run(db, settings, budget=None):
     deadline = time.monotonic() + budget
     pushes = 0
     while True:
-        now = domain.CLOCK.now()
+        now = clock.now()
         batch = stream.next_batch(settings.batch)
         if batch:
             multicasts = delivery.plan_multicast(db, "announcement", batch, data, aid,
@@ -80,7 +82,7 @@ def run(db, settings, budget=None):
             log.warning("announcement %s: lease lost, another worker continues", aid)
             return True, pushes
         if len(batch) < settings.batch:  # the stream is exhausted
-            store.finish_announcement(db, aid, owner, domain.CLOCK.now())
+            store.finish_announcement(db, aid, owner, clock.now())
             log.info("announcement %s: %d members, pushes queued", aid, stream.scanned)
             return True, pushes
         if time.monotonic() > deadline:

@@ -11,7 +11,7 @@ def page(db, user_id, unread, after, limit):
     """``{"items", "next_cursor"}``: ``limit`` entries below the cursor ``after`` (an id), filtered by ``unread``
     (True: unread only; False: read only; None: all)."""
     own = store.list_notifications(db, user_id, unread, after, limit)
-    member = store.get_member(db, user_id)
+    member = store.member(db, user_id)
     announcements = _announcements(db, user_id, member, unread, after, limit + 1) if member else []
     return domain.page(domain.merge_inbox(own, announcements, limit), limit, domain.notification_view)
 
@@ -40,8 +40,8 @@ def mark_read(db, user_id, entry_id, now):
     doc = store.mark_read(db, user_id, entry_id, now)
     if doc is not None:
         return doc
-    ann = store.get_announcement(db, entry_id)
-    if ann is None or not ann.get("keys") or not domain.reaches(ann, store.get_member(db, user_id)):
+    ann = store.announcement(db, entry_id)
+    if ann is None or not ann.get("keys") or not domain.reaches(ann, store.member(db, user_id)):
         return None
     store.mark_announcement_read(db, user_id, entry_id, now)
     return domain.announcement_entry(ann, True)

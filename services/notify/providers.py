@@ -93,6 +93,5 @@ def build(channel, get):
     prefix = channel.upper()
     url = get("%s_WEBHOOK_URL" % prefix)
     if url:
-        return WebhookProvider(channel, url, get("%s_WEBHOOK_SECRET" % prefix),
-                               float(get("NOTIFY_PROVIDER_TIMEOUT") or 5))
-    return SinkProvider(channel, get("%s_SINK_FILE" % prefix) or os.path.join("var", "%s.jsonl" % channel))
+        return WebhookProvider(channel, url, get("%s_WEBHOOK_SECRET" % prefix), get("NOTIFY_PROVIDER_TIMEOUT"))
+    return SinkProvider(channel, get("%s_SINK_FILE" % prefix))

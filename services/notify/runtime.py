@@ -16,9 +16,10 @@ from eventlet.event import Event
 from eventlet.queue import Empty, LightQueue
 from nameko.extensions import DependencyProvider, Entrypoint
 
+from unionhub_kit import clock
 from unionhub_kit import config as kit_config
 
-from . import domain, providers, templates
+from . import providers, templates
 
 
 class Poller(Entrypoint):
@@ -32,9 +33,9 @@ class Poller(Entrypoint):
         super().__init__(**kwargs)
 
     def setup(self):
-        given = self.container.config.get("NOTIFY_POLL_SECONDS") or kit_config.get("NOTIFY_POLL_SECONDS")
+        given = kit_config.get("NOTIFY_POLL_SECONDS", self.container.config)
         if given:
-            self.interval = float(given)
+            self.interval = given
 
     def start(self):
         self._stopping = False
@@ -114,7 +115,7 @@ class Pacer:
 
 
 class Settings:
-    """What notify reads from its configuration (nameko config first, then the environment).
+    """What notify reads from its configuration (``unionhub_kit.config``: nameko config, environment, default).
 
     Providers: ``SMS_WEBHOOK_URL`` / ``SMS_WEBHOOK_SECRET`` / ``SMS_SINK_FILE`` (default ``var/sms.jsonl``), the same
     with ``PUSH_``, ``NOTIFY_PROVIDER_TIMEOUT`` (s). Retries of SMS / push: ``NOTIFY_MAX_ATTEMPTS``,
@@ -127,30 +128,29 @@ class Settings:
     """
 
     def __init__(self, get):
-        f = lambda name, default: float(get(name) or default)  # noqa: E731
         self.sms = providers.build("sms", get)
         self.push = providers.build("push", get)
-        self.max_attempts = int(f("NOTIFY_MAX_ATTEMPTS", 5))
-        self.retry_base = f("NOTIFY_RETRY_BASE_SECONDS", 2)
-        self.retry_cap = f("NOTIFY_RETRY_CAP_SECONDS", 300)
-        self.otp_attempts = int(f("NOTIFY_OTP_ATTEMPTS", 3))
-        self.otp_budget = f("NOTIFY_OTP_BUDGET_SECONDS", 3.5)
-        self.provider_timeout = f("NOTIFY_PROVIDER_TIMEOUT", 5)
-        self.lease_seconds = f("NOTIFY_LEASE_SECONDS", 30)
-        self.batch = int(f("NOTIFY_FANOUT_BATCH", 1000))
-        self.tick_budget = f("NOTIFY_TICK_BUDGET_SECONDS", 5)
-        self.concurrency = int(f("NOTIFY_SEND_CONCURRENCY", 20))
-        self.push_multicast_max = int(f("PUSH_MULTICAST_MAX", 1000))  # device tokens per provider call
-        self.push_pacer = Pacer(f("PUSH_MULTICAST_PER_SECOND", 20))  # provider calls a second, per process
-        self.webhook_allow_private = (get("WEBHOOK_ALLOW_PRIVATE") or "0").lower() in ("1", "true", "yes")
-        self.webhook_max_attempts = int(f("WEBHOOK_MAX_ATTEMPTS", 8))
-        self.webhook_retry_base = f("WEBHOOK_RETRY_BASE_SECONDS", 2)
-        self.webhook_retry_cap = f("WEBHOOK_RETRY_CAP_SECONDS", 600)
-        self.webhook_timeout = f("WEBHOOK_TIMEOUT_SECONDS", 5)
+        self.max_attempts = get("NOTIFY_MAX_ATTEMPTS")
+        self.retry_base = get("NOTIFY_RETRY_BASE_SECONDS")
+        self.retry_cap = get("NOTIFY_RETRY_CAP_SECONDS")
+        self.otp_attempts = get("NOTIFY_OTP_ATTEMPTS")
+        self.otp_budget = get("NOTIFY_OTP_BUDGET_SECONDS")
+        self.provider_timeout = get("NOTIFY_PROVIDER_TIMEOUT")
+        self.lease_seconds = get("NOTIFY_LEASE_SECONDS")
+        self.batch = get("NOTIFY_FANOUT_BATCH")
+        self.tick_budget = get("NOTIFY_TICK_BUDGET_SECONDS")
+        self.concurrency = get("NOTIFY_SEND_CONCURRENCY")
+        self.push_multicast_max = get("PUSH_MULTICAST_MAX")  # device tokens per provider call
+        self.push_pacer = Pacer(get("PUSH_MULTICAST_PER_SECOND"))  # provider calls a second, per process
+        self.webhook_allow_private = get("WEBHOOK_ALLOW_PRIVATE")
+        self.webhook_max_attempts = get("WEBHOOK_MAX_ATTEMPTS")
+        self.webhook_retry_base = get("WEBHOOK_RETRY_BASE_SECONDS")
+        self.webhook_retry_cap = get("WEBHOOK_RETRY_CAP_SECONDS")
+        self.webhook_timeout = get("WEBHOOK_TIMEOUT_SECONDS")
         self.owner = "notify-%s-%s" % (os.getpid(), uuid.uuid4().hex[:8])
         offset = get("NOTIFY_CLOCK_OFFSET_SECONDS")
         if offset:
-            domain.CLOCK.offset = timedelta(seconds=float(offset))
+            clock.CLOCK.offset = timedelta(seconds=offset)
 
 
 class SettingsProvider(DependencyProvider):
@@ -159,11 +159,7 @@ class SettingsProvider(DependencyProvider):
     def setup(self):
         templates.check()
         cfg = self.container.config
-
-        def get(name):
-            value = cfg.get(name)
-            return str(value) if value not in (None, "") else kit_config.get(name)
-        self.settings = Settings(get)
+        self.settings = Settings(lambda name: kit_config.get(name, cfg))
 
     def get_dependency(self, worker_ctx):
         return self.settings

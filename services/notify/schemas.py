@@ -1,11 +1,62 @@
 """Notify's request schemas: the gateway validates HTTP bodies and queries with them, the service its RPC payloads."""
+import urllib.parse
+
 from marshmallow import fields, validate, validates_schema
 
-from gateway.framework import ListQuery
-from unionhub_kit.schema import (CATEGORIES, MAX_LIST, Id, OccupationGroup, Phone, RegionPrefix, StrictBoolean,
-                                 StrictSchema, Text, ValidationError)
+from unionhub_kit import catalog
+from unionhub_kit.schema import (Id, OccupationGroup, Page, Phone, RegionPrefix, StrictBoolean, StrictSchema, Text,
+                                 ValidationError)
 
-from . import domain
+CATEGORIES = ("account", "membership", "benefits", "jobs", "announcements")  # what a member can mute
+MAX_LIST = 200
+
+def event_type_names():
+    """Webhook event types: ``<service>.<event>``, the channel names of ``/asyncapi.json``."""
+    return sorted("%s.%s" % key for key in catalog.EVENTS)
+
+
+def normalize_event_types(values):
+    """Map each given type to ``<service>.<event>``; the bare event name is accepted where it is unambiguous.
+
+    Returns ``(types, errors)``; ``errors`` lists the unknown ones.
+    """
+    known = set(event_type_names())
+    by_name = {}
+    for service, event in catalog.EVENTS:
+        by_name.setdefault(event, []).append("%s.%s" % (service, event))
+    out, unknown = [], []
+    for v in values:
+        if v in known:
+            name = v
+        elif len(by_name.get(v, ())) == 1:
+            name = by_name[v][0]
+        else:
+            unknown.append(v)
+            continue
+        if name not in out:
+            out.append(name)
+    return out, unknown
+
+
+def url_problem(url):
+    """Why a webhook URL is not acceptable (shape only: scheme, host, no credentials), or None."""
+    try:
+        u = urllib.parse.urlsplit(url)
+        port = u.port
+    except ValueError:
+        return "is not a valid URL."
+    if u.scheme not in ("http", "https"):
+        return "must be an http or https URL."
+    if u.username is not None or u.password is not None or "@" in u.netloc:
+        return "must not carry credentials."
+    if not u.hostname:
+        return "must name a host."
+    if port == 0:
+        return "must name a valid port."
+    if u.fragment:
+        return "must not carry a fragment."
+    return None
+
 
 HHMM = validate.Regexp(r"^([01]\d|2[0-3]):[0-5]\d$", error="must be a time of day as HH:MM (00:00-23:59).")
 
@@ -30,7 +81,7 @@ class SendSms(StrictSchema):
 
 
 # ---- inbox ----------------------------------------------------------------------------------------------------
-class NotificationsQuery(ListQuery):
+class NotificationsQuery(Page):
     unread = fields.Boolean(load_default=None)
 
 
@@ -86,7 +137,7 @@ class WebhookUrl(fields.String):
 
     def _deserialize(self, value, attr, data, **kw):
         v = super()._deserialize(value, attr, data, **kw).strip()
-        problem = domain.url_problem(v)
+        problem = url_problem(v)
         if problem:
             raise ValidationError(problem)
         return v
@@ -97,10 +148,10 @@ class EventTypes(fields.List):
 
     def _deserialize(self, value, attr, data, **kw):
         values = super()._deserialize(value, attr, data, **kw)
-        types, unknown = domain.normalize_event_types(values)
+        types, unknown = normalize_event_types(values)
         if unknown:
             raise ValidationError("unknown event type(s): %s; known: %s." % (
-                ", ".join(unknown), ", ".join(domain.event_type_names())))
+                ", ".join(unknown), ", ".join(event_type_names())))
         return types
 
 
@@ -111,9 +162,9 @@ class Webhook(StrictSchema):
     secret = Text(256, min_len=8, required=True)
 
 
-class DeliveriesQuery(ListQuery):
+class DeliveriesQuery(Page):
     status = fields.String(load_default=None, validate=validate.OneOf(("pending", "delivered", "failed")))
 
 
-class WebhooksQuery(ListQuery):
+class WebhooksQuery(Page):
     pass

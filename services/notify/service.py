@@ -10,7 +10,7 @@ import logging
 
 import eventlet
 
-from unionhub_kit import crypto, events, topology
+from unionhub_kit import clock, crypto, events, projection, topology
 from unionhub_kit.batching import Batcher
 from unionhub_kit.consumer import idempotent, on_event, run_once, run_once_many
 from unionhub_kit.errors import NotFound, validation_error
@@ -18,8 +18,8 @@ from unionhub_kit.logs import guarded
 from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo
 from unionhub_kit.outbox import Outbox
-from unionhub_kit.rpc import Rpc, rpc
 from unionhub_kit.ping import ping as _ping
+from unionhub_kit.rpc import Rpc, rpc
 from unionhub_kit.schema import load
 
 from . import delivery, domain, fanout, inbox, schemas, store, webhooks
@@ -66,7 +66,7 @@ class NotifyService:
         user = domain.require_role(actor, "member")["sub"]
         doc = None
         if isinstance(notification_id, str) and domain.ID_RE.match(notification_id):
-            doc = inbox.mark_read(self.db, user, notification_id, domain.CLOCK.now())
+            doc = inbox.mark_read(self.db, user, notification_id, clock.now())
         if doc is None:
             raise NotFound("No such notification.")
         return domain.notification_view(doc)
@@ -75,15 +75,15 @@ class NotifyService:
     @rpc
     def get_preferences(self, actor):
         user = domain.require_role(actor, "member")["sub"]
-        return domain.prefs_view(store.get_preferences(self.db, user))
+        return domain.prefs_view(store.preferences(self.db, user))
 
     @rpc
     def put_preferences(self, actor, payload):
         user = domain.require_role(actor, "member")["sub"]
         body = load(schemas.Preferences, payload)
         if not body:
-            return domain.prefs_view(store.get_preferences(self.db, user))
-        return domain.prefs_view(store.update_preferences(self.db, user, body, domain.CLOCK.now()))
+            return domain.prefs_view(store.preferences(self.db, user))
+        return domain.prefs_view(store.update_preferences(self.db, user, body, clock.now()))
 
     @rpc
     def register_device(self, actor, payload, idempotency_key=None):
@@ -91,7 +91,7 @@ class NotifyService:
         body = load(schemas.Device, payload)
 
         def txn(session):
-            doc = store.register_device(self.db, session, user, body["platform"], body["token"], domain.CLOCK.now())
+            doc = store.register_device(self.db, user, body["platform"], body["token"], clock.now(), session)
             return domain.device_view(doc)
         return store.run_idempotent(self.db, user, idempotency_key, body, txn)
 
@@ -116,10 +116,10 @@ class NotifyService:
         body = load(schemas.Announcement, payload)
         audience = body["audience"]
         domain.check_audience_scope(audience, actor.get("scope"), store.union_codes(self.db, audience["union_ids"]))
-        doc = domain.announcement_doc(actor, body, domain.CLOCK.now())
+        doc = domain.announcement_doc(actor, body, clock.now())
 
         def txn(session):
-            store.add_announcement(self.db, session, doc)
+            store.add_announcement(self.db, doc, session)
             return {"id": doc["_id"], "status": doc["status"]}
         result = store.run_idempotent(self.db, actor["sub"], idempotency_key, body, txn)
         self.wake("fan_out")
@@ -128,7 +128,7 @@ class NotifyService:
     @rpc
     def get_announcement(self, actor, announcement_id):
         actor = domain.require_role(actor, "union_admin")
-        doc = store.get_announcement(self.db, announcement_id) if isinstance(announcement_id, str) else None
+        doc = store.announcement(self.db, announcement_id) if isinstance(announcement_id, str) else None
         return domain.announcement_view(domain.own_announcement(doc, actor))
 
     # ---- webhooks -------------------------------------------------------------------------------------------
@@ -139,12 +139,12 @@ class NotifyService:
         problem = domain.target_problem(body["url"], self.settings.webhook_allow_private)
         if problem:
             raise validation_error({"url": [problem]})
-        now = domain.CLOCK.now()
+        now = clock.now()
         doc = {"_id": domain.new_id(now), "owner": owner, "url": body["url"], "event_types": body["event_types"],
                "secret_enc": crypto.encrypt(body["secret"], "webhook-secret"), "created_at": now}
 
         def txn(session):
-            store.add_webhook(self.db, session, doc)
+            store.add_webhook(self.db, doc, session)
             return domain.webhook_view(doc)
         fingerprint = dict(body, secret=crypto.keyed_hash(body["secret"], "webhook-secret"))
         return store.run_idempotent(self.db, owner, idempotency_key, fingerprint, txn)
@@ -164,7 +164,7 @@ class NotifyService:
 
     def _own_webhook(self, actor, webhook_id):
         owner = domain.require_role(actor, "integrator")["sub"]
-        hook = store.get_webhook(self.db, webhook_id) if isinstance(webhook_id, str) else None
+        hook = store.webhook(self.db, webhook_id) if isinstance(webhook_id, str) else None
         if hook is None or hook["owner"] != owner:
             raise NotFound("No such webhook.")
         return hook
@@ -180,7 +180,7 @@ class NotifyService:
     @rpc
     def replay_delivery(self, actor, webhook_id, delivery_id):
         hook = self._own_webhook(actor, webhook_id)
-        doc = store.replay_delivery(self.db, hook["_id"], delivery_id, domain.CLOCK.now()) \
+        doc = store.replay_delivery(self.db, hook["_id"], delivery_id, clock.now()) \
             if isinstance(delivery_id, str) else None
         if doc is None:
             raise NotFound("No such delivery.")
@@ -206,10 +206,10 @@ class NotifyService:
 
     def _member_joined(self, session, event, phone):
         d = event["data"]
-        fields = dict(_member_fields(d), active_since=events.parse_time(event["time"]))
+        fields = dict(projection.member_fields(d), active_since=projection.event_time(event))
         if phone:
             fields.update(phone_enc=delivery.seal_contact(phone), phone_masked=d["phone_masked"])
-        store.project_member(self.db, session, d["user_id"], fields, events.parse_time(event["time"]))
+        store.project_member(self.db, d["user_id"], fields, projection.event_time(event), session)
         phones = {d["user_id"]: (fields["phone_enc"], d["phone_masked"])} if phone else None
         self._notify(session, event, "member_joined", [d["user_id"]], d, phones=phones)
 
@@ -217,16 +217,15 @@ class NotifyService:
     @idempotent
     def on_member_rejected(self, event, session):
         d = event["data"]
-        store.project_member(self.db, session, d["user_id"],
-                             {"member_id": d["member_id"], "union_id": d["union_id"], "status": "rejected"},
-                             events.parse_time(event["time"]))
+        store.project_member(self.db, d["user_id"], {"member_id": d["member_id"], "union_id": d["union_id"],
+                                                     "status": "rejected"}, projection.event_time(event), session)
         self._notify(session, event, "member_rejected", [d["user_id"]], d)
 
     @on_event("membership", "member_transferred")
     @idempotent
     def on_member_transferred(self, event, session):
         d = event["data"]
-        store.project_member(self.db, session, d["user_id"], _member_fields(d), events.parse_time(event["time"]))
+        store.project_member(self.db, d["user_id"], projection.member_fields(d), projection.event_time(event), session)
         self._notify(session, event, "member_transferred", [d["user_id"]], d)
 
     @on_event("membership", "member_left")
@@ -234,10 +233,10 @@ class NotifyService:
     def on_member_left(self, event, session):
         d = event["data"]
         unset = ("phone_enc", "phone_masked") if d["erased"] else ()
-        store.project_member(self.db, session, d["user_id"], {"member_id": d["member_id"], "status": "left"},
-                             events.parse_time(event["time"]), unset=unset)
+        store.project_member(self.db, d["user_id"], {"member_id": d["member_id"], "status": "left"},
+                             projection.event_time(event), session, unset=unset)
         if d["erased"]:
-            store.erase_member(self.db, session, d["user_id"])
+            store.erase_member(self.db, d["user_id"], session)
 
     # ---- benefits and jobs events ---------------------------------------------------------------------------
     @on_event("benefits", "coupon_claimed")
@@ -272,17 +271,17 @@ class NotifyService:
     def _notify(self, session, event, template, user_ids, data, phones=None):
         """Inbox entries (now) and SMS / push messages (now or after quiet hours) for an event."""
         inbox, dispatches = delivery.plan(self.db, session, template, user_ids, data, "evt:%s" % event["id"],
-                                          domain.CLOCK.now(), phones=phones)
+                                          clock.now(), phones=phones)
         self._write_notifications(session, inbox, dispatches)
 
     def _notify_many(self, session, envs, template, recipients):
         inbox, dispatches = delivery.plan_many(self.db, session, template, [
-            (recipients(e), e["data"], "evt:%s" % e["id"]) for e in envs], domain.CLOCK.now())
+            (recipients(e), e["data"], "evt:%s" % e["id"]) for e in envs], clock.now())
         self._write_notifications(session, inbox, dispatches)
 
     def _write_notifications(self, session, inbox, dispatches):
-        store.add_notifications(self.db, session, inbox)
-        store.add_dispatches(self.db, session, dispatches)
+        store.add_notifications(self.db, inbox, session)
+        store.add_dispatches(self.db, dispatches, session)
         if dispatches:
             self.wake("deliver_due")
 
@@ -313,8 +312,8 @@ class NotifyService:
     def _queue_webhook_deliveries(self, session, event, event_type):
         hooks = store.webhooks_for(self.db, event_type, session)
         if hooks:
-            now = domain.CLOCK.now()
-            store.add_deliveries(self.db, session, [domain.delivery_doc(h, event, now) for h in hooks])
+            now = clock.now()
+            store.add_deliveries(self.db, [domain.delivery_doc(h, event, now) for h in hooks], session)
             self.wake("deliver_webhooks")
 
     # ---- pollers --------------------------------------------------------------------------------------------
@@ -322,7 +321,7 @@ class NotifyService:
     def deliver_due(self):
         """Send the SMS and push messages whose time has come (one attempt each, concurrently)."""
         s = self.settings
-        docs = store.claim_due(self.db.dispatches, domain.CLOCK.now(), CLAIM, s.lease_seconds, s.owner)
+        docs = store.claim_due(self.db.dispatches, clock.now(), CLAIM, s.lease_seconds, s.owner)
         pool = eventlet.GreenPool(s.concurrency)
         for doc in docs:
             pool.spawn_n(guarded(delivery.send, "dispatch %s" % doc["_id"]), self.db, s, self.outbox, doc)
@@ -333,7 +332,7 @@ class NotifyService:
     def deliver_webhooks(self):
         """POST the webhook deliveries whose time has come (one attempt each, concurrently)."""
         s = self.settings
-        docs = store.claim_due(self.db.webhook_deliveries, domain.CLOCK.now(), CLAIM, s.webhook_timeout * 3 + 5,
+        docs = store.claim_due(self.db.webhook_deliveries, clock.now(), CLAIM, s.webhook_timeout * 3 + 5,
                                s.owner)
         pool = eventlet.GreenPool(s.concurrency)
         for doc in docs:
@@ -349,7 +348,3 @@ class NotifyService:
             self.wake("deliver_due")
         return more
 
-
-def _member_fields(d):
-    return {"member_id": d["member_id"], "union_id": d["union_id"], "union_code": d["union_code"],
-            "region_code": d["region_code"], "occupation_group": d["occupation_group"], "status": d["status"]}

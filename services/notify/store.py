@@ -15,7 +15,7 @@ from datetime import timedelta
 from pymongo import ASCENDING as ASC, DESCENDING as DESC, ReturnDocument
 from pymongo.errors import BulkWriteError
 
-from unionhub_kit import crypto
+from unionhub_kit import crypto, projection
 from unionhub_kit.idempotency import run_idempotent  # noqa: F401  (store.run_idempotent for the service)
 from unionhub_kit.mongo import update_returning, upsert_returning
 
@@ -83,17 +83,9 @@ def settle(coll, doc, update, session=None):
 
 
 # ---- member projection ----------------------------------------------------------------------------------------
-def project_member(db, session, user_id, fields, as_of, unset=()):
-    """Apply a membership event to the projection unless a newer one was applied already (events of different
-    types travel on different queues and may arrive out of order). Returns whether it was applied."""
-    current = db.members.find_one({"_id": user_id}, {"as_of": 1}, session=session)
-    if current and current.get("as_of") and current["as_of"] > as_of:
-        return False
-    update = {"$set": dict(fields, as_of=as_of)}
-    if unset:
-        update["$unset"] = {k: "" for k in unset}
-    db.members.update_one({"_id": user_id}, update, upsert=True, session=session)
-    return True
+def project_member(db, user_id, fields, as_of, session, unset=()):
+    """The member projection after a membership event (``unionhub_kit.projection``: an older event changes nothing)."""
+    return projection.project_member(db.members, user_id, fields, as_of, session, unset)
 
 
 def phones_of(db, user_ids, session=None):
@@ -112,7 +104,7 @@ def union_codes(db, union_ids):
     return out
 
 
-def erase_member(db, session, user_id):
+def erase_member(db, user_id, session):
     """A member left and asked for erasure: drop what notify holds about them."""
     db.notifications.delete_many({"user_id": user_id}, session=session)
     db.devices.delete_many({"user_id": user_id}, session=session)
@@ -128,12 +120,12 @@ def audience_stream(db, query, batch, skip=0):
     return db.members.find(query, {"_id": 1}, batch_size=batch, skip=skip)
 
 
-def get_member(db, user_id):
+def member(db, user_id):
     return db.members.find_one({"_id": user_id})
 
 
 # ---- inbox ----------------------------------------------------------------------------------------------------
-def add_notifications(db, session, docs):
+def add_notifications(db, docs, session):
     if docs:
         db.notifications.insert_many(docs, session=session)
 
@@ -182,13 +174,13 @@ def mark_announcement_read(db, user_id, announcement_id, now):
                                                        "at": now}}, upsert=True)
 
 
-def count_pushes(db, session, announcement_id, n):
+def count_pushes(db, announcement_id, n, session):
     """``n`` more device tokens of the announcement handed to the push provider."""
     db.announcements.update_one({"_id": announcement_id}, {"$inc": {"pushes": n}}, session=session)
 
 
 # ---- preferences and devices ----------------------------------------------------------------------------------
-def get_preferences(db, user_id):
+def preferences(db, user_id):
     return db.preferences.find_one({"_id": user_id})
 
 
@@ -200,7 +192,7 @@ def update_preferences(db, user_id, fields, now):
     return upsert_returning(db.preferences, {"_id": user_id}, {"$set": dict(fields, updated_at=now)})
 
 
-def register_device(db, session, user_id, platform, token, now):
+def register_device(db, user_id, platform, token, now, session):
     """One document per (platform, token): registering a known token moves it to this member."""
     _id = crypto.keyed_hash("%s:%s" % (platform, token), "device")[:32]
     return db.devices.find_one_and_update(
@@ -219,7 +211,7 @@ def delete_device(db, user_id, device_id):
 
 
 # ---- dispatches (SMS / push) ----------------------------------------------------------------------------------
-def add_dispatches(db, session, docs):
+def add_dispatches(db, docs, session):
     if docs:
         db.dispatches.insert_many(docs, session=session)
 
@@ -228,16 +220,16 @@ def add_dispatch_record(db, doc, session=None):
     db.dispatches.insert_one(doc, session=session)
 
 
-def get_dispatch(db, _id):
+def dispatch(db, _id):
     return db.dispatches.find_one({"_id": _id})
 
 
 # ---- announcements --------------------------------------------------------------------------------------------
-def add_announcement(db, session, doc):
+def add_announcement(db, doc, session):
     db.announcements.insert_one(doc, session=session)
 
 
-def get_announcement(db, _id):
+def announcement(db, _id):
     return db.announcements.find_one({"_id": _id})
 
 
@@ -277,11 +269,11 @@ def finish_announcement(db, _id, owner, now):
 
 
 # ---- webhooks -------------------------------------------------------------------------------------------------
-def add_webhook(db, session, doc):
+def add_webhook(db, doc, session):
     db.webhooks.insert_one(doc, session=session)
 
 
-def get_webhook(db, _id):
+def webhook(db, _id):
     return db.webhooks.find_one({"_id": _id})
 
 
@@ -309,7 +301,7 @@ def subscribed_types(db, event_types):
     return found
 
 
-def add_deliveries(db, session, docs):
+def add_deliveries(db, docs, session):
     if docs:
         db.webhook_deliveries.insert_many(docs, session=session)
 

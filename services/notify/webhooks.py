@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import requests
 
-from unionhub_kit import crypto
+from unionhub_kit import clock, crypto
 
 from . import domain, store
 
@@ -43,9 +43,9 @@ def post(url, envelope, secret, delivery_id, timeout):
 
 def send(db, settings, doc):
     """One attempt at a leased delivery; returns its new status."""
-    hook = store.get_webhook(db, doc["webhook_id"])
+    hook = store.webhook(db, doc["webhook_id"])
     attempts = doc["attempts"] + 1
-    now = domain.CLOCK.now()
+    now = clock.CLOCK.now()
     if hook is None:
         store.settle(db.webhook_deliveries, doc, {"$set": {
             "status": "failed", "attempts": attempts, "last_error": "the webhook was deleted", "last_attempt_at": now}})
@@ -56,7 +56,7 @@ def send(db, settings, doc):
     else:
         status, error = post(hook["url"], doc["envelope"], store.webhook_secret(hook), doc["_id"],
                              settings.webhook_timeout)
-    now = domain.CLOCK.now()
+    now = clock.CLOCK.now()
     update = {"attempts": attempts, "last_status": status, "last_error": error, "last_attempt_at": now}
     if error is None:
         update["status"] = "delivered"

@@ -29,7 +29,7 @@ import sys
 import time
 import zlib
 
-from unionhub_kit import events, population, regions
+from unionhub_kit import clock, population, regions
 
 from . import domain, geo, store
 from .schemas import AMENITIES, CODE_ALPHABET, CODE_LENGTH
@@ -148,7 +148,7 @@ def seed(db, n_stations=7473, n_visits=2820000, batch=5000, rng_seed=14, drop=Fa
     (``population.user_id``: those of ``make seed-scale``'s membership), a county's riders drawn from a fixed slice of
     them; else ids of their own."""
     rng = random.Random(rng_seed)
-    now = now or events.utcnow()
+    now = now or clock.now()
     if drop:
         for name in ("stations", "visits", "counters", "visitor_marks", "last_visits"):
             db[name].drop()

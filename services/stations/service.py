@@ -9,7 +9,7 @@ event counts once), so statistics read counters, never scan visits.
 """
 from nameko.timer import timer
 
-from unionhub_kit import events, idempotency, paging
+from unionhub_kit import clock, idempotency, paging
 from unionhub_kit.consumer import idempotent, on_event
 from unionhub_kit.errors import ServiceUnavailable
 from unionhub_kit.metrics import ServiceMetrics
@@ -23,12 +23,6 @@ from . import domain, schemas, store
 from .index import NearbyIndex
 
 MARKS_INTERVAL = 3600
-
-
-def _now():
-    """Now, to the millisecond (what the store keeps, so stored times compare equal)."""
-    now = events.utcnow()
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 class StationsService:
@@ -48,7 +42,7 @@ class StationsService:
         p = load(schemas.StationCreate, payload)
         domain.require_scope(actor, p["region_code"])
         domain.check_location(p["region_code"], p["location"])
-        now = _now()
+        now = clock.now()
         station_id = store.new_id()
 
         def txn(session):
@@ -76,7 +70,7 @@ class StationsService:
         if "region_code" in p or "location" in p:
             domain.check_location(p.get("region_code", current["region_code"]),
                                   p.get("location", current["location"]))
-        now = _now()
+        now = clock.now()
 
         def txn(session):
             before = domain.must(store.station(self.db, station_id, session), "station")
@@ -95,14 +89,14 @@ class StationsService:
     @rpc
     def get_station(self, station_id):
         doc = domain.must(store.station(self.db, station_id), "station")
-        now = _now()
+        now = clock.now()
         counted = store.month_counters(self.db, [station_id], domain.month_of(now)).get(station_id) or {}
         return domain.station_view(doc, now, visits_this_month=counted.get("visits", 0))
 
     @rpc
     def search_stations(self, payload):
         p = load(schemas.StationSearch, payload)
-        now = _now()
+        now = clock.now()
         if p.get("near"):
             return self._nearest(p, now)
         after = paging.decode_cursor(p["cursor"], domain.CODE_KEY_PATTERN)
@@ -128,7 +122,7 @@ class StationsService:
         station = domain.must(normalized and store.station_by_code(self.db, normalized), "station with this code")
         if station["status"] != "open":
             raise domain.closed(station["code"])
-        now = _now()
+        now = clock.now()
         visit = domain.visit_doc(store.new_id(), station, user_id, now)
 
         def txn(session):
@@ -156,7 +150,7 @@ class StationsService:
     def forget_old_marks(self):
         """Visitor marks of months before last month decide nothing any more (late events of last month still
         find theirs)."""
-        return store.forget_marks_before(self.db, domain.previous_month(_now()))
+        return store.forget_marks_before(self.db, domain.previous_month(clock.now()))
 
     # ---- statistics -----------------------------------------------------------------------------------------
     @rpc
@@ -164,7 +158,7 @@ class StationsService:
         p = load(schemas.StatsQuery, payload)
         if (actor or {}).get("role") != "union_admin":
             domain.require_scope(actor, "51")
-        month = p.get("month") or domain.month_of(_now())
+        month = p.get("month") or domain.month_of(clock.now())
         codes = domain.stats_groups(p["group_by"], actor.get("scope"))
         whole = domain.scope_region(actor.get("scope"))
         keys = ["r:" + c for c in codes + ([whole] if whole else [])]

@@ -15,7 +15,7 @@ import requests
 from nameko.standalone.events import event_dispatcher
 
 from tests.e2e import helpers
-from unionhub_kit import events, ids, tokens
+from unionhub_kit import clock, events, ids, tokens
 
 ADMIN = tokens.issue("acc_e2e_admin", "union_admin", scope="51", ttl_seconds=6 * 3600)  # minted for the whole run
 
@@ -29,7 +29,7 @@ def iso(dt):
 
 
 def now():
-    return events.utcnow()
+    return clock.now()
 
 
 def wait_for(fn, timeout=20, what="condition"):

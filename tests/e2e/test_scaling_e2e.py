@@ -10,7 +10,7 @@ import requests
 from kombu import Connection
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from unionhub_kit import events, topology
+from unionhub_kit import clock, events, topology
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +24,7 @@ def joined(i):
     return events.build("membership", "member_joined", {
         "member_id": "mbr_scale_%03d" % i, "user_id": user, "union_id": "uni_scale", "union_code": "5101040099",
         "region_code": "510104", "occupation_group": "courier", "status": "active", "card_no": "C%06d" % i,
-        "joined_at": events.rfc3339(events.utcnow()), "phone_masked": phone[:3] + "****" + phone[-4:]},
+        "joined_at": events.rfc3339(clock.now()), "phone_masked": phone[:3] + "****" + phone[-4:]},
         subject="mbr_scale_%03d" % i)
 
 

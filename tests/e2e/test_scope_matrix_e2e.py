@@ -19,7 +19,7 @@ from gateway.framework import ROUTES
 from tests.e2e import helpers
 from tests.e2e.helpers import admin_token, auth, new_uscc, staff_token
 from services.stations import geo
-from unionhub_kit import events
+from unionhub_kit import clock, events
 
 NEAR, FAR = "510104", "510703"
 ROLES = ("member", "union_admin", "merchant", "employer", "integrator")
@@ -30,7 +30,7 @@ def call(stack, method, path, token, body=None, params=None):
 
 
 def later(days):
-    return events.rfc3339(events.utcnow() + datetime.timedelta(days=days))
+    return events.rfc3339(clock.now() + datetime.timedelta(days=days))
 
 
 def ok(r):

@@ -8,7 +8,7 @@ import requests
 
 from tests.e2e import helpers
 from tests.e2e.helpers import admin_token, auth, new_uscc, staff_token
-from unionhub_kit import events
+from unionhub_kit import clock, events
 
 COUNTY = "510104"  # Jinjiang, Chengdu
 FAR = "510703"  # a county of Mianyang
@@ -49,7 +49,7 @@ def employer(stack, region):
 
 
 def campaign_body(merchant_id, **kw):
-    now = events.utcnow()
+    now = clock.now()
     body = {"title": "满50减10", "merchant_id": merchant_id, "face_value_cents": 1000, "min_spend_cents": 5000,
             "quota": 5, "per_member_limit": 1, "claim_starts_at": events.rfc3339(now - datetime.timedelta(minutes=1)),
             "claim_ends_at": events.rfc3339(now + datetime.timedelta(days=1)),

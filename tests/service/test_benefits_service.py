@@ -11,7 +11,7 @@ from nameko.testing.services import entrypoint_hook
 from services.benefits import service as benefits_service
 from services.benefits import store
 from services.benefits.service import BenefitsService
-from unionhub_kit import events, ids
+from unionhub_kit import clock, events, ids
 from unionhub_kit.errors import AppError
 
 ADMIN = {"sub": "acc_admin", "role": "union_admin", "scope": "51", "merchant_id": None, "employer_id": None}
@@ -20,7 +20,7 @@ JINJIANG_ADMIN = dict(ADMIN, sub="acc_jj", scope="510104")
 
 
 def now():
-    return events.utcnow()
+    return clock.now()
 
 
 def iso(dt):

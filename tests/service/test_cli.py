@@ -10,7 +10,7 @@ import pytest
 from kombu import Connection
 from nameko.rpc import rpc
 
-from unionhub_kit import cli, events, outbox, topology
+from unionhub_kit import cli, clock, events, outbox, topology
 from unionhub_kit.consumer import idempotent, on_event
 from unionhub_kit.mongo import Mongo
 
@@ -155,7 +155,7 @@ def test_outbox_redrive_respects_a_live_lease_unless_stolen(config, db_of, capsy
     db = db_of("benefits")
     env = events.build("benefits", "campaign_sold_out", {"campaign_id": "c1", "quota": 5})
     outbox.store(db, env, "campaign_sold_out")
-    db.outbox.update_many({}, {"$set": {"lease_until": events.utcnow().replace(year=2100), "lease": "dead"}})
+    db.outbox.update_many({}, {"$set": {"lease_until": clock.now().replace(year=2100), "lease": "dead"}})
     rc, out = run(capsys, config, "outbox", "redrive", "benefits")
     assert out["published"] == 0 and out["backlog"] == 1
     rc, out = run(capsys, config, "outbox", "redrive", "benefits", "--steal")
@@ -180,8 +180,10 @@ def test_ping_answers_when_running_and_fails_when_not(container_factory, config,
     assert rc == 0 and out["ok"] is True and out["replica"] == "clitest-0"
 
 
-def test_create_account_writes_a_login_ready_account(config, db_of, capsys):
+def test_create_account_writes_a_login_ready_account(config, db_of, capsys, container_factory):
     from services.membership import domain
+    from services.membership.service import MembershipService
+    container_factory(MembershipService, config).start()  # the CLI creates the account through its RPC
     rc, out = run(capsys, config, "create-account", "--username", "chengdu.ops", "--password", "Str0ng-Passw0rd!",
                   "--role", "union_admin", "--org-code", "510100")
     assert rc == 0, out

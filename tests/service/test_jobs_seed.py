@@ -3,7 +3,7 @@ import collections
 import re
 
 from services.jobs import domain, search, seed_scale
-from unionhub_kit import regions
+from unionhub_kit import clock, regions
 from unionhub_kit.config import db_name
 
 
@@ -38,7 +38,6 @@ def test_rekey_gives_old_postings_the_current_keys(store_uri, db_prefix, mongo, 
     """Postings written by a version with other search keys (here: before the salary-band keys) are missing from
     the searches that use the current keys until rekeyed; then the search equals brute force."""
     from services.jobs import rekey, store
-    from unionhub_kit import events
     monkeypatch.setenv("MONGO_URI", store_uri)
     monkeypatch.setenv("UNIONHUB_DB_PREFIX", db_prefix)
     assert seed_scale.main(["--employers", "10", "--postings", "500", "--resumes", "0", "--batch", "250"]) == 0
@@ -47,7 +46,7 @@ def test_rekey_gives_old_postings_the_current_keys(store_uri, db_prefix, mongo, 
         db.jobs.update_one({"_id": j["_id"]}, {"$set": {"search_keys": [
             k for k in j["search_keys"] if not k.startswith("s:")]}})
     db.search_stats.delete_many({"_id": {"$regex": "^s:"}})
-    now = events.utcnow()
+    now = clock.now()
     flt = {"tokens": [], "region_code": "5101", "salary_min": 8000}
     truth = sorted((j["order_key"] for j in db.jobs.find({"status": "open"})
                     if j["region_code"].startswith("5101") and j["salary_min"] >= 8000), reverse=True)[:20]

@@ -9,7 +9,7 @@ from nameko.testing.services import entrypoint_hook
 
 from services.jobs import search
 from services.jobs.service import JobsService
-from unionhub_kit import events, ids
+from unionhub_kit import clock, events, ids
 from unionhub_kit.errors import AppError
 
 ADMIN = {"sub": "admin-1", "role": "union_admin", "scope": "51", "merchant_id": None, "employer_id": None}
@@ -25,7 +25,7 @@ def member(user_id):
 
 
 def later(days=30):
-    return events.rfc3339(events.utcnow() + datetime.timedelta(days=days))
+    return events.rfc3339(clock.now() + datetime.timedelta(days=days))
 
 
 def wait_for(fn, timeout=15):
@@ -150,7 +150,7 @@ def test_expiry_timer_closes_due_postings_once(jobs, db):
     due = jobs.create_job(employer_actor(emp["id"]), job_body())
     keep = jobs.create_job(employer_actor(emp["id"]), job_body(title="叉车司机"))
     # time passes for one of them
-    db.jobs.update_one({"_id": due["id"]}, {"$set": {"valid_until": events.utcnow() - datetime.timedelta(seconds=1)}})
+    db.jobs.update_one({"_id": due["id"]}, {"$set": {"valid_until": clock.now() - datetime.timedelta(seconds=1)}})
     assert jobs.get_job(due["id"])["closed_reason"] == "expired"  # reads as expired before the timer runs
     assert [j["id"] for j in jobs.search_jobs({})["items"]] == [keep["id"]]
     assert jobs.expire_postings() == 1
@@ -168,7 +168,7 @@ def test_paged_search_equals_brute_force_over_seeded_postings(jobs, db, monkeypa
     from services.jobs import seed_scale, store
     monkeypatch.setattr(search, "WINDOW_CANDIDATES", window_candidates)  # 10: many small windows per page
     seed_scale.seed(db, 60, 3000, 0, batch=1000, days=60, rng_seed=7)
-    now = events.utcnow()
+    now = clock.now()
     every = list(db.jobs.find({"status": "open"}))
     queries = [{"q": "焊工"}, {"q": "welding", "region_code": "5101"}, {"region_code": "5101", "category": "4"},
                {"salary_min": 9000}, {"q": "叉车司机"}, {}, {"q": "国防教育", "region_code": "510104"},
@@ -203,7 +203,7 @@ def test_the_search_index_serves_the_windowed_query(jobs, db):
             1900000000000, "0" * 24)}}})["queryPlanner"]["winningPlan"]
     assert "IXSCAN" in str(plan) and "'indexName': 'search_keys_order'" in str(plan)
     expiry = db.command("explain", {"find": "jobs", "filter": {"status": "open",
-                                                               "valid_until": {"$lte": events.utcnow()}}})
+                                                               "valid_until": {"$lte": clock.now()}}})
     assert "'indexName': 'expiry'" in str(expiry["queryPlanner"]["winningPlan"])
 
 
@@ -280,7 +280,7 @@ def test_employers_see_resume_and_masked_phone_from_membership_events(jobs, db, 
     joined = events.build("membership", "member_joined", {
         "member_id": "m1", "user_id": "u1", "union_id": "g1", "union_code": "5101040001", "region_code": "510104",
         "occupation_group": "courier", "status": "active", "card_no": "C1", "joined_at": events.rfc3339(
-            events.utcnow()), "phone_masked": "138****5678"})
+            clock.now()), "phone_masked": "138****5678"})
     dispatch = event_dispatcher(config)
     dispatch("membership", "member_joined", joined)
     wait_for(lambda: db.members.find_one({"_id": "u1"}))
@@ -335,7 +335,7 @@ def test_fairs_booths_and_listings(jobs, db):
     assert [(e["employer_name"], [p["id"] for p in e["postings"]]) for e in full["employers"]] == \
         [(emp["name"], [mine["id"]])]
     # a fair that has ended takes no more booths
-    db.fairs.update_one({"_id": fair["id"]}, {"$set": {"ends_at": events.utcnow() - datetime.timedelta(hours=1)}})
+    db.fairs.update_one({"_id": fair["id"]}, {"$set": {"ends_at": clock.now() - datetime.timedelta(hours=1)}})
     assert code_of(jobs.add_booth, employer_actor(other["id"]), fair["id"], {"job_ids": [
         jobs.create_job(employer_actor(other["id"]), job_body())["id"]]}) == (409, "FAIR_ENDED")
     assert jobs.list_fairs({"upcoming": True})["items"] == []

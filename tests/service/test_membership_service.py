@@ -20,7 +20,7 @@ from nameko.testing.services import entrypoint_hook
 
 from services.membership import store
 from services.membership.service import MembershipService
-from unionhub_kit import crypto, events, ids, tokens, topology
+from unionhub_kit import clock, crypto, ids, tokens, topology
 from unionhub_kit.errors import AppError, NotFound
 
 ADMIN_PASSWORD = "Service-Test-Passw0rd"
@@ -239,14 +239,14 @@ def test_code_is_dead_after_five_wrong_tries(svc):
 
 def test_expired_code_is_refused(svc):
     svc.request_otp({"phone": "13800000003"})
-    svc.db.otps.update_one({}, {"$set": {"expires_at": events.utcnow() - timedelta(seconds=1)}})
+    svc.db.otps.update_one({}, {"$set": {"expires_at": clock.now() - timedelta(seconds=1)}})
     raises("INVALID_CODE", svc.issue_token, {"phone": "13800000003", "code": FakeNotify.sent[-1]["params"]["code"]})
 
 
 def test_stale_login_code_records_are_purged_and_fresh_ones_kept(svc):
     svc.request_otp({"phone": "13800000005"})
     svc.request_otp({"phone": "13800000006"})
-    two_hours_ago = events.utcnow() - timedelta(hours=2)
+    two_hours_ago = clock.now() - timedelta(hours=2)
     stale_key = svc.db.otps.find_one({"last_sent": {"$exists": True}}, sort=[("_id", 1)])["_id"]
     svc.db.otps.update_one({"_id": stale_key}, {"$set": {"last_sent": two_hours_ago, "sent": [two_hours_ago]}})
     svc.purge_stale_otps()  # the timer's entrypoint, on the running container
@@ -480,7 +480,7 @@ def test_join_refusals_write_nothing(svc):
     raises("VALIDATION_ERROR", svc.join, member, join_body(union["id"], consent=False))
     raises("VALIDATION_ERROR", svc.join, member, join_body(union["id"], "510104198001011235"))
     raises("VALIDATION_ERROR", svc.join, member, join_body(union["id"], id_number(
-        (events.utcnow() - timedelta(days=365 * 15)).strftime("%Y%m%d"))))
+        (clock.now() - timedelta(days=365 * 15)).strftime("%Y%m%d"))))
     raises("FORBIDDEN", svc.join, ADMIN, join_body(union["id"]))
     assert svc.db.members.count_documents({}) == 0 and svc.db.outbox.count_documents({"type": "member_joined"}) == 0
 

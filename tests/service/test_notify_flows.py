@@ -8,7 +8,7 @@ from nameko.testing.services import entrypoint_hook, entrypoint_waiter
 
 from services.notify import domain
 from tests.service.notify_support import notify_container, WAIT, joined, lines, new_user, notify_config, publish, wait_for
-from unionhub_kit import crypto, events
+from unionhub_kit import clock, crypto, events
 from unionhub_kit.errors import NotFound, ValidationFailed
 
 
@@ -104,7 +104,7 @@ def test_an_older_event_does_not_undo_a_newer_one(notify, cfg, db):
     publish(cfg, "membership", "member_left", {"member_id": "m", "user_id": uid, "union_id": "g1", "erased": False})
     wait_for(lambda: db.members.find_one({"_id": uid, "status": "left"}))
     stale = events.build("membership", "member_joined", joined(uid),
-                         time=events.utcnow().replace(year=2020))  # arrives late, happened earlier
+                         time=clock.now().replace(year=2020))  # arrives late, happened earlier
     event_dispatcher(cfg)("membership", "member_joined", stale)
     wait_for(lambda: db.notifications.find_one({"user_id": uid}))  # still welcomed in the inbox
     assert db.members.find_one({"_id": uid})["status"] == "left"

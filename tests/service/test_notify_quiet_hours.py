@@ -7,17 +7,18 @@ from nameko.testing.services import entrypoint_hook
 
 from services.notify import domain
 from tests.service.notify_support import notify_container, joined, lines, new_user, notify_config, publish, wait_for
+from unionhub_kit import clock
 
 
 @pytest.fixture(autouse=True)
 def reset_clock():
     yield
-    domain.CLOCK.offset = datetime.timedelta(0)
+    clock.CLOCK.offset = datetime.timedelta(0)
 
 
 def window_around_now():
     """Quiet hours from an hour ago to an hour from now (China time); may cross midnight."""
-    local = domain.CLOCK.now().astimezone(domain.CST)
+    local = clock.CLOCK.now().astimezone(domain.CST)
     hhmm = lambda dt: dt.strftime("%H:%M")  # noqa: E731
     return {"start": hhmm(local - datetime.timedelta(hours=1)), "end": hhmm(local + datetime.timedelta(hours=1))}
 
@@ -51,7 +52,7 @@ def test_sms_and_push_held_during_quiet_hours_and_sent_when_they_end(container_f
     assert {d["status"] for d in db.dispatches.find({"user_id": uid})} == {"pending"}
     assert not [m for m in lines(cfg["SMS_SINK_FILE"]) if m["to"] == "13600001234"]
 
-    domain.CLOCK.offset = (ends - domain.CLOCK.now()) + datetime.timedelta(seconds=1)  # the quiet hours end
+    clock.CLOCK.offset = (ends - clock.CLOCK.now()) + datetime.timedelta(seconds=1)  # the quiet hours end
     sms = wait_for(lambda: [m for m in lines(cfg["SMS_SINK_FILE"]) if m["to"] == "13600001234"])
     push = wait_for(lambda: [m for m in lines(cfg["PUSH_SINK_FILE"]) if m["to"] == "fcm-quiet-0001"])
     assert sms[0]["template"] == "member_joined" and push[0]["title"] == "欢迎加入工会"

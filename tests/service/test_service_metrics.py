@@ -10,7 +10,7 @@ import requests
 from nameko.rpc import rpc
 from nameko.testing.services import entrypoint_hook
 
-from unionhub_kit import events, logs, metrics, outbox, topology
+from unionhub_kit import clock, events, logs, metrics, outbox, topology
 from unionhub_kit.consumer import on_event
 from unionhub_kit.errors import NotFound
 from unionhub_kit.metrics import ServiceMetrics
@@ -68,7 +68,7 @@ def test_entrypoints_are_timed_counted_by_outcome_and_logged_with_the_request_id
     db = db_of("metricstest")
     for _ in range(2):
         outbox.store(db, dict(env, id=events.build("membership", "member_joined", MEMBER)["id"]), "member_joined")
-    db.outbox.update_many({}, {"$set": {"lease_until": events.utcnow().replace(year=2100)}})
+    db.outbox.update_many({}, {"$set": {"lease_until": clock.now().replace(year=2100)}})
     before = metrics.render().decode()
     c = container_factory(Measured, dict(config, METRICS_PORT=0))
     c.start()

@@ -7,7 +7,7 @@ import re
 
 from services.stations import domain, geo, seed_scale, store
 from services.stations.index import StationIndex
-from unionhub_kit import events, regions
+from unionhub_kit import clock, regions
 from unionhub_kit.config import db_name
 
 
@@ -29,12 +29,12 @@ def test_seed_scale_loads_stations_visits_and_their_counters(store_uri, db_prefi
     visits = list(db.visits.find())
     assert len(visits) == 3000
     months = collections.Counter(v["month"] for v in visits)
-    assert 12 <= len(months) <= 13 and max(months) == domain.month_of(events.utcnow())
-    year_ago = events.utcnow() - datetime.timedelta(days=365)
-    assert all(year_ago <= v["at"] <= events.utcnow() and domain.month_of(v["at"]) == v["month"] for v in visits)
-    pieces = seed_scale.year_months(events.utcnow())
+    assert 12 <= len(months) <= 13 and max(months) == domain.month_of(clock.now())
+    year_ago = clock.now() - datetime.timedelta(days=365)
+    assert all(year_ago <= v["at"] <= clock.now() and domain.month_of(v["at"]) == v["month"] for v in visits)
+    pieces = seed_scale.year_months(clock.now())
     assert pieces[0][1] >= year_ago - datetime.timedelta(seconds=5) and len(pieces) in (12, 13)
-    shares = seed_scale.shares(pieces, events.utcnow())
+    shares = seed_scale.shares(pieces, clock.now())
     full = [sh / (end - start).total_seconds() for (_, start, end), sh in zip(pieces, shares)]
     assert 2.0 < full[-1] / full[0] < 2.3  # visits per day grew 126 % over the year
     # counters = a count of the visits, per station and month, and per province/prefecture/county and month
@@ -54,7 +54,7 @@ def test_seed_scale_loads_stations_visits_and_their_counters(store_uri, db_prefi
     # the seeded stations are found nearest first
     s = stations[0]
     index = StationIndex()
-    hits = index.nearest(db, s["location"]["lat"], s["location"]["lng"], 500, {"status": "any"}, events.utcnow(), 5)
+    hits = index.nearest(db, s["location"]["lat"], s["location"]["lng"], 500, {"status": "any"}, clock.now(), 5)
     assert hits[0][1]["_id"] == s["_id"] and hits[0][0] == 0 and index.rev == store.current_rev(db) >= 120
     assert sorted(d["rev"] for d in stations) == list(range(index.rev - 119, index.rev + 1))
 
@@ -66,7 +66,7 @@ def test_the_index_sees_every_write_committed_before_a_search(store_uri, db_pref
     db = mongo[db_name("stations", {"DB_PREFIX": db_prefix})]
     store.ensure_indexes(db)
     a, b = StationIndex(), StationIndex()
-    now = events.utcnow()
+    now = clock.now()
     here = {"lat": 30.6571, "lng": 104.0806}
     assert a.nearest(db, here["lat"], here["lng"], 1000, {}, now, 5) == []
     doc = domain.station_doc(store.new_id(), {"name": "站", "kind": "outdoor", "region_code": "510104", "address": "某路",

@@ -4,7 +4,7 @@ import datetime
 import pytest
 from marshmallow import ValidationError
 
-from services.benefits import domain, schemas
+from services.benefits import domain, schemas, store
 from unionhub_kit import catalog, events
 from unionhub_kit.errors import AppError
 
@@ -120,7 +120,7 @@ def test_status_and_remaining():
 
 def test_stock_buckets_add_up_to_the_quota_and_are_evenly_spaced():
     for quota in (1, 5, 31, 32, 33, 500, 10 ** 6 + 7):
-        buckets = domain.stock_buckets("cmp_1", quota)
+        buckets = store.stock_buckets("cmp_1", quota)
         assert sum(b["left"] for b in buckets) == quota
         assert len(buckets) == min(quota, domain.STOCK_BUCKETS)
         assert max(b["left"] for b in buckets) - min(b["left"] for b in buckets) <= 1

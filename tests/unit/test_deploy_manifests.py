@@ -51,8 +51,8 @@ def compose():
 
 
 def known_env_names():
-    """Names the code reads: nameko.yaml ${VAR:...}, config.DEFAULTS, and every env lookup in the sources."""
-    names = set(config.DEFAULTS)
+    """Names the code reads: nameko.yaml ${VAR:...}, config.SETTINGS, and every env lookup in the sources."""
+    names = set(config.ENV_NAMES)
     with open(os.path.join(DEPLOY, "nameko.yaml")) as f:
         names |= set(re.findall(r"\$\{([A-Z0-9_]+)", f.read()))
     lookup = re.compile(r"""(?:environ\.get|environ\[|config\.get|get_int|get_float|getenv)\(?\s*["']([A-Z][A-Z0-9_]+)""")

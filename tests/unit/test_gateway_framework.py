@@ -5,7 +5,8 @@ from marshmallow import fields
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
-from gateway.framework import ListQuery, Route, Router
+from gateway.framework import Route, Router
+from unionhub_kit.schema import Page
 from unionhub_kit import tokens
 from unionhub_kit.schema import StrictInteger, StrictSchema
 
@@ -38,7 +39,7 @@ def echo(gw, call):
 
 ROUTER = Router([
     Route("POST", "/things", echo, roles=("member",), body=Body, status=201, idempotent=True),
-    Route("GET", "/things", echo, query=ListQuery),
+    Route("GET", "/things", echo, query=Page),
     Route("GET", "/open", echo),
 ])
 

@@ -46,13 +46,13 @@ def test_envelope_is_cloudevents_and_validates_data():
     assert env["specversion"] == "1.0" and env["source"] == "/unionhub/benefits"
     assert env["type"] == "org.unionhub.benefits.campaign_sold_out.v1"
     assert env["time"].endswith("Z") and env["datacontenttype"] == "application/json"
-    assert events.parse("benefits", "campaign_sold_out", env)["data"] == data
+    assert events.parse(env, {("benefits", "campaign_sold_out")})["data"] == data
     with pytest.raises(ValueError):
         events.build("benefits", "campaign_sold_out", {"campaign_id": "c1"})  # quota missing
     with pytest.raises(KeyError):
         events.build("benefits", "no_such_event", {})
     with pytest.raises(ValidationError):
-        events.parse("benefits", "coupon_claimed", env)  # wrong type for this binding
+        events.parse(env, {("benefits", "coupon_claimed")})  # wrong type for this binding
 
 
 def test_redaction_of_personal_data_codes_and_tokens():

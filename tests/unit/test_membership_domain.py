@@ -66,7 +66,7 @@ def test_scopes():
         assert exc.value.code == "OUT_OF_SCOPE"
     with pytest.raises(Forbidden):
         domain.require_scope(MEMBER, "51")
-    assert domain.scope_prefix({"role": "union_admin", "scope": "510100"}) == "5101"
+    assert domain.scope_of({"role": "union_admin", "scope": "510100"}) == "5101"
 
 
 def test_account_scope_rules():

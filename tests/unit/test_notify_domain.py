@@ -42,7 +42,8 @@ def test_quiet_hours_within_a_day_and_none():
 
 
 def test_clock_offset_moves_now():
-    clock = domain.Clock()
+    from unionhub_kit.clock import Clock
+    clock = Clock()
     clock.offset = datetime.timedelta(hours=3)
     assert abs((clock.now() - datetime.datetime.now(UTC)) - datetime.timedelta(hours=3)) < datetime.timedelta(
         seconds=5)
