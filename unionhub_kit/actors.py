@@ -8,15 +8,22 @@ from . import regions
 from .errors import Forbidden
 
 
+def _refuse_unless(actor, roles):
+    if not actor or actor.get("role") not in roles:
+        raise Forbidden("This is for %s." % " or ".join(roles), code="FORBIDDEN")
+
+
 def require_role(actor, *roles):
-    if not actor or actor.get("role") not in roles or not actor.get("sub"):
+    """An actor in one of ``roles`` acting for somebody (``sub``); returns it."""
+    _refuse_unless(actor, roles)
+    if not actor.get("sub"):
         raise Forbidden("This is for %s." % " or ".join(roles), code="FORBIDDEN")
     return actor
 
 
 def scope_of(actor):
     """A union_admin's scope as a prefix (``51``, ``5101``, ``510104`` or a grassroots code; ``510100`` -> ``5101``)."""
-    require_role(actor, "union_admin")
+    _refuse_unless(actor, ("union_admin",))
     scope = actor.get("scope")
     if not scope:
         raise Forbidden("This account has no scope.", code="OUT_OF_SCOPE")
