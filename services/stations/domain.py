@@ -4,7 +4,8 @@ import datetime
 import secrets
 
 from unionhub_kit import regions
-from unionhub_kit.errors import Conflict, Forbidden, NotFound, validation_error
+from unionhub_kit.actors import require_scope  # noqa: F401  (a union_admin whose scope holds the region)
+from unionhub_kit.errors import Conflict, NotFound, validation_error
 from unionhub_kit.events import rfc3339
 
 from . import geo
@@ -16,11 +17,6 @@ FIRST_RING_M = 1500  # the nearest-first walk starts with this radius and double
 
 
 # ---- scope and errors -----------------------------------------------------------------------------------------
-def require_scope(actor, region_code):
-    if (actor or {}).get("role") != "union_admin" or not regions.in_scope(region_code, actor.get("scope")):
-        raise Forbidden("Outside your scope (%s)." % (actor or {}).get("scope"), code="OUT_OF_SCOPE")
-
-
 def must(doc, what):
     if doc is None:
         raise NotFound("No such %s." % what)
