@@ -5,14 +5,10 @@ carries the station's ``code``; station answers carry ``region_name`` and ``open
 """
 from services.stations import schemas
 
-from ..framework import ListQuery, json_response, route
+from ..framework import json_response, route
 
 TAGS = ["Stations"]
 ADMIN = ["union_admin"]
-
-
-class StationSearchQuery(schemas.StationSearch, ListQuery):
-    pass
 
 
 @route("POST", "/api/v1/stations", roles=ADMIN, body=schemas.StationCreate, status=201, idempotent=True, tags=TAGS,
@@ -29,7 +25,7 @@ def update_station(gw, call):
     return gw.stations.update_station(call.actor, call.path_params["station_id"], call.body)
 
 
-@route("GET", "/api/v1/stations", query=StationSearchQuery, tags=TAGS,
+@route("GET", "/api/v1/stations", query=schemas.StationSearch, tags=TAGS,
        summary="Stations nearest first from near=<lat>,<lng> (haversine metres, radius_m default 3000, max 50000), "
                "filtered by amenity (all), kind, open_now (Asia/Shanghai), region prefix; without near, by code",
        errors=("400 VALIDATION_ERROR",))

@@ -7,7 +7,7 @@ import re
 
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
-from unionhub_kit.schema import RegionCode, RegionPrefix, StrictSchema, Text
+from unionhub_kit.schema import Page, RegionCode, RegionPrefix, StrictSchema, Text
 
 KINDS = ("outdoor", "driver_home", "courier_home", "worker_home")
 AMENITIES = ("water", "hot_water", "microwave", "restroom", "rest_area", "charging", "first_aid", "aed", "wifi",
@@ -140,11 +140,6 @@ class StationPatch(_StationChange):
     def something(self, data, **kw):
         if not data:
             raise ValidationError("Change at least one field.")
-
-
-class Page(StrictSchema):
-    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
-    cursor = fields.String(load_default=None, validate=validate.Length(max=512))
 
 
 def parse_near(value):

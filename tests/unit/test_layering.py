@@ -98,3 +98,13 @@ def test_contract_modules_import_no_domain_store_or_service(service):
     reached = _service_modules_reached([path])
     bad = sorted(m for m in reached if m.rsplit(".", 1)[-1] in FORBIDDEN_TO_GATEWAY)
     assert not bad, bad
+
+
+def test_every_process_module_imports():
+    """What ``deploy/Procfile`` runs imports (a route or contract naming something that moved fails here, not at
+    the first end-to-end test)."""
+    import importlib
+
+    from deploy.stack import procfile
+    for name, cmd in procfile():
+        importlib.import_module(cmd.split()[-1])
