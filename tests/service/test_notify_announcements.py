@@ -9,6 +9,7 @@ from nameko.testing.services import entrypoint_hook
 
 from services.notify import domain, fanout
 from tests.service.notify_support import lines, notify_config, notify_container, wait_for
+from unionhub_kit import clock
 from unionhub_kit.errors import Forbidden, ValidationFailed
 
 ADMIN = {"sub": "acc_admin", "role": "union_admin", "scope": "5101"}
@@ -60,7 +61,7 @@ def inbox(container, user_id, **query):
 
 def give_devices(db, user_ids):
     db.devices.insert_many([{"_id": "dev_%s" % u, "user_id": u, "platform": "android", "token": "tok-%s" % u,
-                             "created_at": domain.CLOCK.now()} for u in user_ids])
+                             "created_at": clock.now()} for u in user_ids])
 
 
 def pushed_tokens(cfg):
@@ -85,7 +86,7 @@ def test_announcement_is_in_every_audience_inbox_at_once_and_pushed_in_multicast
     outsiders = sorted({d["_id"] for d in db.members.find({})} - set(expected))
     give_devices(db, expected[:40] + outsiders[:5])
     db.notifications.insert_one(domain.notification_doc(expected[0], "coupon_claimed", {"title": "mine", "body": "b"},
-                                                        "own", domain.CLOCK.now()))
+                                                        "own", clock.now()))
     notify = start(container_factory, cfg)
     out = announce(notify)
     assert out["status"] == "pending"
@@ -128,7 +129,7 @@ def test_inbox_pages_through_entries_and_announcements_with_one_cursor(container
     for i in range(5):
         db.notifications.insert_one(domain.notification_doc(user, "coupon_claimed", {"title": "own %d" % i,
                                                                                      "body": "b"}, "o%d" % i,
-                                                            domain.CLOCK.now()))
+                                                            clock.now()))
         titles.append("own %d" % i)
         announce(notify, dict(AUDIENCE, title="ann %d" % i))
         titles.append("ann %d" % i)
