@@ -296,7 +296,7 @@ class MembershipService:
                    "live_id": id_hash, "live_user": actor["sub"]}
             if status == "active":
                 doc.update(card_no=card, joined_at=now)
-            store.insert_member(self.db, session, doc)
+            store.insert_member(self.db, doc, session)
             store.count_member(self.db, doc, [(status, 1)], session)
             if status == "active":
                 self.outbox.add(session, "member_joined", domain.joined_data(doc, phone), subject=doc["_id"])
@@ -408,11 +408,11 @@ class MembershipService:
                 if store.leave(self.db, m["_id"], now, session) is None:
                     raise Conflict("The membership changed meanwhile; try again.", code="NOT_A_MEMBER")
                 store.count_member(self.db, m, [(m["status"], -1), ("left", 1)], session)
-                store.cancel_transfers(self.db, session, m["_id"], now)
+                store.cancel_transfers(self.db, m["_id"], now, session)
             revocation = None
             if erase:
-                store.erase_members(self.db, session, actor["sub"])
-                store.erase_user(self.db, session, actor["sub"])
+                store.erase_members(self.db, actor["sub"], session)
+                store.erase_user(self.db, actor["sub"], session)
                 revocation = store.end_sessions_of(self.db, actor["sub"], now, "erased", session=session)
             self.outbox.add(session, "member_left", {"member_id": m["_id"], "user_id": m["user_id"],
                                                      "union_id": m["union_id"], "erased": erase}, subject=m["_id"])
