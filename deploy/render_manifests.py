@@ -56,8 +56,13 @@ CONFIG = {  # non-secret settings (ConfigMap); names as read by deploy/nameko.ya
     "GATEWAY_HOST": "0.0.0.0",
     "GATEWAY_PORT": str(GATEWAY_PORT),
 }
+def amqp_key(name):
+    return "AMQP_URI_%s" % name.upper()
+
+
 SECRETS = {  # placeholders: create the real Secret out of band (sealed-secrets, external-secrets, vault)
-    "AMQP_URI": "amqp://unionhub:CHANGE-ME@rabbitmq.unionhub-infra.svc:5672/",
+    "AMQP_URI": "amqp://unionhub:CHANGE-ME@rabbitmq.unionhub-infra.svc:5672/",  # operators (ops CLI)
+    **{amqp_key(n): "amqp://uh-%s:CHANGE-ME@rabbitmq.unionhub-infra.svc:5672/" % n for n, _ in procfile()},
     "RABBIT_API_URI": "http://unionhub:CHANGE-ME@rabbitmq.unionhub-infra.svc:15672",
     "MONGO_URI": "mongodb://unionhub:CHANGE-ME@mongo-0.mongo.unionhub-infra.svc:27017,"
                  "mongo-1.mongo.unionhub-infra.svc:27017,mongo-2.mongo.unionhub-infra.svc:27017/"
@@ -96,6 +101,35 @@ DLQ_PATTERN = r"^evt-.*\.dlq$"
 RPC_PATTERN = r"^rpc-"
 
 
+# Broker accounts by role. Every service (the gateway too) has its own account, so one can be revoked or rotated
+# alone; they share one permission set: UnionHub's own names (event exchanges and queues, RPC). The integrator
+# account may only declare queues named integrator.*, bind them to the *.events exchanges and read them: it cannot
+# read nameko-rpc or an rpc-* queue (where a join carries the full ID number and login codes travel to notify), nor
+# publish anywhere (its write permission covers its own queues only). ``unionhub`` stays the operators' account.
+UNIONHUB_NAMES = r"^(evt-.*|rpc-.*|rpc\.reply-.*|nameko-rpc|[a-z]+\.events|unionhub\..*)$"
+INTEGRATOR_USER = "integrator"
+INTEGRATOR_OWN = r"^integrator\..*$"
+INTEGRATOR_READ = r"^(integrator\..*|[a-z]+\.events)$"
+
+
+def service_user(name):
+    return "uh-%s" % name
+
+
+def dev_password(user):
+    """compose's development password of a broker account (production sets its own, out of band)."""
+    return "%s-dev-only" % user
+
+
+def broker_accounts():
+    """``[(user, tags, configure, write, read)]``."""
+    accounts = [(DEV_USER, ["administrator"], ".*", ".*", ".*")]
+    accounts += [(service_user(n), [], UNIONHUB_NAMES, UNIONHUB_NAMES, UNIONHUB_NAMES)
+                 for n, _ in procfile()]
+    accounts.append((INTEGRATOR_USER, [], INTEGRATOR_OWN, INTEGRATOR_OWN, INTEGRATOR_READ))
+    return accounts
+
+
 def definitions():
     exchanges = [{"name": topology.exchange_name(s), "vhost": VHOST, "type": "topic", "durable": True,
                   "auto_delete": False, "internal": False, "arguments": {}} for s in catalog.services()]
@@ -129,10 +163,12 @@ def definitions():
     ]
     return {
         "rabbit_version": "3.13.7",
-        "users": [{"name": DEV_USER, "password_hash": rabbit_hash(DEV_PASSWORD),
-                   "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["administrator"]}],
+        "users": [{"name": user, "password_hash": rabbit_hash(DEV_PASSWORD if user == DEV_USER else dev_password(user)),
+                   "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": tags}
+                  for user, tags, _, _, _ in broker_accounts()],
         "vhosts": [{"name": VHOST}],
-        "permissions": [{"user": DEV_USER, "vhost": VHOST, "configure": ".*", "write": ".*", "read": ".*"}],
+        "permissions": [{"user": user, "vhost": VHOST, "configure": c, "write": w, "read": r}
+                        for user, _, c, w, r in broker_accounts()],
         "parameters": [], "global_parameters": [],
         "policies": policies, "exchanges": exchanges, "queues": queues, "bindings": bindings,
     }
@@ -151,7 +187,10 @@ def container(name, module, sizing, probes, ports, prestop_seconds):
         "imagePullPolicy": "IfNotPresent",
         "args": [module],
         "envFrom": [{"configMapRef": {"name": "unionhub-config"}}, {"secretRef": {"name": "unionhub-secrets"}}],
-        "env": [{"name": "UNIONHUB_REPLICA", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "env": [{"name": "UNIONHUB_REPLICA", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                # its own broker account (env wins over envFrom)
+                {"name": "AMQP_URI", "valueFrom": {"secretKeyRef": {"name": "unionhub-secrets",
+                                                                    "key": amqp_key(name)}}}],
         "ports": ports,
         **probes,
         # the endpoints controller and the broker forget the pod first; then SIGTERM lets nameko stop its

@@ -181,6 +181,9 @@ def test_compose_and_k8s_set_only_environment_variables_the_code_reads():
         if d["kind"] == "Deployment":
             for ctr in d["spec"]["template"]["spec"]["containers"]:
                 used |= {e["name"] for e in ctr.get("env", [])}
+                # a secret key handed to the process under another name (each service's broker account)
+                used -= {e["valueFrom"]["secretKeyRef"]["key"] for e in ctr.get("env", [])
+                         if "secretKeyRef" in e.get("valueFrom", {})}
     unknown = sorted(used - known)
     assert not unknown, "set in manifests but read nowhere: %s" % unknown
     assert {"AMQP_URI", "MONGO_URI", "UNIONHUB_SECRET", "UNIONHUB_ADMIN_PASSWORD"} <= used
@@ -319,3 +322,19 @@ def test_definition_policies_match_the_queues_they_are_meant_for():
             assert winner(q) == "uh-event-queues", q
     assert winner("rpc-benefits") == "uh-rpc-queues"
     assert pol["uh-rpc-queues"]["definition"]["message-ttl"] >= 1000 * int(config.get("RPC_TIMEOUT"))
+
+
+def test_each_service_has_its_own_broker_account_and_compose_uses_it():
+    from urllib.parse import urlparse
+    from deploy import render_manifests
+    defs = render_manifests.definitions()
+    users = {u["name"]: u for u in defs["users"]}
+    c = compose()
+    for name in procfile():
+        uri = urlparse(c["services"][name]["environment"]["AMQP_URI"])
+        assert uri.username == "uh-%s" % name and uri.username in users, name
+        raw = base64.b64decode(users[uri.username]["password_hash"])
+        assert raw[4:] == hashlib.sha256(raw[:4] + uri.password.encode()).digest(), name
+        assert not users[uri.username]["tags"], "a service account is no broker administrator"
+    [integrator] = [p for p in defs["permissions"] if p["user"] == "integrator"]
+    assert "nameko-rpc" not in integrator["read"] and integrator["write"] == integrator["configure"]
