@@ -8,7 +8,8 @@ PROBLEM = {
     "type": "object",
     "properties": {"type": {"type": "string"}, "status": {"type": "integer"}, "title": {"type": "string"},
                    "detail": {"type": "string"}, "code": {"type": "string"}, "instance": {"type": "string"},
-                   "errors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}}},
+                   "errors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+                   "retry_after": {"type": "integer", "description": "429: seconds to wait (also Retry-After)"}},
     "required": ["status", "title", "code"],
 }
 
