@@ -87,9 +87,9 @@ class Context:
     * ``ctx.progress(name, total, unit)``: a progress bar of a step's own.
     """
 
-    def __init__(self, client, users, batch_size, per_user, seed=13, restart=False):
+    def __init__(self, client, users, batch_size, per_user, seed=13, restart=False, union_share=1.0):
         self.client, self.users, self.batch_size, self.per_user = client, users, batch_size, per_user
-        self.province = population.Province(seed)
+        self.province = population.Province(seed, union_share)
         self.restart = restart
         self.timings = {}
 
@@ -108,9 +108,9 @@ class Context:
 
     def batches(self, db, step, unit="users"):
         state = self._done(db, step)
-        if state.get("users") not in (None, self.users) or state.get("batch_size") not in (None, self.batch_size):
-            raise SystemExit("%s: checkpointed for --users %s --batch %s; run with those, or --restart on an empty "
-                             "store" % (step, state.get("users"), state.get("batch_size")))
+        if state.get("batch_size") not in (None, self.batch_size):  # batch b is the same people whatever --users
+            raise SystemExit("%s: checkpointed with --batch %s; run with that, or --restart on an empty store"
+                             % (step, state.get("batch_size")))
         done = set(state.get("batches", []))
         bar = Progress("%s %s" % (db.name.split("_")[-1], step), self.users, unit)
         bar.resume_at(sum(min(self.batch_size, self.users - b * self.batch_size) for b in done))
@@ -176,6 +176,8 @@ def main(argv=None):
     ap.add_argument("--only", help="comma-separated services (default: every step)")
     ap.add_argument("--restart", action="store_true", help="forget the checkpoints")
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--union-share", type=float, default=1.0,
+                    help="grassroots unions as a share of the seed's 41,900 (tests use a few hundred)")
     args = ap.parse_args(argv)
     import pymongo
     uri = config.get("MONGO_URI")
@@ -186,7 +188,7 @@ def main(argv=None):
         print("the store at %s does not answer (%s): start it with make run, or set MONGO_URI" % (uri, exc))
         return 2
     ctx = Context(client, args.users, args.batch, {"coupons": args.coupons_per_user, "inbox": args.inbox_per_user},
-                  args.seed, args.restart)
+                  args.seed, args.restart, args.union_share)
     only = set(args.only.split(",")) if args.only else None
     print("seed-scale: %s users into %s (batches of %d)" % ("{:,}".format(args.users), uri, args.batch), flush=True)
     started, size_before = time.time(), store_size(client)

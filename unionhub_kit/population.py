@@ -44,7 +44,7 @@ YEAR_SECONDS = 365 * 86400
 class Province:
     """The counties with their weights and the grassroots unions in them."""
 
-    def __init__(self, seed=13):
+    def __init__(self, seed=13, union_share=1.0):
         self.seed = seed
         rng = random.Random("%d:province" % seed)
         by_pref = {}
@@ -64,7 +64,7 @@ class Province:
         # 5001+ under the county (unions created through the API number from 0001)
         self.unions = {"new_form": {}, "traditional": {}}
         seq = dict.fromkeys(self.counties, 5000)
-        for kind, n in (("new_form", NEW_FORM_UNIONS), ("traditional", TRADITIONAL_UNIONS)):
+        for kind, n in (("new_form", NEW_FORM_UNIONS * union_share), ("traditional", TRADITIONAL_UNIONS * union_share)):
             for c, w in zip(self.counties, self.county_weights):
                 count = max(1, round(n * w / total))
                 self.unions[kind][c] = ["%s%04d" % (c, seq[c] + k + 1) for k in range(count)]

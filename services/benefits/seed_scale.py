@@ -10,8 +10,11 @@ import random
 import struct
 
 from bson import ObjectId
+from pymongo import UpdateOne
+from pymongo.errors import DuplicateKeyError
 
 from unionhub_kit import ids, population, projection, regions
+from unionhub_kit.mongo import transaction
 
 from . import domain, store
 
@@ -51,9 +54,29 @@ def run(ctx):
             members.append(doc)
         ctx.insert(db.members, members)
         ctx.insert(db.coupons, coupons)
-        ctx.insert(db.redemptions, [{"_id": "seed|%d|%s|%d" % (b, cid, shard), "campaign_id": cid, "shard": shard,
-                                     "redeemed": n, "redeemed_value_cents": v}
-                                    for (cid, shard), (n, v) in redeemed.items()])
+        add_redemptions(db, b, redeemed)
+
+
+def add_redemptions(db, b, redeemed):
+    """The batch's redemptions into the campaigns' counters (shard 0), once: the batch's mark and the increments
+    are one transaction."""
+    totals = {}
+    for (cid, _shard), (n, v) in redeemed.items():
+        t = totals.setdefault(cid, [0, 0])
+        t[0] += n
+        t[1] += v
+    ops = [UpdateOne({"_id": "%s|0" % cid}, {"$inc": {"redeemed": n, "redeemed_value_cents": v},
+                                             "$setOnInsert": {"campaign_id": cid}}, upsert=True)
+           for cid, (n, v) in totals.items()]
+
+    def txn(session):
+        db.seed_scale.insert_one({"_id": "redemptions-%d" % b}, session=session)
+        if ops:
+            db.redemptions.bulk_write(ops, ordered=False, session=session)
+    try:
+        transaction(db, txn)
+    except DuplicateKeyError:  # counted when this batch was loaded before
+        pass
 
 
 def _count(rng, mean):

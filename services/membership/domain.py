@@ -1,5 +1,6 @@
 """Membership rules without a broker or a store: states and transitions, codes and card numbers, passwords, login
 codes, scopes, masking and the views returned to callers."""
+import datetime
 import hashlib
 import hmac
 import math
@@ -243,6 +244,15 @@ def invalid_credentials():
 from unionhub_kit.paging import decode_cursor, encode_cursor, page  # noqa: E402,F401
 
 
+def member_cursor(cursor):
+    """A member list's keyset ``(created_at, id)`` from its cursor (``<RFC 3339 time>|<id>``); a bad one is a 400."""
+    key = decode_cursor(cursor, r"\d{4}-\d\d-\d\dT[\d:.]+Z\|mbr_[0-9a-z]+")
+    if key is None:
+        return None
+    at, member_id = key.split("|", 1)
+    return events.parse_time(at), member_id
+
+
 # ---- views ----------------------------------------------------------------------------------------------------
 def mask_name(name):
     """``张三丰`` -> ``张**``; ``Li Lei`` -> ``L*****``."""
@@ -321,7 +331,20 @@ def count_changes(m, status, delta):
     out = [("%s|%s|%s|%s" % (status, scope, group_by, m[stats_key(group_by)]), delta)
            for scope in count_scopes(m) for group_by in ("prefecture", "county", "occupation_group")]
     out.append(("%s|*|union|%s" % (status, m["union_id"]), delta))
+    # and by the month they joined (``created_at``): how member lists find their pages (store.list_members)
+    out += [("%s|%s|month|%s" % (status, scope, month_of(m["created_at"])), delta) for scope in count_scopes(m)]
     return out
+
+
+def month_of(when):
+    return "%04d-%02d" % (when.year, when.month)
+
+
+def month_bounds(month):
+    """``"2026-03"`` -> (its first instant, the next month's first instant), UTC."""
+    y, mo = int(month[:4]), int(month[5:])
+    lo = datetime.datetime(y, mo, 1, tzinfo=datetime.timezone.utc)
+    return lo, datetime.datetime(y + mo // 12, mo % 12 + 1, 1, tzinfo=datetime.timezone.utc)
 
 
 def counter_fields(counter_id):

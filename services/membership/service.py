@@ -432,9 +432,10 @@ class MembershipService:
     def list_members(self, actor, query=None):
         q = load(schemas.MemberListArgs, query or {})
         prefix, union_id = self._in_scope_filter(actor, q.get("union_id"))
-        rows = store.list_members(self.db, prefix, union_id, q.get("status"), domain.decode_cursor(q["cursor"]),
+        rows = store.list_members(self.db, prefix, union_id, q.get("status"), domain.member_cursor(q["cursor"]),
                                   q["limit"])
-        return domain.page([domain.member_view(m) for m in rows], q["limit"], lambda m: m["id"])
+        return domain.page([domain.member_view(m) for m in rows], q["limit"],
+                           lambda m: "%s|%s" % (m["created_at"], m["id"]))
 
     def _member_in_scope(self, actor, member_id):
         require_role(actor, "union_admin")

@@ -61,6 +61,9 @@ def ensure_indexes(db):
     unique_when_present(db.members, "live_user")
     db.members.create_index([("user_id", ASC), ("_id", ASC)])
     db.members.create_index([("union_code", ASC), ("_id", ASC)])
+    db.members.create_index([("created_at", ASC)])
+    db.members.create_index([("prefecture_code", ASC), ("created_at", ASC)])
+    db.members.create_index([("region_code", ASC), ("created_at", ASC)])
     db.members.create_index([("union_id", ASC), ("_id", ASC)])
     unique_when_present(db.transfers, "live_member")
     db.transfers.create_index([("to_union_code", ASC), ("_id", ASC)])
@@ -390,16 +393,64 @@ def move_member(db, member_id, from_union_id, union, now, session):
 
 
 def list_members(db, prefix=None, union_id=None, status=None, after=None, limit=20):
-    q = {}
-    if union_id:
-        q["union_id"] = union_id
-    else:
-        q["union_code"] = {"$regex": "^" + re.escape(prefix)}
+    """Up to ``limit + 1`` members of a union (``union_id``) or an organisation prefix, oldest first, after the
+    keyset ``after`` (``(created_at, _id)``; None: from the first).
+
+    The embedded store fetches every index match of a query before it sorts and limits, so a deep page of a large
+    scope is read through bounded windows of ``created_at``: the members' monthly counters say how many joined each
+    month in the scope (empty months are skipped), and a month is read in windows that hold about a page each
+    (indexes ``(prefecture_code|region_code, created_at)``, ``created_at``). A grassroots union (a few hundred) is
+    read whole on its index."""
+    after = after or (None, "")
+    if union_id or (prefix and len(prefix) > 6):
+        q = {"union_id": union_id or domain.union_id_for(prefix)}
+        if status:
+            q["status"] = status
+        return _after(list(db.members.find(q)), after)[:limit + 1]
+    scope = {2: {}, 4: {"prefecture_code": prefix + "00"}, 6: {"region_code": prefix}}[len(prefix)]
+    months = month_counts(db, prefix, status)
+    out = []
+    for month, n in months:
+        lo, hi = domain.month_bounds(month)
+        if after[0] is not None and hi <= after[0]:
+            continue
+        parts = max(1, (n * 2) // (limit + 1))  # windows of about half a page each
+        step = (hi - lo) / parts
+        for k in range(parts):
+            w_lo, w_hi = lo + step * k, (lo + step * (k + 1)) if k < parts - 1 else hi
+            if after[0] is not None and w_hi <= after[0]:
+                continue
+            q = dict({"created_at": {"$gte": w_lo, "$lt": w_hi}}, **scope)
+            docs = [d for d in db.members.find(q) if not status or d["status"] == status]
+            out += _after(docs, after)
+            if len(out) > limit:
+                return out[:limit + 1]
+    return out
+
+
+def _after(docs, after):
+    docs.sort(key=lambda d: (d["created_at"], d["_id"]))
+    if after[0] is None:
+        return docs
+    return [d for d in docs if (d["created_at"], d["_id"]) > after]
+
+
+def month_counts(db, prefix, status):
+    """``[(month, members who joined then)]`` in scope, oldest first, of ``status`` (None: any); the current month
+    always (its joins may not be folded into the counters yet)."""
+    q = {"scope": prefix, "group_by": "month"}
     if status:
         q["status"] = status
-    if after:
-        q["_id"] = {"$gt": after}
-    return list(db.members.find(q).sort("_id", ASC).limit(limit + 1))
+    counts = {}
+    for c in db.member_counts.find(q, {"key": 1, "n": 1}):
+        counts[c["key"]] = counts.get(c["key"], 0) + c["n"]
+    for d in db.member_count_deltas.find({}, {"incs": 1}):
+        for key, delta in d["incs"]:
+            st, sc, g, month = key.split("|", 3)
+            if sc == prefix and g == "month" and (not status or st == status):
+                counts[month] = counts.get(month, 0) + delta
+    counts.setdefault(domain.month_of(events.utcnow()), 1)
+    return sorted((m, n) for m, n in counts.items() if n > 0)
 
 
 # ---- member counters (GET /admin/stats/members) ------------------------------------------------------------------
@@ -483,7 +534,8 @@ def rebuild_member_counts(db, progress=None):
     db.member_counts.delete_many({})
     db.member_count_deltas.delete_many({})
     sums = {}
-    fields = {"status": 1, "union_id": 1, "region_code": 1, "prefecture_code": 1, "occupation_group": 1}
+    fields = {"status": 1, "union_id": 1, "region_code": 1, "prefecture_code": 1, "occupation_group": 1,
+              "created_at": 1}
     for n, m in enumerate(db.members.find({}, fields, batch_size=5000), 1):
         if progress and n % 10000 == 0:
             progress(10000)

@@ -1,0 +1,240 @@
+"""The province at scale against an empty store, in one run: each request's p95 on the seed-scale store beside its
+p95 on an empty one (``p95_ratio``), and how long a province-wide announcement takes to show in a sampled member's
+inbox.
+
+    make seed-scale SEED_ARGS="--users 250000 ..."     # once: the store this benchmark reads (see README)
+    BENCH_SCALE_URI=mongodb://127.0.0.1:27517/?directConnection=true BENCH_SCALE_PREFIX=scale python -m bench.scale
+
+The same stack (every service and the gateway, started as ``make run`` starts them) runs twice, one after the other:
+first on a fresh empty store (a few members made through the app, a few announcements), then on the seed-scale
+store (``BENCH_SCALE_URI``, databases ``BENCH_SCALE_PREFIX_*``; members sampled from the seeded ones, tokens minted
+for them). Each phase runs ``BENCH_SCALE_SECONDS`` (8) at ``BENCH_SCALE_CONCURRENCY`` (8) connections:
+
+* ``otp`` ``POST /auth/otp`` and ``token`` ``POST /auth/token`` (fresh phones: new users in a store of millions);
+* ``join`` ``POST /members`` into a union that approves by hand, ``approve`` ``POST /admin/members/{id}/approve``;
+* ``me`` ``GET /members/me``; ``member_list_deep`` ``GET /admin/members?limit=50`` following the cursor (pages 2-40 of
+  the province admin's list); ``stats_members`` / ``stats_benefits``;
+* ``inbox`` ``GET /members/me/notifications`` (own entries merged with a year of announcements at scale);
+* ``claim`` ``POST /campaigns/{id}/claims`` on a live campaign.
+
+Writes ``bench/results/scale.json``: per phase the two runs' figures and ``p95_ratio``; ``announcement_visible_ms``.
+"""
+from bench import common  # noqa: I001  (monkey-patches first)
+
+import json  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+
+from tests.e2e import helpers  # noqa: E402
+from unionhub_kit import tokens  # noqa: E402
+
+SECONDS = common.env_float("BENCH_SCALE_SECONDS", 8.0)
+CONC = common.env_int("BENCH_SCALE_CONCURRENCY", 8)
+PAGES = 40
+ENV = {"OTP_PER_ADDRESS_PER_HOUR": "100000000", "LOGIN_MAX_FAILURES": "1000000"}
+
+
+class Codes:
+    """Login codes from the development SMS sink, read incrementally (the file grows during the run)."""
+
+    def __init__(self, path):
+        self.path, self.offset, self.codes = path, 0, {}
+
+    def get(self, phone, wait=30):
+        deadline = time.time() + wait
+        while phone not in self.codes:
+            if os.path.exists(self.path):
+                with open(self.path, encoding="utf-8") as f:
+                    f.seek(self.offset)
+                    for line in f:
+                        if line.endswith("\n"):
+                            m = json.loads(line)
+                            if m.get("template") == "otp":
+                                self.codes[m["to"]] = m["params"]["code"]
+                            self.offset += len(line.encode("utf-8"))
+            if phone in self.codes:
+                break
+            if time.time() > deadline:
+                raise RuntimeError("no code for %s" % phone)
+            time.sleep(0.05)
+        return self.codes.pop(phone)
+
+
+def phase(st, name, call, tokens_=None, total=None):
+    common.say("  %s ..." % name)
+    return common.http_load(call, st.url, concurrency=CONC, duration=None if total else SECONDS, total=total,
+                            tokens=tokens_)
+
+
+def run_on(st, members, label):
+    """Every phase on ``st``; ``members``: ``[(token, user_id)]`` of existing active members."""
+    admin = helpers.admin_token(st)
+    out = {}
+    codes = Codes(st.env["SMS_SINK_FILE"])
+    phones = []
+
+    def otp(h, i):
+        phone = helpers.new_phone()
+        status = h.post("/api/v1/auth/otp", {"phone": phone})
+        if status == 202:
+            phones.append(phone)
+        return status
+    out["otp"] = phase(st, "otp", otp)
+    fresh = []
+
+    def token(h, i):
+        if i >= len(phones):
+            return "no phone"
+        status, body = h.request("POST", "/api/v1/auth/token", {"phone": phones[i], "code": codes.get(phones[i])})
+        if status == 200:
+            fresh.append(body["access_token"])
+        return status
+    out["token"] = phase(st, "token", token, total=len(phones))
+    union = helpers.create_union(st, admin, auto_approve=False)
+    joined = []
+
+    def join(h, i):
+        h.token = fresh[i]
+        status, body = h.request("POST", "/api/v1/members", {
+            "name": "张三", "id_number": helpers.new_id_number(), "union_id": union["id"], "employer": "蜀道快递",
+            "occupation_group": "courier", "consent": True})
+        if status == 201:
+            joined.append(body["id"])
+        return status
+    out["join"] = phase(st, "join", join, total=len(fresh))
+    out["approve"] = phase(st, "approve", lambda h, i: h.post("/api/v1/admin/members/%s/approve" % joined[i]),
+                           tokens_=[admin] * CONC, total=len(joined))
+    member_tokens = [t for t, _ in members]
+
+    def as_member(path):
+        def call(h, i):
+            h.token = member_tokens[i % len(member_tokens)]
+            return h.get(path)
+        return call
+    out["me"] = phase(st, "me", as_member("/api/v1/members/me"))
+
+    def deep_page(h, i):
+        """Each connection walks the province admin's list 50 at a time, ``PAGES`` pages deep, and again."""
+        cursor, depth = getattr(h, "cursor", None), getattr(h, "depth", 0)
+        status, body = h.request("GET", "/api/v1/admin/members?limit=50" + ("&cursor=%s" % cursor if cursor else ""))
+        nxt = body.get("next_cursor") if status == 200 and isinstance(body, dict) else None
+        h.cursor, h.depth = (nxt, depth + 1) if nxt and depth + 1 < PAGES else (None, 0)
+        return status
+    out["member_list_deep"] = phase(st, "member_list_deep", deep_page, tokens_=[admin] * CONC)
+    out["stats_members"] = phase(st, "stats_members",
+                                 lambda h, i: h.get("/api/v1/admin/stats/members?group_by=prefecture"),
+                                 tokens_=[admin] * CONC)
+    out["stats_benefits"] = phase(st, "stats_benefits", lambda h, i: h.get("/api/v1/admin/stats/benefits"),
+                                  tokens_=[admin] * CONC)
+    out["inbox"] = phase(st, "inbox", as_member("/api/v1/members/me/notifications"))
+    campaign = common.create_campaign(st, admin, quota=10 ** 6, per_member_limit=100,
+                                      title="scale claim %s" % uuid.uuid4().hex[:6])
+    out["claim"] = phase(st, "claim", _claimer(campaign["id"], member_tokens))
+    out["announcement_visible_ms"] = announcement_visible(st, admin, members)
+    for k, v in out.items():
+        if isinstance(v, dict):
+            common.say("  %-18s %s p50 %s p95 %s ms  %s/s  %s" % (label, k, v.get("p50_ms"), v.get("p95_ms"),
+                                                                 v.get("per_s"), v.get("status")))
+    return out
+
+
+def _claimer(campaign_id, member_tokens):
+    path = "/api/v1/campaigns/%s/claims" % campaign_id
+
+    def call(h, i):
+        h.token = member_tokens[i % len(member_tokens)]
+        return h.post(path)
+    return call
+
+
+def announcement_visible(st, admin, members):
+    """Milliseconds from ``POST /announcements`` (to the whole province) until a sampled member's inbox shows it."""
+    token = random.choice(members)[0]
+    h = common.Http(st.url, token=admin)
+    started = time.perf_counter()
+    status, body = h.request("POST", "/api/v1/announcements", {
+        "title": "全省通知 %s" % uuid.uuid4().hex[:6], "body": "请全省会员注意。", "audience": {"region_codes": ["51"]}})
+    assert status == 202, body
+    m = common.Http(st.url, token=token)
+    while True:
+        status, page = m.request("GET", "/api/v1/members/me/notifications?limit=5")
+        if status == 200 and any(i["id"] == body["id"] for i in page["items"]):
+            break
+        if time.perf_counter() - started > 60:
+            return None
+        time.sleep(0.02)
+    elapsed = (time.perf_counter() - started) * 1000
+    h.close()
+    m.close()
+    return round(elapsed, 1)
+
+
+def empty_members(st, n=24):
+    made = common.new_members(st, n)
+    admin = helpers.admin_token(st)
+    h = common.Http(st.url, token=admin)
+    for k in range(3):  # a few announcements, as the inbox at scale has a year of them
+        h.request("POST", "/api/v1/announcements", {"title": "通知 %d" % k, "body": "b",
+                                                    "audience": {"region_codes": ["51"]}})
+    h.close()
+    return [(t, tokens.verify(t)["sub"]) for t, _m, _p in made]
+
+
+def seeded_members(st, n=400):
+    """Active seeded members (their projections exist in every service), with tokens minted for them."""
+    db = st.db("notify")
+    docs = list(db.members.find({"status": "active", "_id": {"$regex": "^usr_seed"}}, {"_id": 1}).limit(n * 5))
+    docs = random.Random(7).sample(docs, min(n, len(docs)))
+    return [(tokens.issue(d["_id"], "member"), d["_id"]) for d in docs]
+
+
+def main():
+    uri, prefix = os.environ.get("BENCH_SCALE_URI"), os.environ.get("BENCH_SCALE_PREFIX", "scale")
+    if not uri:
+        raise SystemExit("BENCH_SCALE_URI: the store make seed-scale loaded")
+    result = {"concurrency": CONC, "seconds_per_phase": SECONDS, "load_average_before": os.getloadavg()}
+    common.say("scale: the empty store ...")
+    with common.stack(extra_env=ENV) as st:
+        empty = run_on(st, empty_members(st), "empty")
+    result["load_average_mid"] = os.getloadavg()
+    common.say("scale: the seed-scale store (%s, %s_*) ..." % (uri, prefix))
+    saved = os.environ.get("BENCH_MONGO_URI")
+    os.environ["BENCH_MONGO_URI"] = uri
+    try:
+        with common.stack(extra_env=dict(ENV, UNIONHUB_DB_PREFIX=prefix)) as st:
+            sizes = {s: st.db(s).members.estimated_document_count() for s in ("membership", "benefits", "notify")}
+            sizes["users"] = st.db("membership").users.estimated_document_count()
+            sizes["coupons"] = st.db("benefits").coupons.estimated_document_count()
+            sizes["inbox_entries"] = st.db("notify").notifications.estimated_document_count()
+            sizes["announcements"] = st.db("notify").announcements.estimated_document_count()
+            scale = run_on(st, seeded_members(st), "scale")
+    finally:
+        if saved is None:
+            os.environ.pop("BENCH_MONGO_URI", None)
+        else:
+            os.environ["BENCH_MONGO_URI"] = saved
+    result["load_average_after"] = os.getloadavg()
+    result["scale_sizes"] = sizes
+    rows, phases = [], {}
+    for k in empty:
+        if not isinstance(empty[k], dict):
+            continue
+        e, s = empty[k], scale[k]
+        ratio = round(s["p95_ms"] / e["p95_ms"], 2) if e.get("p95_ms") and s.get("p95_ms") else None
+        phases[k] = {"empty": e, "scale": s, "p95_ratio": ratio}
+        rows.append([k, e.get("p95_ms"), s.get("p95_ms"), ratio, e.get("per_s"), s.get("per_s")])
+    result["phases"] = phases
+    result["announcement_visible_ms"] = {"empty": empty["announcement_visible_ms"],
+                                         "scale": scale["announcement_visible_ms"]}
+    common.write_result("scale", result)
+    print(common.table(rows, ["request", "empty p95 ms", "scale p95 ms", "p95_ratio", "empty /s", "scale /s"]))
+    print("province-wide announcement in a sampled inbox after: empty %s ms, scale %s ms" % (
+        empty["announcement_visible_ms"], scale["announcement_visible_ms"]))
+    print("scale store: %s; load average %s -> %s" % (sizes, result["load_average_before"],
+                                                       result["load_average_after"]))
+
+
+if __name__ == "__main__":
+    main()
