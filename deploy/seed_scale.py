@@ -18,6 +18,7 @@ delete data: start from an empty store for that, ``make clean-data``).
 Progress: one line per step, redrawn in place: a bar, done / total, the rate and the time left.
 """
 import argparse
+import datetime
 import importlib
 import os
 import shutil
@@ -89,9 +90,18 @@ class Context:
 
     def __init__(self, client, users, batch_size, per_user, seed=13, restart=False, union_share=1.0):
         self.client, self.users, self.batch_size, self.per_user = client, users, batch_size, per_user
-        self.province = population.Province(seed, union_share)
+        self.province = population.Province(seed, union_share, self._epoch(restart))
         self.restart = restart
         self.timings = {}
+
+    def _epoch(self, restart):
+        """The end of the loaded history: the day the load began (kept, so a resumed load makes the same people)."""
+        marks = self.db("membership").seed_scale
+        today = datetime.datetime.now(datetime.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        if restart:
+            marks.delete_one({"_id": "epoch"})
+        marks.update_one({"_id": "epoch"}, {"$setOnInsert": {"at": today}}, upsert=True)
+        return marks.find_one({"_id": "epoch"})["at"]
 
     def db(self, service):
         return self.client[config.db_name(service)]

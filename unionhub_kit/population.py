@@ -37,15 +37,15 @@ POPULATION = {"510100": 2094, "510300": 249, "510400": 121, "510500": 425, "5106
               "510800": 231, "510900": 281, "511000": 314, "511100": 316, "511300": 560, "511400": 296,
               "511500": 459, "511600": 325, "511700": 539, "511800": 143, "511900": 271, "512000": 231,
               "513200": 82, "513300": 111, "513400": 486}
-EPOCH = datetime.datetime(2025, 12, 1, tzinfo=datetime.timezone.utc)  # the loaded year ends here
+EPOCH = datetime.datetime(2025, 12, 1, tzinfo=datetime.timezone.utc)  # default end of the loaded history
 YEAR_SECONDS = 365 * 86400
 
 
 class Province:
     """The counties with their weights and the grassroots unions in them."""
 
-    def __init__(self, seed=13, union_share=1.0):
-        self.seed = seed
+    def __init__(self, seed=13, union_share=1.0, epoch=EPOCH):
+        self.seed, self.epoch = seed, epoch  # the loaded history ends at ``epoch`` (seed-scale: the day it began)
         rng = random.Random("%d:province" % seed)
         by_pref = {}
         for c in regions.counties():
@@ -101,8 +101,9 @@ def batch(province, b, size, users):
     groups = [g for g, _ in NEW_FORM_GROUPS]
     group_w = list(itertools.accumulate(w for _, w in NEW_FORM_GROUPS))
     for i in range(b * size, min(users, (b + 1) * size)):
-        created = EPOCH - datetime.timedelta(seconds=rng.randrange(3 * YEAR_SECONDS))
-        last = min(EPOCH, created + datetime.timedelta(seconds=rng.randrange(YEAR_SECONDS)))
+        epoch = province.epoch
+        created = epoch - datetime.timedelta(seconds=rng.randrange(3 * YEAR_SECONDS))
+        last = min(epoch, created + datetime.timedelta(seconds=rng.randrange(YEAR_SECONDS)))
         u = {"i": i, "user_id": user_id(i), "phone": phone_of(i), "created_at": _ms(created),
              "last_login_at": _ms(last), "logins": rng.randint(1, 400), "member": None}
         if rng.random() < MEMBER_SHARE:
@@ -112,7 +113,7 @@ def batch(province, b, size, users):
             union_code = rng.choice(province.unions["new_form" if new_form else "traditional"][county])
             status = rng.choices(statuses, cum_weights=status_w)[0]
             joined = _ms(created + datetime.timedelta(seconds=rng.randrange(max(1, int(
-                (EPOCH - created).total_seconds())))))
+                (epoch - created).total_seconds())))))
             u["member"] = {"member_id": member_id(i), "union_code": union_code, "union_id": "un_" + union_code,
                            "region_code": county, "prefecture_code": regions.prefecture_of(county),
                            "occupation_group": group, "status": status, "joined_at": joined,

@@ -87,7 +87,7 @@ def _count(rng, mean):
 
 def load_campaigns(ctx, db):
     rng = random.Random("benefits:campaigns")
-    end = population.EPOCH
+    end = ctx.province.epoch
     merchants = []
     for n in range(MERCHANTS):
         county = rng.choice(ctx.province.counties)

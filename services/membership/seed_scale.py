@@ -26,7 +26,7 @@ def run(ctx):
 def load_unions(ctx, db):
     """The grassroots unions (new-employment-form ones approve at once), in bulk; the county unions' code counters
     are left below the seeded codes (5001+), so unions created through the API number from 0001."""
-    now = population.EPOCH
+    now = ctx.province.epoch
     docs = []
     for n, (code, county, kind) in enumerate(ctx.province.union_docs()):
         docs.append({"_id": domain.union_id_for(code), "code": code, "level": "grassroots",
@@ -66,6 +66,6 @@ def member_doc(p):
     if m["status"] in ("active", "left"):
         doc.update(card_no=domain.card_no(m["joined_at"].year, 50_000_000 + p["i"]), joined_at=m["joined_at"])
     if m["status"] == "left":
-        doc.update(left_at=population.EPOCH)
+        doc.update(left_at=max(m["joined_at"], p["last_login_at"]))
     return doc
 

@@ -260,6 +260,11 @@ def reaches(doc, member):
     return since is None or doc["created_at"] >= since
 
 
+def time_of_id(_id):
+    """When an id was made (its first 12 hex digits are the millisecond)."""
+    return datetime.datetime.fromtimestamp(int(_id[:12], 16) / 1000, UTC)
+
+
 def id_at(when):
     """The smallest id of ``when`` (ids start with their millisecond): a lower bound for ids created since."""
     return "%012x%s" % (int(when.timestamp() * 1000), "0" * 12)

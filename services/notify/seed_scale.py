@@ -44,7 +44,7 @@ def run(ctx):
                                 "created_at": p["created_at"], "updated_at": p["created_at"]})
             for k in range(int(per_user / population.MEMBER_SHARE) + (rng.random() < per_user % 1)):
                 template, category, title, body = rng.choice(TEMPLATES)
-                at = population.EPOCH - datetime.timedelta(seconds=rng.randrange(90 * 86400))
+                at = ctx.province.epoch - datetime.timedelta(seconds=rng.randrange(90 * 86400))
                 doc = domain.notification_doc(p["user_id"], template, {"title": title,
                                                                        "body": body.format(n=rng.randint(1, 9))},
                                               "seed:%d:%d" % (p["i"], k), at)
@@ -67,7 +67,7 @@ def load_announcements(db, ctx):
     senders += [("51", {"occupation_groups": [g]}, 26) for g, _ in population.NEW_FORM_GROUPS]
     for scope, audience, per_year in senders:
         for n in range(per_year):
-            at = population.EPOCH - datetime.timedelta(seconds=rng.randrange(population.YEAR_SECONDS))
+            at = ctx.province.epoch - datetime.timedelta(seconds=rng.randrange(population.YEAR_SECONDS))
             body = {"title": "工会通知 %s-%d" % (scope, n), "body": "请各位会员关注本期工会活动安排。",
                     "audience": dict({"region_codes": [], "occupation_groups": [], "union_ids": []}, **audience)}
             doc = domain.announcement_doc({"sub": "acc_admin", "scope": scope}, body, at)
