@@ -189,6 +189,8 @@ def main(argv=None):
     ap.add_argument("--union-share", type=float, default=1.0,
                     help="grassroots unions as a share of the seed's 41,900 (tests use a few hundred)")
     args = ap.parse_args(argv)
+    # a load's batches are big writes on a busy store: not bounded like a request's (unionhub_kit.mongo)
+    os.environ.setdefault("STORE_TIMEOUT_MS", "600000")
     import pymongo
     uri = config.get("MONGO_URI")
     client = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)

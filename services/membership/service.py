@@ -25,6 +25,7 @@ from . import domain, schemas, seed, store
 from .domain import require_role, require_scope
 
 log = logging.getLogger("unionhub.membership")
+FOLD_BATCH = 200  # member counter deltas folded in one transaction (well inside the store timeout)
 
 
 class MembershipService:
@@ -55,7 +56,7 @@ class MembershipService:
     def fold_member_counts(self):
         """Add the member counter changes of recent joins, approvals and departures into the counters."""
         try:
-            while store.fold_count_deltas(self.db) == 2000:
+            while store.fold_count_deltas(self.db, limit=FOLD_BATCH) == FOLD_BATCH:
                 pass
         except Exception:  # the next tick tries again
             log.exception("folding member counters failed")

@@ -442,9 +442,10 @@ def month_counts(db, prefix, status):
     if status:
         q["status"] = status
     counts = {}
-    for c in db.member_counts.find(q, {"key": 1, "n": 1}):
+    counters, deltas = _counters_and_deltas(db, q)
+    for c in counters:
         counts[c["key"]] = counts.get(c["key"], 0) + c["n"]
-    for d in db.member_count_deltas.find({}, {"incs": 1}):
+    for d in deltas:
         for key, delta in d["incs"]:
             st, sc, g, month = key.split("|", 3)
             if sc == prefix and g == "month" and (not status or st == status):
@@ -508,13 +509,22 @@ def count_members(db, prefix, status, group_by):
     else:
         flt = {"scope": prefix, "group_by": group_by, "status": status}
         head = "%s|%s|%s|" % (status, prefix, group_by)
-    counts = {c["key"]: c["n"] for c in db.member_counts.find(flt, {"key": 1, "n": 1})}
-    for d in db.member_count_deltas.find({}, {"incs": 1}):  # not folded yet (a fraction of a second's worth)
+    counters, deltas = _counters_and_deltas(db, flt)
+    counts = {c["key"]: c["n"] for c in counters}
+    for d in deltas:  # not folded yet (a fraction of a second's worth)
         for key, delta in d["incs"]:
             if key.startswith(head):
                 k = key.rsplit("|", 1)[1]
                 counts[k] = counts.get(k, 0) + delta
     return [(k, n) for k, n in counts.items() if n]
+
+
+def _counters_and_deltas(db, flt):
+    """The counters matching ``flt`` and the deltas not folded yet, read in one snapshot (a fold moving deltas into
+    the counters between two plain reads would count them twice or not at all)."""
+    return transaction(db, lambda session: (
+        list(db.member_counts.find(flt, {"key": 1, "n": 1}, session=session)),
+        list(db.member_count_deltas.find({}, {"incs": 1}, session=session))))
 
 
 def ensure_member_counts(db):
