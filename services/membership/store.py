@@ -450,7 +450,7 @@ def month_counts(db, prefix, status):
             st, sc, g, month = key.split("|", 3)
             if sc == prefix and g == "month" and (not status or st == status):
                 counts[month] = counts.get(month, 0) + delta
-    counts.setdefault(domain.month_of(events.utcnow()), 1)
+    counts.setdefault(domain.month_of(clock.now()), 1)
     return sorted((m, n) for m, n in counts.items() if n > 0)
 
 

@@ -15,7 +15,7 @@ from datetime import timedelta
 from pymongo import ASCENDING as ASC, DESCENDING as DESC, ReturnDocument
 from pymongo.errors import BulkWriteError
 
-from unionhub_kit import crypto, projection
+from unionhub_kit import clock, crypto, projection
 from unionhub_kit.idempotency import run_idempotent  # noqa: F401  (store.run_idempotent for the service)
 from unionhub_kit.mongo import update_returning, upsert_returning
 
@@ -158,7 +158,7 @@ def announcements_for(db, keys, below, since, limit):
     query per key and window on the ``(keys, created_at)`` index: the embedded store fetches every match of a query
     before it sorts and limits, so reading all of a member's announcements for each page (a year: ~180 of them,
     86-168 ms under load) is what the windows avoid."""
-    top = domain.time_of_id(below) if below else domain.CLOCK.now() + timedelta(days=1)
+    top = domain.time_of_id(below) if below else clock.CLOCK.now() + timedelta(days=1)
     floor = domain.time_of_id(since) if since else None
     fields = {"title": 1, "body": 1, "audience": 1, "scope": 1, "created_at": 1}
     found, hi = {}, top + timedelta(milliseconds=1)
