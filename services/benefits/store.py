@@ -10,9 +10,14 @@ result, ``unionhub_kit.idempotency``).
 Every write that must hold with others is made inside the caller's transaction (``session``) with a guard in its
 filter; nothing reads and then writes outside one.
 """
+from datetime import timedelta
+
 import pymongo
+from bson import ObjectId
+from bson.errors import InvalidId
 from pymongo.errors import DuplicateKeyError  # noqa: F401  (callers catch it from here)
 
+from unionhub_kit.errors import validation_error
 from unionhub_kit.mongo import update_returning
 from unionhub_kit import projection
 
@@ -24,6 +29,7 @@ ASC, DESC = pymongo.ASCENDING, pymongo.DESCENDING
 def ensure_indexes(db):
     db.merchants.create_index([("uscc", ASC)], unique=True)
     db.campaigns.create_index([("area_path", ASC), ("_id", DESC)])
+    db.campaigns.create_index([("created_at", ASC)])
     db.campaigns.create_index([("areas", ASC)])
     db.campaigns.create_index([("welcome", ASC), ("claim_ends_at", ASC)])
     db.campaigns.create_index([("redeem_ends_at", ASC), ("expiry_done", ASC)])
@@ -83,9 +89,36 @@ def campaigns_page(db, flt, cursor, limit):
     return list(db.campaigns.find(q).sort("_id", DESC).limit(limit + 1))
 
 
+def _id_time(cursor):
+    """When the campaign a cursor names was made (its id's ObjectId); a cursor that names none is a 400."""
+    try:
+        return ObjectId(cursor.split("_", 1)[1]).generation_time
+    except (InvalidId, IndexError, TypeError):
+        raise validation_error({"cursor": ["is not a cursor this list gave out."]})
+
+
+CAMPAIGN_WINDOWS = (timedelta(days=30), timedelta(days=365), timedelta(days=3650))
+
+
 def scoped_campaigns_page(db, scope, status, cursor, limit, now):
-    """A page of the campaigns created in ``scope`` (``area_path``), of one status or any."""
-    return campaigns_page(db, dict(status_filter(status, now), area_path=scope), cursor, limit)
+    """A page of the campaigns created in ``scope`` (``area_path``), of one status or any, newest first.
+
+    Read in widening windows of ``created_at`` back from the cursor (a month, a year, ten years) on the
+    ``created_at`` index: the embedded store fetches every match of a query before it sorts and limits, and a
+    province admin's scope holds every campaign (1,000 a year: ``GET /admin/stats/benefits`` read all of them for
+    each page, 2.5 s p95 under load against 0.36 s on an empty store)."""
+    flt = dict(status_filter(status, now), area_path=scope)
+    top = _id_time(cursor) + timedelta(seconds=1) if cursor else now + timedelta(days=1)
+    found, hi = [], top
+    for span in CAMPAIGN_WINDOWS:
+        lo = top - span
+        q = dict({"created_at": {"$gte": lo, "$lt": hi}}, **flt)  # created_at first: the index that bounds it
+        found += [d for d in db.campaigns.find(q) if cursor is None or d["_id"] < cursor]
+        if len(found) > limit:
+            break
+        hi = lo
+    found.sort(key=lambda d: d["_id"], reverse=True)
+    return found[:limit + 1]
 
 
 def campaign_filter(args, now):

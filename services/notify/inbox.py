@@ -4,9 +4,6 @@ are creation-ordered and of one form); read state per member (an entry's ``read`
 record)."""
 from . import domain, store
 
-SCAN = 50  # announcements fetched per look, while the page is not full
-
-
 def page(db, user_id, unread, after, limit):
     """``{"items", "next_cursor"}``: ``limit`` entries below the cursor ``after`` (an id), filtered by ``unread``
     (True: unread only; False: read only; None: all)."""
@@ -24,12 +21,12 @@ def _announcements(db, user_id, member, unread, below, wanted):
     since = domain.id_at(member["active_since"]) if member.get("active_since") else None
     out = []
     while len(out) < wanted:
-        docs = store.announcements_for(db, keys, below, since, max(SCAN, wanted))
+        docs = store.announcements_for(db, keys, below, since, wanted)
         mine = [d for d in docs if domain.reaches(d, member)]
         read = store.read_announcements(db, user_id, [d["_id"] for d in mine]) if mine else set()
         out += [domain.announcement_entry(d, d["_id"] in read) for d in mine
                 if unread is None or (d["_id"] in read) != unread]
-        if len(docs) < max(SCAN, wanted):
+        if len(docs) < wanted:
             break
         below = docs[-1]["_id"]
     return out[:wanted]

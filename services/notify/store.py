@@ -147,14 +147,14 @@ def mark_read(db, user_id, notification_id, now):
                             {"$set": {"read": True, "read_at": now}})
 
 
-ANNOUNCEMENT_WINDOWS = (timedelta(days=14), timedelta(days=60), timedelta(days=365), timedelta(days=3650))
+ANNOUNCEMENT_WINDOWS = (timedelta(days=60), timedelta(days=365), timedelta(days=3650))
 
 
 def announcements_for(db, keys, below, since, limit):
     """Up to ``limit`` announcements found by any of ``keys``, newest first, with ids below ``below`` (a cursor;
     None: from the newest) and from ``since`` (an id; None: from the first).
 
-    Read in widening windows of ``created_at`` back from the cursor (two weeks, two months, a year, ten years), one
+    Read in widening windows of ``created_at`` back from the cursor (two months, a year, ten years), one
     query per key and window on the ``(keys, created_at)`` index: the embedded store fetches every match of a query
     before it sorts and limits, so reading all of a member's announcements for each page (a year: ~180 of them,
     86-168 ms under load) is what the windows avoid."""
