@@ -20,6 +20,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import eventlet
+from eventlet.event import Event
 from marshmallow import ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
 from werkzeug.routing import Map, Rule
@@ -85,21 +87,48 @@ class ReadCache:
     def __init__(self):
         self.entries = {}  # (path, query string) -> (valid until, body bytes, etag, max-age)
         self.keys_of = {}  # resource -> the keys of its cached reads
+        self.filling = {}  # key -> Event: a read of it is on its way to the service (the others wait for it)
+        self.read_through = {}  # key -> until when: its last answer was not to be kept
+        self.generation = {}  # resource -> how many writes this gateway passed on (an answer read before one is not kept)
 
     @staticmethod
     def resource(path):
         parts = path.split("/")
         return parts[3] if len(parts) > 3 else ""
 
-    def get(self, key):
-        hit = self.entries.get(key)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit
-        return None
+    def get(self, key, wait=5.0):
+        """``(fresh entry or None, whether this request is to fill it)``. Requests that miss while another one's
+        read of the key is on its way to the service wait for it (one RPC per expiry, not one per connection)."""
+        if self.read_through.get(key, 0) > time.monotonic():
+            return None, False  # its last answer could not be kept (a live campaign): no one waits for anyone
+        for _ in range(2):
+            hit = self.entries.get(key)
+            if hit is not None and hit[0] > time.monotonic():
+                return hit, False
+            pending = self.filling.get(key)
+            if pending is None:
+                self.filling[key] = Event()
+                return None, True
+            with eventlet.Timeout(wait, False):
+                pending.wait()
+        return None, False
 
-    def put(self, key, data, seconds):
+    def done(self, key):
+        """The read of ``key`` this request started has ended (answered or failed): wake whoever waits on it."""
+        pending = self.filling.pop(key, None)
+        if pending is not None:
+            pending.send()
+
+    def put(self, key, data, seconds, generation=None):
         tag = 'W/"%s"' % hashlib.blake2b(data, digest_size=12).hexdigest()
-        if seconds > 0:
+        if generation is not None and generation != self.generation.get(self.resource(key[0]), 0):
+            return (None, data, tag, seconds)  # a write passed by while this was read: answer it, do not keep it
+        if seconds <= 0:
+            if len(self.read_through) >= self.MAX_ENTRIES:
+                self.read_through.clear()
+            self.read_through[key] = time.monotonic() + 1.0
+        else:
+            self.read_through.pop(key, None)
             if len(self.entries) >= self.MAX_ENTRIES:
                 self.entries.clear()
                 self.keys_of.clear()
@@ -108,7 +137,9 @@ class ReadCache:
         return (None, data, tag, seconds)
 
     def written(self, path):
-        for key in self.keys_of.pop(self.resource(path), ()):
+        res = self.resource(path)
+        self.generation[res] = self.generation.get(res, 0) + 1
+        for key in self.keys_of.pop(res, ()):
             self.entries.pop(key, None)
 
     @staticmethod
@@ -215,6 +246,7 @@ class Router:
         logs.set_request_id(rid)
         gw.set_request_id(rid)
         label = "unmatched"
+        cache_key = fill_key = None
         try:
             adapter = self.map.bind_to_environ(request.environ)
             try:
@@ -245,10 +277,11 @@ class Router:
                 if header and not r.raw:  # optional auth on public routes (raw ones: /metrics has its own token)
                     call.principal = auth.authenticate(header)
                     REVOCATIONS.check(call.principal, gw.membership)
-            cache_key = None
             if r.cache is not None and r.method == "GET":
                 cache_key = (request.path, request.query_string)
-                hit = READ_CACHE.get(cache_key)
+                hit, fills = READ_CACHE.get(cache_key)
+                fill_key = cache_key if fills else None
+                generation = READ_CACHE.generation.get(READ_CACHE.resource(request.path), 0)
                 if hit is not None:
                     resp = READ_CACHE.response(request, hit, rid)
                     metrics.observe(request.method, label, resp.status_code, time.perf_counter() - started)
@@ -276,7 +309,7 @@ class Router:
             elif cache_key is not None:
                 seconds = r.cache(result) if callable(r.cache) else r.cache
                 data = json.dumps(result, ensure_ascii=False, default=str).encode("utf-8")
-                resp = READ_CACHE.response(request, READ_CACHE.put(cache_key, data, seconds), rid)
+                resp = READ_CACHE.response(request, READ_CACHE.put(cache_key, data, seconds, generation), rid)
             else:
                 resp = json_response(result, 204 if result is None and r.status == 204 else r.status, rid)
             if r.method in ("POST", "PUT", "PATCH", "DELETE") and resp.status_code < 400:
@@ -286,6 +319,9 @@ class Router:
         except Exception:
             log.exception("unhandled error on %s", label)
             resp = problem_response(problem(500, "INTERNAL", "Something went wrong; it has been logged."), rid)
+        finally:
+            if fill_key is not None:
+                READ_CACHE.done(fill_key)
         metrics.observe(request.method, label, resp.status_code, time.perf_counter() - started)
         return resp
 
