@@ -109,7 +109,7 @@ class BenefitsService:
                     raise Conflict("A merchant with this USCC exists already.", code="MERCHANT_EXISTS")
                 raise
             return domain.merchant_view(doc)
-        return self._idempotent(actor, "merchant", idempotency_key, data, work)
+        return self._idempotent(actor, "create_merchant", idempotency_key, data, work)
 
     @rpc
     def create_campaign(self, actor, payload, idempotency_key=None):
@@ -130,7 +130,7 @@ class BenefitsService:
             store.insert_campaign(self.db, doc, session)
             self.outbox.add(session, "campaign_published", domain.published_data(doc), subject=doc["_id"])
             return domain.campaign_view(doc, now)
-        result = self._idempotent(actor, "campaign", idempotency_key, schemas.CampaignCreate().dump(data), work)
+        result = self._idempotent(actor, "create_campaign", idempotency_key, schemas.CampaignCreate().dump(data), work)
         log.info("campaign %s published (quota %d)", result["id"], result["quota"])
         return result
 

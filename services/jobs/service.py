@@ -7,7 +7,7 @@ alerts are matched from this service's own ``job_posted`` events, and the masked
 membership's ``member_joined`` events (no call into membership per application).
 """
 
-from unionhub_kit import clock, events, projection
+from unionhub_kit import clock, events, idempotency, projection
 from unionhub_kit.actors import require_employer, require_scope
 from unionhub_kit.config import timer
 from unionhub_kit.consumer import idempotent, on_event
@@ -49,7 +49,7 @@ class JobsService:
         def txn(session):
             store.insert_employer(self.db, doc, session)
             return domain.employer_view(doc)
-        return store.run_idempotent(self.db, actor["sub"], idempotency_key, p, txn)
+        return store.run_idempotent(self.db, idempotency.scope("create_employer", actor["sub"]), idempotency_key, p, txn)
 
     @rpc
     def get_employer(self, employer_id):
@@ -73,7 +73,7 @@ class JobsService:
             store.insert_job(self.db, doc, session)
             self.outbox.add(session, "job_posted", domain.posted_data(doc), subject=job_id)
             return domain.posting_view(doc, now, full=True)
-        result = store.run_idempotent(self.db, actor["sub"], idempotency_key, p, txn)
+        result = store.run_idempotent(self.db, idempotency.scope("create_job", actor["sub"]), idempotency_key, p, txn)
         if result["id"] == job_id:
             store.bump_stats(self.db, doc["search_keys"], 1, created_ms=store.now_ms(now))
         return result
@@ -173,7 +173,7 @@ class JobsService:
             self.outbox.add(session, "application_submitted", domain.submitted_data(doc), subject=app_id)
             return {"id": app_id, "job_id": job_id, "job_title": job["title"], "status": "submitted",
                     "created_at": events.rfc3339(now)}
-        return store.run_idempotent(self.db, user_id, idempotency_key, {"apply": job_id}, txn)
+        return store.run_idempotent(self.db, idempotency.scope("apply", user_id), idempotency_key, {"apply": job_id}, txn)
 
     @rpc
     def my_applications(self, actor, payload):
@@ -232,7 +232,7 @@ class JobsService:
             store.insert_fair(self.db, doc, session)
             self.outbox.add(session, "fair_scheduled", domain.fair_scheduled_data(doc), subject=fair_id)
             return domain.fair_view(doc)
-        return store.run_idempotent(self.db, actor["sub"], idempotency_key, p, txn)
+        return store.run_idempotent(self.db, idempotency.scope("create_fair", actor["sub"]), idempotency_key, p, txn)
 
     @rpc
     def add_booth(self, actor, fair_id, payload, idempotency_key=None):
@@ -259,7 +259,8 @@ class JobsService:
                 raise Conflict("Fair %s has ended." % fair_id, code="FAIR_ENDED")
             return {"id": doc["_id"], "fair_id": fair_id, "employer_id": employer_id, "job_ids": p["job_ids"],
                     "created_at": events.rfc3339(now)}
-        return store.run_idempotent(self.db, actor["sub"], idempotency_key, dict(p, fair_id=fair["_id"]), txn)
+        return store.run_idempotent(self.db, idempotency.scope("add_booth", actor["sub"]), idempotency_key,
+                                    dict(p, fair_id=fair["_id"]), txn)
 
     @rpc
     def list_fairs(self, payload):

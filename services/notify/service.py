@@ -10,7 +10,7 @@ import logging
 
 import eventlet
 
-from unionhub_kit import clock, crypto, events, projection, topology
+from unionhub_kit import clock, crypto, events, idempotency, projection, topology
 from unionhub_kit.batching import Batcher
 from unionhub_kit.consumer import idempotent, on_event, run_once, run_once_many
 from unionhub_kit.errors import NotFound, validation_error
@@ -93,7 +93,7 @@ class NotifyService:
         def txn(session):
             doc = store.register_device(self.db, user, body["platform"], body["token"], clock.now(), session)
             return domain.device_view(doc)
-        return store.run_idempotent(self.db, user, idempotency_key, body, txn)
+        return store.run_idempotent(self.db, idempotency.scope("register_device", user), idempotency_key, body, txn)
 
     @rpc
     def list_devices(self, actor):
@@ -121,7 +121,7 @@ class NotifyService:
         def txn(session):
             store.add_announcement(self.db, doc, session)
             return {"id": doc["_id"], "status": doc["status"]}
-        result = store.run_idempotent(self.db, actor["sub"], idempotency_key, body, txn)
+        result = store.run_idempotent(self.db, idempotency.scope("create_announcement", actor["sub"]), idempotency_key, body, txn)
         self.wake("fan_out")
         return result
 
@@ -147,7 +147,7 @@ class NotifyService:
             store.add_webhook(self.db, doc, session)
             return domain.webhook_view(doc)
         fingerprint = dict(body, secret=crypto.keyed_hash(body["secret"], "webhook-secret"))
-        return store.run_idempotent(self.db, owner, idempotency_key, fingerprint, txn)
+        return store.run_idempotent(self.db, idempotency.scope("create_webhook", owner), idempotency_key, fingerprint, txn)
 
     @rpc
     def list_webhooks(self, actor, query=None):

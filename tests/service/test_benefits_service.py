@@ -485,6 +485,9 @@ def test_stats_only_cover_campaigns_in_scope(call, fails, campaign):
 
 
 # ---- group commit: claims decided and written in batches --------------------------------------------------------
+BATCH_WINDOW = 1.5  # wide enough that calls sent together land in one batch on a machine at load average 25
+
+
 def claims_batcher(container, window):
     """The container's group commit of claims, with a window wide enough that concurrent calls share one batch."""
     from unionhub_kit.batching import Batcher
@@ -513,7 +516,7 @@ def claim_at_once(config, calls):
 
 
 def test_a_batch_answers_the_same_member_twice_by_the_limit(svc, config, db, campaign, members):
-    group = claims_batcher(svc, 0.3)
+    group = claims_batcher(svc, BATCH_WINDOW)
     one, two = campaign(quota=10, per_member_limit=1), campaign(quota=10, per_member_limit=2)
     (user,) = members(1)
     before = group.batches
@@ -528,7 +531,7 @@ def test_a_batch_answers_the_same_member_twice_by_the_limit(svc, config, db, cam
 
 def test_a_batch_bigger_than_the_stock_issues_what_is_left_and_the_rest_are_sold_out(svc, config, db, campaign,
                                                                                         members):
-    group = claims_batcher(svc, 0.3)
+    group = claims_batcher(svc, BATCH_WINDOW)
     c = campaign(quota=3, per_member_limit=1)
     users = members(7)
     (far,) = members(1, region="510703")
@@ -552,7 +555,7 @@ def test_a_batch_bigger_than_the_stock_issues_what_is_left_and_the_rest_are_sold
 
 
 def test_an_idempotency_key_twice_in_one_batch_and_a_replay_beside_new_claims(svc, config, db, campaign, members):
-    group = claims_batcher(svc, 0.3)
+    group = claims_batcher(svc, BATCH_WINDOW)
     c = campaign(quota=10, per_member_limit=3)
     other = campaign(quota=10)
     a, b = members(2)
@@ -587,7 +590,7 @@ def test_a_batch_aborted_by_a_concurrent_change_is_decided_again(svc, config, db
             db_.members.update_one({"_id": a}, {"$set": {"claims.%s" % c["id"]: 1}})  # the other replica's claim
         return found
     monkeypatch.setattr(store, "members", read_then_race)
-    claims_batcher(svc, 0.3)
+    claims_batcher(svc, BATCH_WINDOW)
     answers = claim_at_once(config, [(a, c["id"], None), (b, c["id"], None)])
     assert answers[0] == "LIMIT_REACHED" and not isinstance(answers[1], str)
     assert db.coupons.count_documents({"campaign_id": c["id"]}) == 1
