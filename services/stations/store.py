@@ -115,14 +115,16 @@ def month_counters(db, keys, month):
 
 
 def count_visit(db, keys, month, user_id, session):
-    """One visit counted on each of ``keys`` in ``month``; a member not yet marked there is a new visitor."""
-    for key in keys:
-        mark = db.visitor_marks.update_one({"_id": "%s|%s|%s" % (key, month, user_id)},
-                                           {"$setOnInsert": {"month": month}}, upsert=True, session=session)
-        inc = {"visits": 1, "visitors": 1 if mark.upserted_id is not None else 0}
-        db.counters.update_one({"_id": "%s|%s" % (key, month)},
-                               {"$inc": inc, "$setOnInsert": {"key": key, "month": month}}, upsert=True,
-                               session=session)
+    """One visit counted on each of ``keys`` in ``month``; a member not yet marked there is a new visitor. Two bulk
+    writes (the marks, then the counters), not one round trip per key."""
+    marks = db.visitor_marks.bulk_write([UpdateOne({"_id": "%s|%s|%s" % (key, month, user_id)},
+                                                   {"$setOnInsert": {"month": month}}, upsert=True) for key in keys],
+                                        ordered=True, session=session)
+    new = set(marks.upserted_ids)  # positions of the keys where this member is a new visitor
+    db.counters.bulk_write([UpdateOne({"_id": "%s|%s" % (key, month)},
+                                      {"$inc": {"visits": 1, "visitors": 1 if n in new else 0},
+                                       "$setOnInsert": {"key": key, "month": month}}, upsert=True)
+                            for n, key in enumerate(keys)], ordered=True, session=session)
 
 
 def forget_marks_before(db, month):
