@@ -101,7 +101,8 @@ class Chaos:
     def poison(self):
         from kombu import Connection
         exchange = topology.event_exchange("membership")
-        wrong = events.build("membership", "member_joined", {"member_id": "x"}, subject="x")
+        from tests.service.test_kit_events import MEMBER
+        wrong = events.build("membership", "member_joined", MEMBER, subject="x")
         wrong["data"] = {"nonsense": True}
         with Connection(self.st.amqp_uri) as conn:
             p = conn.Producer()
