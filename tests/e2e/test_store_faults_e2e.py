@@ -155,3 +155,35 @@ def test_a_transaction_left_open_by_a_killed_process_does_not_stall_writes(make_
     print("dead transaction: other joins done after %.1fs, held member approved after %.1fs" % (others_done,
                                                                                                approved))
     assert approved < 15
+
+
+def test_readyz_notices_a_store_that_takes_no_writes(make_stack):
+    """Reads still work, but membership's writes wait behind a transaction (kept alive here, so the store does not
+    reap it): /readyz says membership is down, because its ping commits a write; once it is gone, ready again."""
+    s = make_stack()
+    assert requests.get(s.url + "/readyz", timeout=30).status_code == 200
+    db = pymongo.MongoClient(s.mongo_uri, tz_aware=True)["%s_membership" % s.prefix]
+    session = db.client.start_session()
+    session.start_transaction()
+    db.health.update_one({"_id": "membership-0"}, {"$set": {"held": True}}, upsert=True, session=session)
+    stop = threading.Event()
+
+    def keep_alive():  # a statement every second: the transaction is not idle, so not reaped
+        while not stop.wait(1.0):
+            db.health.find_one({"_id": "membership-0"}, session=session)
+    t = threading.Thread(target=keep_alive, daemon=True)
+    t.start()
+    try:
+        r = requests.get(s.url + "/readyz", timeout=30)
+        assert r.status_code == 503, r.text
+        assert r.json()["checks"]["membership"] == "down" and r.json()["checks"]["notify"] == "ok"
+        assert requests.get(s.url + "/api/v1/unions", timeout=30).status_code == 200  # reads are fine
+    finally:
+        stop.set()
+        t.join()
+        session.abort_transaction()
+        session.end_session()
+    deadline = time.time() + 30
+    while requests.get(s.url + "/readyz", timeout=30).status_code != 200:
+        assert time.time() < deadline, "not ready again within 30 s"
+        time.sleep(0.5)
