@@ -24,6 +24,7 @@ from bench import common  # noqa: I001  (monkey-patches first)
 import collections
 import json
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -45,7 +46,7 @@ FAULT_AFTER = 1.0
 
 class Chaos:
     def __init__(self):
-        tmp = tempfile.mkdtemp(prefix="uh-chaos-")
+        self.tmp = tmp = tempfile.mkdtemp(prefix="uh-chaos-")
         self.store = Stack(log_dir=os.path.join(tmp, "store-log"), say=common.say)
         self.store_dir, self.store_port = os.path.join(tmp, "store"), free_port()
         os.environ["BENCH_MONGO_URI"] = self.store.start_store(self.store_dir, self.store_port)
@@ -77,6 +78,8 @@ class Chaos:
         self.receiver.close()
         self.st.stop()
         self.store.stop()
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ---- faults ---------------------------------------------------------------------------------------------
     def restart_service(self, name, sig):

@@ -56,6 +56,7 @@ SETTINGS = {
     "RPC_TIMEOUT": Setting(float, 5.0),
     "EVENT_MAX_ATTEMPTS": Setting(int, 5),
     "EVENT_RETRY_BASE_MS": Setting(int, 200),
+    "EVENT_TRANSIENT_MAX_ATTEMPTS": Setting(int, 12),  # a handler failing with 503/504 or an unreachable store
     "MAX_WORKERS": Setting(int, 32, key="max_workers"),
     "GATEWAY_HOST": Setting(str, "127.0.0.1"),
     "GATEWAY_PORT": Setting(int, 8000),

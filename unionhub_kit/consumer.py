@@ -7,7 +7,9 @@
   the dead-letter queue at once (retrying it cannot help); so is one that cannot even be decoded (invalid JSON, a
   content type other than JSON), byte for byte, with the decoder's reason (kombu would log and drop it);
 * a handler that raises is retried with exponential backoff and jitter (through the retry queue's TTL) up to
-  ``EVENT_MAX_ATTEMPTS`` attempts, then parked in the dead-letter queue with the error in its headers;
+  ``EVENT_MAX_ATTEMPTS`` attempts, then parked in the dead-letter queue with the error in its headers; a passing
+  failure (another service answered 503/504, the store is out of reach) gets ``EVENT_TRANSIENT_MAX_ATTEMPTS``
+  (default 12: about five minutes of backoff);
 * the original message is acked only after its retry or dead-letter copy was confirmed by the broker.
 
 ``@idempotent`` (under ``@on_event``) records the event's ``(source, id)`` in the service's ``processed_events``
@@ -24,7 +26,7 @@ from pymongo.errors import DuplicateKeyError
 
 from . import clock, config, events, topology
 from .errors import AppError
-from .mongo import background_timeout, transaction
+from .mongo import background_timeout, transaction, unavailable
 
 log = logging.getLogger("unionhub.consumer")
 
@@ -70,6 +72,7 @@ class ReliableEventHandler(Consumer):
         cfg = self.container.config
         self.amqp_uri = config.get("AMQP_URI", cfg)
         self.max_attempts = config.get("EVENT_MAX_ATTEMPTS", cfg)
+        self.transient_attempts = max(self.max_attempts, config.get("EVENT_TRANSIENT_MAX_ATTEMPTS", cfg))
         self.base_ms = config.get("EVENT_RETRY_BASE_MS", cfg)
         self.publisher = AmqpPublisher(self.amqp_uri, use_confirms=True, serializer="json")
         from kombu import Connection
@@ -114,7 +117,10 @@ class ReliableEventHandler(Consumer):
         # that is down (503) or slow (504) is a passing state, retried like any failure
         permanent = isinstance(exc, (PermanentError, ValidationError)) or (
             isinstance(exc, AppError) and exc.status < 500)
-        if permanent or attempts >= self.max_attempts:
+        # another service down or slow, the store out of reach: retried for minutes (backoff capped at 60 s), as a
+        # restart takes longer than the few seconds EVENT_MAX_ATTEMPTS gives a failing handler
+        passing = isinstance(exc, AppError) and exc.status >= 500 or unavailable(exc)
+        if permanent or attempts >= (self.transient_attempts if passing else self.max_attempts):
             self._park(message, message.payload, "%s: %s" % (type(exc).__name__, exc), attempts)
             return
         delay = self.backoff_ms(attempts)

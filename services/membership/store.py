@@ -147,8 +147,9 @@ def insert_union(db, doc, session):
 # ---- accounts and users -----------------------------------------------------------------------------------------
 def ensure_account(db, doc):
     """Create ``doc`` unless an account with its id exists (idempotent; safe when replicas start together)."""
-    try:
-        db.accounts.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+    try:  # a transaction (accounts are also written by transactions: see unionhub_kit.mongo)
+        transaction(db, lambda session: db.accounts.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True,
+                                                               session=session))
     except DuplicateKeyError:
         pass
 
@@ -159,7 +160,8 @@ def account_exists(db, account_id):
 
 def set_password_hash(db, account_id, old_hash, new_hash):
     """Replace a password hash (rehash on login), unless it changed meanwhile."""
-    db.accounts.update_one({"_id": account_id, "password_hash": old_hash}, {"$set": {"password_hash": new_hash}})
+    transaction(db, lambda session: db.accounts.update_one({"_id": account_id, "password_hash": old_hash},
+                                                           {"$set": {"password_hash": new_hash}}, session=session))
 
 
 def account_by_id(db, account_id):

@@ -17,7 +17,7 @@ from pymongo.errors import BulkWriteError
 
 from unionhub_kit import clock, crypto, projection
 from unionhub_kit.idempotency import run_idempotent  # noqa: F401  (store.run_idempotent for the service)
-from unionhub_kit.mongo import update_returning, upsert_returning
+from unionhub_kit.mongo import background_timeout, transaction, update_returning, upsert_returning
 
 from . import domain
 
@@ -69,9 +69,19 @@ def claim_due(coll, now, limit, lease_seconds, owner):
     if not ids:
         return []
     token = "%s:%s" % (owner, uuid.uuid4().hex[:8])
-    coll.update_many(dict(free, _id={"$in": ids}),
-                     {"$set": {"lease_until": now + timedelta(seconds=lease_seconds), "lease": token}})
+    _transactional(coll, lambda session: coll.update_many(
+        dict(free, _id={"$in": ids}), {"$set": {"lease_until": now + timedelta(seconds=lease_seconds), "lease": token}},
+        session=session))
     return list(coll.find({"_id": {"$in": ids}, "lease": token}))
+
+
+def _transactional(coll, fn, session=None):
+    """``fn(session)`` in ``session``'s transaction, or in one of its own: dispatches and webhook deliveries are
+    written by transactions too (queued with their event, cancelled on erasure), and a plain write to a document a
+    dead client's transaction holds would wait for it inside the store (unionhub_kit.mongo)."""
+    if session is not None:
+        return fn(session)
+    return transaction(coll.database, fn, timeout=background_timeout())
 
 
 def settle(coll, doc, update, session=None):
@@ -79,7 +89,8 @@ def settle(coll, doc, update, session=None):
     update = dict(update)
     update.setdefault("$unset", {})["lease"] = ""
     update.setdefault("$set", {})["lease_until"] = NO_LEASE
-    return coll.update_one({"_id": doc["_id"], "lease": doc["lease"]}, update, session=session).matched_count == 1
+    return _transactional(coll, lambda session: coll.update_one({"_id": doc["_id"], "lease": doc["lease"]}, update,
+                                                                session=session).matched_count == 1, session)
 
 
 # ---- member projection ----------------------------------------------------------------------------------------
@@ -333,9 +344,9 @@ def list_deliveries(db, webhook_id, status, after, limit):
 
 def replay_delivery(db, webhook_id, delivery_id, now):
     """Send one delivery again from scratch (its attempts start over); None if the webhook has no such delivery."""
-    return db.webhook_deliveries.find_one_and_update(
+    return transaction(db, lambda session: db.webhook_deliveries.find_one_and_update(
         {"_id": delivery_id, "webhook_id": webhook_id},
         {"$set": {"status": "pending", "attempts": 0, "due_at": now, "lease_until": NO_LEASE},
          "$unset": {"lease": ""}, "$inc": {"replays": 1}},
-        return_document=ReturnDocument.AFTER)
+        return_document=ReturnDocument.AFTER, session=session))
 
