@@ -39,8 +39,10 @@ SETTINGS = {
     "RABBIT_API_URI": Setting(str, "http://guest:guest@localhost:15672"),
     "MONGO_URI": Setting(str, "mongodb://127.0.0.1:27217/?directConnection=true"),
     "MONGO_POOL": Setting(int, 100),
-    "STORE_TIMEOUT_MS": Setting(int, 4000),  # any one store operation (or whole transaction)
+    "STORE_TIMEOUT_MS": Setting(int, 4000),  # a request's transaction, retries included
     "STORE_SELECT_TIMEOUT_MS": Setting(int, 3000),
+    "STORE_SOCKET_TIMEOUT_MS": Setting(int, 15000),  # any other round trip: a backstop against a hung store
+    "STORE_INDEX_TIMEOUT_MS": Setting(int, 1800000),  # index builds at start
     "STORE_BACKGROUND_TIMEOUT_MS": Setting(int, 30000),  # an event handler's transaction (nobody waits on it)
     "UNIONHUB_UNDURABLE_FOR_BENCH": Setting(_bool, False),  # bench/durability.py only, development only
     "UNIONHUB_WRITE_AUDIT": Setting(str, None),  # path prefix: every write command of the process noted (chaos)

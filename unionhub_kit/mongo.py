@@ -5,11 +5,13 @@ Every client the kit makes is **durable** and **bounded** (``client_options``):
 * write concern ``w: "majority", j: true``: a write is acknowledged only once it is in the journal (on a replica set:
   on a majority). The API answers, and a consumer acks its message, only after that. (The embedded store journals a
   committed *transaction* only with ``--sync-on-commit``, which ``deploy/stack.py`` passes.)
-* ``STORE_TIMEOUT_MS`` (default 4000, below ``RPC_TIMEOUT``) bounds every round trip (``socketTimeoutMS``) and every
-  transaction of a request including its retries (``pymongo.timeout`` in ``transaction``; an event handler's
-  transaction gets ``STORE_BACKGROUND_TIMEOUT_MS``, 30 s, as nobody waits on it); the server selection waits
-  ``STORE_SELECT_TIMEOUT_MS`` (default 3000). A store that stalls or is gone becomes an error within seconds, which
-  an RPC answers as 503 ``SERVICE_UNAVAILABLE`` (``unionhub_kit.rpc``) and an event handler retries.
+* ``STORE_TIMEOUT_MS`` (default 4000, below ``RPC_TIMEOUT``) bounds every transaction of a request including its
+  retries (``pymongo.timeout`` in ``transaction``; an event handler's transaction gets
+  ``STORE_BACKGROUND_TIMEOUT_MS``, 30 s, as nobody waits on it); any other round trip is bounded by
+  ``STORE_SOCKET_TIMEOUT_MS`` (default 15000, a backstop against a store that hangs); index builds at start by
+  ``STORE_INDEX_TIMEOUT_MS`` (30 min). The server selection waits ``STORE_SELECT_TIMEOUT_MS`` (default 3000). A
+  store that stalls or is gone becomes an error, which an RPC answers as 503 ``SERVICE_UNAVAILABLE``
+  (``unionhub_kit.rpc``) and an event handler retries.
 """
 import os
 
@@ -39,7 +41,7 @@ def undurable_for_bench():
 
 def client_options(pool=100):
     durable = dict(w=1, journal=False) if undurable_for_bench() else dict(w="majority", journal=True)
-    return dict(durable, socketTimeoutMS=int(store_timeout() * 1000),
+    return dict(durable, socketTimeoutMS=config.get("STORE_SOCKET_TIMEOUT_MS"),
                 serverSelectionTimeoutMS=config.get("STORE_SELECT_TIMEOUT_MS"), connectTimeoutMS=2000,
                 maxPoolSize=pool, tz_aware=True)
 
@@ -141,9 +143,10 @@ class Mongo(DependencyProvider):
 
     def setup(self):
         self.database = self.store.database
-        ensure_kit_indexes(self.database)
-        if self.indexes:
-            self.indexes(self.database)
+        with pymongo.timeout(config.get("STORE_INDEX_TIMEOUT_MS") / 1000.0):
+            ensure_kit_indexes(self.database)
+            if self.indexes:
+                self.indexes(self.database)
 
     def get_dependency(self, worker_ctx):
         return self.database
