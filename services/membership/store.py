@@ -20,7 +20,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from unionhub_kit import clock
 from unionhub_kit.errors import Conflict
-from unionhub_kit.mongo import transaction, update_returning, upsert_returning
+from unionhub_kit.mongo import background_timeout, transaction, update_returning, upsert_returning
 
 from . import domain
 
@@ -100,7 +100,8 @@ def seed_unions(db, docs):
         if not ops:
             return
         try:
-            db.unions.bulk_write(ops, ordered=False)
+            transaction(db, lambda session: db.unions.bulk_write(ops, ordered=False, session=session),
+                        timeout=background_timeout())
             return
         except BulkWriteError:
             if attempt == 2:
