@@ -7,6 +7,7 @@ import pytest
 from nameko.testing.services import entrypoint_hook
 
 from unionhub_kit.errors import ServiceTimeout, ServiceUnavailable
+from unionhub_kit import rpc as rpc_module
 from unionhub_kit.rpc import Rpc, rpc
 
 CALLS = []
@@ -53,13 +54,21 @@ def test_absent_service_is_unavailable_and_expired_request_is_not_run_later(cont
     slow = container_factory(Slow, config)
     slow.start()
     slow.stop()  # its durable queue stays, with no consumer
+    eventlet.sleep(rpc_module.CONSUMER_CHECK_SECONDS + 0.2)  # the consumer count is cached that long
     with entrypoint_hook(caller, "call") as call:
-        with pytest.raises(ServiceTimeout):
+        started = time.time()
+        with pytest.raises(ServiceUnavailable):  # at once: nobody consumes the queue
             call("while-down")
+        assert time.time() - started < 0.5
+        # a count taken just before the consumer went (still cached): the request is published, times out, and
+        # expires in the queue, so it is not carried out when the service comes back
+        rpc_module._consumers[(config["AMQP_URI"], "rpc-slowsvc")] = (time.monotonic(), 1)
+        with pytest.raises(ServiceTimeout):
+            call("while-down-stale")
     eventlet.sleep(0.8)  # past the request's expiry
     again = container_factory(Slow, config)
     again.start()
-    eventlet.sleep(1.0)
-    assert "while-down" not in CALLS
+    eventlet.sleep(rpc_module.CONSUMER_CHECK_SECONDS + 0.2)
+    assert "while-down" not in CALLS and "while-down-stale" not in CALLS
     with entrypoint_hook(caller, "call") as call:
         assert call("after") == "after"
