@@ -82,12 +82,12 @@ def test_announcement_is_in_every_audience_inbox_at_once_and_pushed_in_multicast
         container_factory, config, tmp_path, db_of):
     cfg = notify_config(config, tmp_path, NOTIFY_FANOUT_BATCH=BATCH, PUSH_MULTICAST_MAX=7)
     db = db_of("notify")
+    notify = start(container_factory, cfg)  # first: its indexes are made on empty collections (fast under load)
     expected = seed(db, 1500)
     outsiders = sorted({d["_id"] for d in db.members.find({})} - set(expected))
     give_devices(db, expected[:40] + outsiders[:5])
     db.notifications.insert_one(domain.notification_doc(expected[0], "coupon_claimed", {"title": "mine", "body": "b"},
                                                         "own", clock.now()))
-    notify = start(container_factory, cfg)
     out = announce(notify)
     assert out["status"] == "pending"
     # in the inbox at once: nothing was written per member
@@ -165,6 +165,7 @@ def test_fan_out_failing_between_a_batch_and_its_checkpoint_resumes_without_dupl
         container_factory, config, tmp_path, db_of, monkeypatch):
     cfg = notify_config(config, tmp_path, NOTIFY_FANOUT_BATCH=BATCH)
     db = db_of("notify")
+    notify = start(container_factory, cfg)
     expected = seed(db, 1200)
     give_devices(db, expected)
     calls = []
@@ -174,7 +175,6 @@ def test_fan_out_failing_between_a_batch_and_its_checkpoint_resumes_without_dupl
         if len(calls) == 2:
             raise RuntimeError("the store went away")  # batch 2 is written, its checkpoint is not
     monkeypatch.setattr(fanout, "before_checkpoint", fail_once)
-    notify = start(container_factory, cfg)
     out = announce(notify)
     done = wait_for(lambda: (lambda p: p["status"] == "done" and p)(progress(notify, out["id"])))
     assert len(calls) == 4 and calls[1] == calls[2]  # batch 2 again after the failure
@@ -186,6 +186,7 @@ def test_process_dying_mid_announcement_is_resumed_by_another_after_its_lease(
         container_factory, config, tmp_path, db_of, monkeypatch):
     cfg = notify_config(config, tmp_path, NOTIFY_FANOUT_BATCH=BATCH, NOTIFY_LEASE_SECONDS=1)
     db = db_of("notify")
+    first = start(container_factory, cfg)
     expected = seed(db, 1500)
     give_devices(db, expected)
     stuck = eventlet.event.Event()
@@ -196,7 +197,6 @@ def test_process_dying_mid_announcement_is_resumed_by_another_after_its_lease(
         if len(calls) == 2:
             stuck.wait()  # the process hangs here until it is killed: batch 2 written, no checkpoint
     monkeypatch.setattr(fanout, "before_checkpoint", die_on_second)
-    first = start(container_factory, cfg)
     out = announce(first)
     wait_for(lambda: len(calls) == 2)
     mid = db.announcements.find_one({"_id": out["id"]})
