@@ -59,7 +59,9 @@ def test_absent_service_is_unavailable_and_expired_request_is_not_run_later(cont
         started = time.time()
         with pytest.raises(ServiceUnavailable):  # at once: nobody consumes the queue
             call("while-down")
-        assert time.time() - started < 0.5
+        # answered without waiting out the call's timeout (RPC_TIMEOUT is 5 s here); the margin is for a loaded
+        # machine: this tells "refused at once" from "timed out", it is not a performance figure
+        assert time.time() - started < config["RPC_TIMEOUT"] / 2
         # a count taken just before the consumer went (still cached): the request is published, times out, and
         # expires in the queue, so it is not carried out when the service comes back
         rpc_module._consumers[(config["AMQP_URI"], "rpc-slowsvc")] = (time.monotonic(), 1)
