@@ -33,7 +33,7 @@ import uuid
 import requests
 
 from deploy.stack import Stack, free_port
-from tests.e2e import helpers
+from support import client
 from tests.service.notify_support import Receiver
 from unionhub_kit import events, topology
 
@@ -55,10 +55,10 @@ class Chaos:
                                                 "UNIONHUB_WRITE_AUDIT": self.audit})
         self.receiver = Receiver()
         admin = common.admin_token(self.st)
-        self.union = helpers.create_union(self.st, admin, auto_approve=True)
+        self.union = client.create_union(self.st, admin, auto_approve=True)
         self.welcome = common.create_campaign(self.st, admin, quota=100000, welcome=True, title="入会礼 chaos")
-        integrator = helpers.staff_token(self.st, admin, "chaos-%s" % uuid.uuid4().hex[:6], "integrator")
-        r = requests.post(self.st.url + "/api/v1/webhooks", headers=helpers.auth(integrator), timeout=30, json={
+        integrator = client.staff_token(self.st, admin, "chaos-%s" % uuid.uuid4().hex[:6], "integrator")
+        r = requests.post(self.st.url + "/api/v1/webhooks", headers=client.auth(integrator), timeout=30, json={
             "url": self.receiver.url, "event_types": ["member_joined"], "secret": "chaos-webhook-secret"})
         assert r.status_code == 201, r.text
 
@@ -130,17 +130,17 @@ class Chaos:
         pool = common.eventlet.GreenPool(8)
 
         def one(_):
-            phone = helpers.new_phone()
-            out.append((helpers.member_token(self.st, phone), phone))
+            phone = client.new_phone()
+            out.append((client.member_token(self.st, phone), phone))
         for i in range(n):
             pool.spawn_n(one, i)
         pool.waitall()
         return out
 
     def join(self, token, statuses):
-        body = {"name": "孙八", "id_number": helpers.new_id_number(), "union_id": self.union["id"],
+        body = {"name": "孙八", "id_number": client.new_id_number(), "union_id": self.union["id"],
                 "employer": "川运物流", "occupation_group": "courier", "consent": True}
-        headers = dict(helpers.auth(token), **{"Idempotency-Key": uuid.uuid4().hex})
+        headers = dict(client.auth(token), **{"Idempotency-Key": uuid.uuid4().hex})
         deadline = time.time() + CLIENT_SECONDS
         while True:
             try:

@@ -23,10 +23,7 @@ import http.client  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 import urllib.parse  # noqa: E402
 import uuid  # noqa: E402
@@ -37,14 +34,14 @@ if ROOT not in sys.path:
 
 import requests  # noqa: E402
 
-from deploy.stack import Stack, free_port  # noqa: E402
-from unionhub_kit import broker, config, tokens, topology  # noqa: E402
+from support import client  # noqa: E402
+from support import stack as stack_support  # noqa: E402
+from unionhub_kit import broker, tokens  # noqa: E402
 
 RESULTS_DIR = os.path.join(ROOT, "bench", "results")
 import logging  # noqa: E402
 
 logging.getLogger("amqp").setLevel(logging.ERROR)  # "Received method ... during closing channel" on proxy close
-ADMIN_PASSWORD = "Admin-Test-Passw0rd"  # = tests.e2e.helpers.ADMIN_PASSWORD, so those helpers work here
 
 
 # ---- sizes from the environment ---------------------------------------------------------------------------------
@@ -240,21 +237,17 @@ def staff_token(role="union_admin", scope="51", **claims):
 
 def admin_token(st):
     """The bootstrap admin's token through the real login route."""
-    r = requests.post(st.url + "/api/v1/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD},
-                      timeout=15)
-    r.raise_for_status()
-    return r.json()["access_token"]
+    return client.admin_token(st)
 
 
 def new_members(st, n, concurrency=8, occupation_group="courier"):
     """``n`` active members the way the app makes them (OTP by SMS, token, join an auto-approve union), joined
     ``concurrency`` at a time; returns ``[(token, member_json, phone)]``. Needs membership and notify."""
-    from tests.e2e import helpers
-    helpers.auto_union(st)
+    client.auto_union(st)
     out = []
 
     def one(_):
-        out.append(helpers.new_member(st, occupation_group=occupation_group))
+        out.append(client.new_member(st, occupation_group=occupation_group))
     pool = eventlet.GreenPool(concurrency)
     for i in range(n):
         pool.spawn_n(one, i)
@@ -270,12 +263,12 @@ def rfc3339_in(seconds):
 
 def create_campaign(st, admin, quota=1000, per_member_limit=1, starts_in=-5, title=None, **extra):
     """A merchant (once per stack) and a live campaign through the gateway; returns the campaign JSON."""
-    from tests.e2e import helpers
+    from support import client
     merchant = getattr(st, "_bench_merchant", None)
     if merchant is None:
-        r = requests.post(st.url + "/api/v1/merchants", json={"name": "蜀味餐饮 bench", "uscc": helpers.new_uscc(),
+        r = requests.post(st.url + "/api/v1/merchants", json={"name": "蜀味餐饮 bench", "uscc": client.new_uscc(),
                                                               "region_code": "510104"},
-                          headers=helpers.auth(admin), timeout=15)
+                          headers=client.auth(admin), timeout=15)
         assert r.status_code == 201, r.text
         merchant = st._bench_merchant = r.json()
     body = {"title": title or "午餐满30减10 %s" % uuid.uuid4().hex[:6], "merchant_id": merchant["id"],
@@ -283,150 +276,30 @@ def create_campaign(st, admin, quota=1000, per_member_limit=1, starts_in=-5, tit
             "claim_starts_at": rfc3339_in(starts_in), "claim_ends_at": rfc3339_in(3600 * 24),
             "redeem_ends_at": rfc3339_in(3600 * 24 * 30), "eligibility": {}, "welcome": False}
     body.update(extra)
-    r = requests.post(st.url + "/api/v1/campaigns", json=body, headers=helpers.auth(admin), timeout=15)
+    r = requests.post(st.url + "/api/v1/campaigns", json=body, headers=client.auth(admin), timeout=15)
     assert r.status_code == 201, r.text
     return r.json()
 
 
-# ---- the stack --------------------------------------------------------------------------------------------------
-def mgmt(method, path, **kw):
-    base = config.get("RABBIT_API_URI")
-    u = urllib.parse.urlparse(base)
-    url = "%s://%s:%s/api/%s" % (u.scheme, u.hostname, u.port or 15672, path)
-    r = requests.request(method, url, auth=(u.username or "guest", u.password or "guest"), timeout=15, **kw)
-    if r.status_code >= 400 and not (method == "DELETE" and r.status_code == 404):
-        r.raise_for_status()
-    return r
-
-
-def create_vhost(name, user="guest"):
-    q = urllib.parse.quote(name, safe="")
-    mgmt("PUT", "vhosts/%s" % q)
-    mgmt("PUT", "permissions/%s/%s" % (q, user), json={"configure": ".*", "write": ".*", "read": ".*"})
-
-
-def delete_vhost(name):
-    mgmt("DELETE", "vhosts/%s" % urllib.parse.quote(name, safe=""))
+# ---- the stack: support.stack, as the tests and chaos runs start it ----------------------------------------------
+create_vhost, delete_vhost, mgmt = stack_support.create_vhost, stack_support.delete_vhost, stack_support.management
 
 
 def start_store(data_dir, log_dir):
-    """SecantusDB as its own process on a free port, started as ``make run`` starts it (same cache sizing);
-    return ``(uri, process)``."""
-    st = Stack(log_dir=log_dir, say=lambda *a: None)
-    uri = st.start_store(data_dir, free_port())
-    return uri, st.store_proc
-
-
-class BenchStack:
-    """A running stack: ``url`` (gateway), ``env`` (what every process got), ``db(service)``, ``logs()``."""
-
-    def __init__(self, stack, url, env, vhost, store_proc, tmp):
-        self.stack, self.url, self.env, self.vhost = stack, url, env, vhost
-        self.amqp_uri, self.mongo_uri = env["AMQP_URI"], env["MONGO_URI"]
-        self.prefix = env["UNIONHUB_DB_PREFIX"]
-        self.log_dir = stack.log_dir
-        self._store_proc, self._tmp = store_proc, tmp
-        self._client = None
-
-    @property
-    def mongo(self):
-        if self._client is None:
-            import pymongo
-            self._client = pymongo.MongoClient(self.mongo_uri, tz_aware=True, maxPoolSize=200)
-        return self._client
-
-    def db(self, service):
-        return self.mongo[config.db_name(service, {"DB_PREFIX": self.prefix})]
-
-    def nameko_config(self, **extra):
-        return config.nameko_config(AMQP_URI=self.amqp_uri, MONGO_URI=self.mongo_uri, DB_PREFIX=self.prefix,
-                                    **extra)
-
-    def replicas(self):
-        return {name: len(ps) for name, ps in self.stack.procs.items()}
-
-    def logs(self):
-        out = []
-        for name in sorted(os.listdir(self.log_dir)):
-            if name.endswith(".log"):
-                with open(os.path.join(self.log_dir, name), encoding="utf-8", errors="replace") as f:
-                    out.append(f.read())
-        return "\n".join(out)
-
-    def sms_outbox(self):
-        """Lines of the development SMS sink (what ``tests.e2e.helpers`` reads login codes from)."""
-        path = self.env["SMS_SINK_FILE"]
-        if not os.path.exists(path):
-            return []
-        with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-
-    def stop(self):
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        self.stack.stop()
-        if self._store_proc is not None:
-            self._store_proc.terminate()
-            try:
-                self._store_proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self._store_proc.kill()
-        if self.vhost:
-            try:
-                delete_vhost(self.vhost)
-            except Exception:
-                pass
-        if self._tmp and not os.environ.get("BENCH_KEEP"):
-            shutil.rmtree(self._tmp, ignore_errors=True)
+    """SecantusDB as its own process (``support.stack.Store``, as ``make run`` starts it); ``(uri, process)``."""
+    store = stack_support.Store(data_dir, log_dir)
+    return store.uri, store.process
 
 
 def start_stack(replicas=None, services=None, extra_env=None, wait=180):
-    """Start RabbitMQ vhost + store + every Procfile process (or ``services``); return a ``BenchStack``."""
-    from deploy.stack import ensure_rabbitmq
-    tmp = tempfile.mkdtemp(prefix="uh-bench-")
-    log_dir = os.path.join(tmp, "log")
-    os.makedirs(log_dir)
-    amqp = os.environ.get("BENCH_AMQP_URI")
-    vhost = None
-    if not amqp:
-        if not ensure_rabbitmq(config.get("AMQP_URI"), say=say):
-            raise RuntimeError("RabbitMQ is not available")
-        vhost = "uh_bench_%s" % uuid.uuid4().hex[:8]
-        create_vhost(vhost)
-        amqp = "amqp://guest:guest@localhost:5672/%s" % vhost
-    store_proc = None
-    mongo_uri = os.environ.get("BENCH_MONGO_URI")
-    if not mongo_uri:
-        mongo_uri, store_proc = start_store(os.path.join(tmp, "store"), log_dir)
-    if os.environ.get("BENCH_JOURNALED"):  # every write acknowledged once journaled (what issue 11 makes the default)
-        mongo_uri += ("&" if "?" in mongo_uri else "?") + "w=majority&journal=true"
-    port = free_port()
-    env = {
-        "AMQP_URI": amqp,
-        "MONGO_URI": mongo_uri,
-        "UNIONHUB_DB_PREFIX": "b%s" % uuid.uuid4().hex[:8],
-        "GATEWAY_PORT": str(port),
-        "UNIONHUB_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "SMS_SINK_FILE": os.path.join(log_dir, "sms.jsonl"),
-        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
-        "WEBHOOK_ALLOW_PRIVATE": "1",
-    }
+    """``support.stack.start`` with the benchmarks' settings: quiet logs, the broker / store of ``BENCH_AMQP_URI`` /
+    ``BENCH_MONGO_URI`` when given (else a fresh vhost and a store of its own)."""
+    env = {"LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")}
     env.update(extra_env or {})
-    stack = Stack(env, log_dir=log_dir, replicas=replicas, services=services, say=say)
-    try:
-        topology.declare_uri(amqp)
-        stack.start_services()
-        if services is None or "gateway" in services:
-            stack.wait_ready(wait)
-    except Exception:
-        stack.stop()
-        if store_proc is not None:
-            store_proc.kill()
-        if vhost:
-            delete_vhost(vhost)
-        raise
-    return BenchStack(stack, "http://127.0.0.1:%d" % port, env, vhost, store_proc, tmp)
+    journaled = "w=majority&journal=true" if os.environ.get("BENCH_JOURNALED") else None  # see run_all.py
+    return stack_support.start(amqp_uri=os.environ.get("BENCH_AMQP_URI"), mongo_uri=os.environ.get("BENCH_MONGO_URI"),
+                               replicas=replicas, services=services, extra_env=env, wait=wait, say=say,
+                               mongo_options=journaled)
 
 
 @contextlib.contextmanager
@@ -488,8 +361,8 @@ class CpuMeter:
             for p in procs:
                 self.groups.setdefault(name, []).append(p.pid)
         self.singles = {"client": os.getpid()}
-        if st._store_proc is not None:
-            self.singles["store"] = st._store_proc.pid
+        if st.store_process is not None:
+            self.singles["store"] = st.store_process.pid
         rabbit = _rabbit_pid()
         if rabbit:
             self.singles["broker"] = rabbit

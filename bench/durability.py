@@ -21,17 +21,17 @@ def measure(durable, members, concurrency):
         os.environ["UNIONHUB_UNDURABLE_FOR_BENCH"] = "1"
     try:
         with common.stack(extra_env={"OTP_PER_ADDRESS_PER_HOUR": "1000000"}) as st:
-            from tests.e2e import helpers
+            from support import client
             admin = common.admin_token(st)
-            union = helpers.create_union(st, admin, auto_approve=True)
+            union = client.create_union(st, admin, auto_approve=True)
             pool = common.eventlet.GreenPool(8)
-            tokens = list(pool.imap(lambda _: helpers.member_token(st), range(members)))
+            tokens = list(pool.imap(lambda _: client.member_token(st), range(members)))
             load_before = os.getloadavg()[0]
 
             def join(h, i):
-                body = {"name": "王五", "id_number": helpers.new_id_number(), "union_id": union["id"],
+                body = {"name": "王五", "id_number": client.new_id_number(), "union_id": union["id"],
                         "employer": "川运物流", "occupation_group": "courier", "consent": True}
-                return h.post("/api/v1/members", body, headers=helpers.auth(tokens[i]))
+                return h.post("/api/v1/members", body, headers=client.auth(tokens[i]))
             joins = common.http_load(join, st.url, concurrency=concurrency, total=members)
             campaign = common.create_campaign(st, admin, quota=members)
             # benefits learns of the members by their member_joined events: wait until it has them all
@@ -39,7 +39,7 @@ def measure(durable, members, concurrency):
             while st.db("benefits").members.count_documents({}) < joins["ok"] and time.time() < deadline:
                 time.sleep(0.5)
             path = "/api/v1/campaigns/%s/claims" % campaign["id"]
-            claims = common.http_load(lambda h, i: h.post(path, {}, headers=helpers.auth(tokens[i])), st.url,
+            claims = common.http_load(lambda h, i: h.post(path, {}, headers=client.auth(tokens[i])), st.url,
                                       concurrency=concurrency, total=members)
             return {"joins": joins, "claims": claims, "load_average_1m": [round(load_before, 2),
                                                                           round(os.getloadavg()[0], 2)]}

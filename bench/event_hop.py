@@ -24,6 +24,7 @@ import time  # noqa: E402
 
 from nameko.rpc import rpc  # noqa: E402
 
+from support.stack import wait_for  # noqa: E402
 from unionhub_kit import clock, topology  # noqa: E402
 from unionhub_kit.batching import Batcher  # noqa: E402
 from unionhub_kit.consumer import on_event, run_once_many  # noqa: E402
@@ -111,13 +112,13 @@ def kit_hop(st, singles, burst):
                     if time.time() > deadline:
                         raise
                     time.sleep(0.5)
-            _wait(lambda: sink_db.hops.count_documents({}) >= 1, 60)
+            wait_for(lambda: sink_db.hops.count_documents({}) >= 1, 60)
             lat = []
             for i in range(singles):
                 tag = "single%06d" % i
                 cluster.membership.emit(1, tag)
                 mid = "%s-%06d" % (tag, 0)
-                _wait(lambda: sink_db.hops.find_one({"_id": mid}), 30, 0.002)
+                wait_for(lambda: sink_db.hops.find_one({"_id": mid}), 30, 0.002)
             relay, deliver = [], []
             for d in sink_db.hops.find({"_id": {"$regex": "^single"}}):
                 src = src_db.hop_state.find_one({"_id": d["_id"]})
@@ -129,7 +130,7 @@ def kit_hop(st, singles, burst):
             t0 = time.perf_counter()
             cluster.membership.emit(burst, "burst", BURST_PER_COMMIT)
             emitted = time.perf_counter() - t0
-            _wait(lambda: sink_db.hops.count_documents({"_id": {"$regex": "^burst"}}) >= burst, 300, 0.05)
+            wait_for(lambda: sink_db.hops.count_documents({"_id": {"$regex": "^burst"}}) >= burst, 300, 0.05)
             elapsed = time.perf_counter() - t0
             dup = sink_db.processed_events.count_documents({}) - sink_db.hops.count_documents({})
     finally:
@@ -148,24 +149,16 @@ def kit_hop(st, singles, burst):
             "hop_published_to_handled": common.percentiles(deliver), "hop_burst": burst_res}
 
 
-def _wait(fn, timeout, every=0.01):
-    deadline = time.time() + timeout
-    while not fn():
-        if time.time() > deadline:
-            raise TimeoutError("timed out")
-        time.sleep(every)
-
-
 def join_to_welcome(st, samples):
     """Seconds from a join's 201 to the welcome message in the member's inbox."""
-    from tests.e2e import helpers
-    helpers.auto_union(st)
+    from support import client
+    client.auto_union(st)
     lat = []
     for _ in range(samples):
-        token = helpers.member_token(st)
+        token = client.member_token(st)
         h = common.Http(st.url, token=token)
         status, _ = h.request("POST", "/api/v1/members", body={
-            "name": "王五", "id_number": helpers.new_id_number(), "union_id": helpers.auto_union(st)["id"],
+            "name": "王五", "id_number": client.new_id_number(), "union_id": client.auto_union(st)["id"],
             "employer": "成都某某物流有限公司", "occupation_group": "delivery_rider", "consent": True})
         assert status == 201, status
         t0 = time.perf_counter()

@@ -185,8 +185,8 @@ def _leaf(pid):
 def processes(st):
     """name -> pid of every process of the stack, the store, and the broker (shared by every vhost)."""
     out = {"%s-%d" % (name, i): _leaf(p.pid) for name, ps in st.stack.procs.items() for i, p in enumerate(ps)}
-    if st._store_proc is not None:
-        out["store"] = st._store_proc.pid
+    if st.store_process is not None:
+        out["store"] = st.store_process.pid
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:

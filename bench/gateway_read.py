@@ -23,10 +23,10 @@ def run(st=None):
     seconds, conc = common.duration(), common.concurrency()
     res = {}
     try:
-        from tests.e2e import helpers
+        from support import client
         campaign_id = None
         try:
-            admin = helpers.admin_token(st)
+            admin = client.admin_token(st)
             campaigns = [common.create_campaign(st, admin, quota=1000) for _ in range(10)]
             campaign_id = campaigns[0]["id"]
         except Exception as exc:  # benefits not there yet: the unions figure alone

@@ -34,11 +34,11 @@ SKIP = set(filter(None, os.environ.get("BENCH_SKIP", "").split(",")))
 
 def claim_path(st):
     """32 members' connections claiming from one live campaign with a large quota (per-member limit 100)."""
-    from tests.e2e import helpers
+    from support import client
     conc = common.concurrency()
     seconds = common.duration()
     n_members = max(conc, common.env_int("BENCH_CLAIM_MEMBERS", 64))
-    admin = helpers.admin_token(st)
+    admin = client.admin_token(st)
     campaign = common.create_campaign(st, admin, quota=1000000, per_member_limit=100, title="抢券压测 claim path")
     common.say("claim: making %d members ..." % n_members)
     members = common.new_members(st, n_members)

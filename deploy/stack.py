@@ -139,7 +139,8 @@ class Stack:
         self.store_args = None
 
     # ---- store ------------------------------------------------------------------------------------------------
-    def start_store(self, data_dir, port):
+    def start_store(self, data_dir, port, cache_size=None):
+        """SecantusDB on ``port`` with its data in ``data_dir`` (``cache_size``: see ``store_cache_size``)."""
         uri = "mongodb://127.0.0.1:%d/?directConnection=true" % port
         if mongo_ok(uri):
             self.say("store already answering on port %d" % port)
@@ -147,7 +148,7 @@ class Stack:
         os.makedirs(data_dir, exist_ok=True)
         self.store_args = (data_dir, port)
         log = open(os.path.join(self.log_dir, "store.log"), "ab")
-        self.store_proc = subprocess.Popen(store_command(data_dir, port), cwd=ROOT, env=self.env,
+        self.store_proc = subprocess.Popen(store_command(data_dir, port, cache_size), cwd=ROOT, env=self.env,
                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         for _ in range(120):
             if mongo_ok(uri, 500):

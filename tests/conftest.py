@@ -1,6 +1,7 @@
-"""Shared fixtures: the real RabbitMQ (a fresh vhost per test, from nameko's plugin) and a real SecantusDB process.
+"""Shared fixtures: the real RabbitMQ (a fresh vhost per test, from nameko's plugin) and a real SecantusDB process,
+both through ``support.stack`` (what the benchmarks and chaos runs use too).
 
-* ``store_uri`` (session): SecantusDB started as its own process on a free port (or ``TEST_MONGO_URI``).
+* ``store_uri`` (session): SecantusDB started by ``deploy/stack.py`` on a free port (or ``TEST_MONGO_URI``).
 * ``config``: a nameko config for in-process service tests: own vhost, own database prefix.
 * ``stack`` (session): every process started the way ``make run`` starts them (see ``deploy/stack.py``), on its
   own vhost, database prefix and gateway port; ``stack.url`` is the gateway.
@@ -14,20 +15,29 @@ import os  # noqa: E402
 
 # the tests run as development (the published development secret; never production): every process they start too
 os.environ.setdefault("UNIONHUB_ENV", "development")
-import subprocess
-import sys
-import tempfile
-import time
-import uuid
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import uuid  # noqa: E402
 
-import pytest
+import pytest  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from deploy.stack import Stack, free_port, mongo_ok, store_command  # noqa: E402
+from support import stack as support_stack  # noqa: E402
+from support.stack import ADMIN_PASSWORD  # noqa: E402,F401  (the stacks' bootstrap admin)
 
-ADMIN_PASSWORD = "Admin-Test-Passw0rd"
+# what every stack of the suite gets beyond support.stack's defaults: fast retries, a short RPC timeout
+STACK_ENV = {
+    "EVENT_RETRY_BASE_MS": "50",
+    "EVENT_MAX_ATTEMPTS": "3",
+    "RPC_TIMEOUT": "5",
+    "LOG_LEVEL": "INFO",
+    # every test is one client (127.0.0.1) asking for hundreds of login codes; the limit itself is tested on a
+    # stack of its own (tests/e2e/test_security_e2e.py)
+    "OTP_PER_ADDRESS_PER_HOUR": "1000000",
+    "METRICS_TOKEN": "test-scrape-token-%s" % uuid.uuid4().hex,
+}
 
 
 def pytest_sessionstart(session):
@@ -39,28 +49,14 @@ def pytest_sessionstart(session):
 
 @pytest.fixture(scope="session")
 def store_uri(tmp_path_factory):
+    """The session's store: SecantusDB started by deploy/stack.py (or ``TEST_MONGO_URI``)."""
     given = os.environ.get("TEST_MONGO_URI")
     if given:
         yield given
         return
-    port = free_port()
-    data = tmp_path_factory.mktemp("store")
-    log = open(os.path.join(str(data), "store.log"), "ab")
-    proc = subprocess.Popen(store_command(data / "wt", port, cache_size="1G"), cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    uri = "mongodb://127.0.0.1:%d/?directConnection=true" % port
-    for _ in range(200):
-        if mongo_ok(uri, 300):
-            break
-        if proc.poll() is not None:
-            raise RuntimeError("SecantusDB exited: %s" % open(log.name).read()[-2000:])
-        time.sleep(0.1)
-    yield uri
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    store = support_stack.Store(str(tmp_path_factory.mktemp("store")), cache_size="1G")
+    yield store.uri
+    store.stop()
 
 
 @pytest.fixture
@@ -70,8 +66,10 @@ def db_prefix():
 
 @pytest.fixture
 def config(rabbit_config, store_uri, db_prefix):
+    """The services' own container class validates and completes it (``unionhub_kit.config.Container``)."""
     return dict(rabbit_config, MONGO_URI=store_uri, DB_PREFIX=db_prefix, RPC_TIMEOUT=5, EVENT_MAX_ATTEMPTS=3,
-                EVENT_RETRY_BASE_MS=50, max_workers=10, serializer="json")
+                EVENT_RETRY_BASE_MS=50, max_workers=10, serializer="json",
+                SERVICE_CONTAINER_CLS="unionhub_kit.config.Container")
 
 
 @pytest.fixture
@@ -89,32 +87,6 @@ def db_of(mongo, config):
     return lambda service: mongo[db_name(service, config)]
 
 
-class RunningStack:
-    def __init__(self, stack, url, env, mongo_uri, prefix, log_dir):
-        self.stack, self.url, self.env = stack, url, env
-        self.mongo_uri, self.prefix, self.log_dir = mongo_uri, prefix, log_dir
-
-    def db(self, service):
-        import pymongo
-        return pymongo.MongoClient(self.mongo_uri, tz_aware=True)["%s_%s" % (self.prefix, service)]
-
-    def logs(self):
-        out = []
-        for name in sorted(os.listdir(self.log_dir)):
-            with open(os.path.join(self.log_dir, name), encoding="utf-8", errors="replace") as f:
-                out.append(f.read())
-        return "\n".join(out)
-
-    def sms_outbox(self):
-        """Lines of the development SMS sink file (JSON per line)."""
-        import json
-        path = self.env["SMS_SINK_FILE"]
-        if not os.path.exists(path):
-            return []
-        with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-
-
 def _vhost(rabbit_manager, request):
     from urllib.parse import urlparse
     name = "uh_e2e_%s" % uuid.uuid4().hex[:8]
@@ -125,41 +97,18 @@ def _vhost(rabbit_manager, request):
 
 
 def _start(request, rabbit_manager, store_uri, replicas=None, services=None, extra_env=None):
+    """A ``support.stack.RunningStack`` on a vhost of the nameko plugin's broker and the session's store."""
     vhost = _vhost(rabbit_manager, request)
-    prefix = "e%s" % uuid.uuid4().hex[:8]
-    port = free_port()
-    log_dir = tempfile.mkdtemp(prefix="uh-logs-")
-    env = {
-        "AMQP_URI": "amqp://guest:guest@localhost:5672/%s" % vhost,
-        "MONGO_URI": store_uri,
-        "UNIONHUB_DB_PREFIX": prefix,
-        "GATEWAY_PORT": str(port),
-        "UNIONHUB_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "SMS_SINK_FILE": os.path.join(log_dir, "sms.jsonl"),
-        "EVENT_RETRY_BASE_MS": "50",
-        "EVENT_MAX_ATTEMPTS": "3",
-        "RPC_TIMEOUT": "5",
-        "LOG_LEVEL": "INFO",
-        "WEBHOOK_ALLOW_PRIVATE": "1",
-        # every test is one client (127.0.0.1) asking for hundreds of login codes; the limit itself is tested on a
-        # stack of its own (tests/e2e/test_security_e2e.py)
-        "OTP_PER_ADDRESS_PER_HOUR": "1000000",
-        "METRICS_TOKEN": "test-scrape-token-%s" % uuid.uuid4().hex,
-    }
-    env.update(extra_env or {})
-    stack = Stack(env, log_dir=log_dir, replicas=replicas, services=services, say=lambda *a: None)
-    from unionhub_kit import topology
-    topology.declare_uri(env["AMQP_URI"])
-    stack.start_services()
     try:
-        stack.wait_ready(120)
+        running = support_stack.start(amqp_uri="amqp://guest:guest@localhost:5672/%s" % vhost, mongo_uri=store_uri,
+                                      replicas=replicas, services=services, extra_env=dict(STACK_ENV, **extra_env or {}),
+                                      log_dir=tempfile.mkdtemp(prefix="uh-logs-"))
     except Exception:
-        stack.stop()
+        rabbit_manager.delete_vhost(vhost)
         raise
-    running = RunningStack(stack, "http://127.0.0.1:%d" % port, env, store_uri, prefix, log_dir)
 
     def cleanup():
-        stack.stop()
+        running.stop()
         try:
             rabbit_manager.delete_vhost(vhost)
         except Exception:

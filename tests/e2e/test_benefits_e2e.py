@@ -11,17 +11,14 @@ import threading
 import time
 import uuid
 
-import requests
 from nameko.standalone.events import event_dispatcher
 
-from tests.e2e import helpers
-from unionhub_kit import clock, events, ids, tokens
+from support import builders, client
+from support.client import get, post, problem, project
+from support.stack import wait_for
+from unionhub_kit import clock, events, tokens
 
 ADMIN = tokens.issue("acc_e2e_admin", "union_admin", scope="51", ttl_seconds=6 * 3600)  # minted for the whole run
-
-
-def auth(token):
-    return {"Authorization": "Bearer %s" % token}
 
 
 def iso(dt):
@@ -32,82 +29,20 @@ def now():
     return clock.now()
 
 
-def wait_for(fn, timeout=20, what="condition"):
-    deadline = time.time() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.time() > deadline:
-            raise AssertionError("timed out waiting for %s" % what)
-        time.sleep(0.1)
-
-
-def post(stack, path, token=None, body=None, headers=None):
-    h = dict(auth(token) if token else {}, **(headers or {}))
-    return requests.post(stack.url + path, json=body, headers=h, timeout=30)
-
-
-def get(stack, path, token=None, params=None):
-    return requests.get(stack.url + path, params=params, headers=auth(token) if token else {}, timeout=30)
-
-
-def problem(r, status, code):
-    assert r.status_code == status, r.text
-    assert r.headers["Content-Type"].startswith("application/problem+json")
-    assert r.json()["code"] == code, r.text
-
-
-def new_uscc():
-    return ids.make_uscc("91510104" + "%09d" % (uuid.uuid4().int % 10 ** 9))
-
-
-def joined_event(user_id, region="510104", group="courier"):
-    union_code = region + "0001"
-    data = {"member_id": "mbr_" + user_id, "user_id": user_id, "union_id": "un_" + union_code,
-            "union_code": union_code, "region_code": region, "occupation_group": group, "status": "active",
-            "card_no": "SC1", "joined_at": iso(now()), "phone_masked": "138****5678"}
-    return events.build("membership", "member_joined", data, subject=data["member_id"])
-
-
-def project(stack, envelopes):
-    """Publish membership events on the stack's broker and wait until benefits has applied them."""
-    dispatch = event_dispatcher({"AMQP_URI": stack.env["AMQP_URI"], "serializer": "json"})
-    for env in envelopes:
-        dispatch("membership", env["type"].split(".")[3], env)
-    users = [e["data"]["user_id"] for e in envelopes]
-    members = stack.db("benefits").members
-    wait_for(lambda: members.count_documents({"_id": {"$in": users}}) == len(set(users)), what="member projection")
-
-
-def new_members(stack, n, **kw):
-    """``n`` active members known to benefits: ``[(user_id, token)]``."""
-    users = ["usr_%s" % uuid.uuid4().hex[:12] for _ in range(n)]
-    project(stack, [joined_event(u, **kw) for u in users])
-    return [(u, tokens.issue(u, "member")) for u in users]
-
-
-def new_merchant(stack, admin=ADMIN, region="510104"):
-    r = post(stack, "/api/v1/merchants", admin, {"name": "锦江面馆 %s" % uuid.uuid4().hex[:4], "uscc": new_uscc(),
-                                                 "region_code": region})
-    assert r.status_code == 201, r.text
-    return r.json()
+CHENGDU = {"region_codes": ["5101"], "occupation_groups": [], "union_ids": []}
 
 
 def campaign_body(merchant_id, **kw):
-    body = {"title": "满50减10", "merchant_id": merchant_id, "face_value_cents": 1000, "min_spend_cents": 5000,
-            "quota": 5, "per_member_limit": 1, "claim_starts_at": iso(now() - datetime.timedelta(minutes=1)),
-            "claim_ends_at": iso(now() + datetime.timedelta(days=1)),
-            "redeem_ends_at": iso(now() + datetime.timedelta(days=7)),
-            "eligibility": {"region_codes": ["5101"], "occupation_groups": [], "union_ids": []}, "welcome": False}
-    body.update(kw)
-    return body
+    """support.builders' campaign, open in Chengdu (5101) unless told otherwise."""
+    return builders.campaign_body(merchant_id, **dict({"eligibility": CHENGDU}, **kw))
+
+
+def new_merchant(stack, admin=ADMIN, region="510104"):
+    return client.new_merchant(stack, admin, region)
 
 
 def new_campaign(stack, merchant_id, admin=ADMIN, **kw):
-    r = post(stack, "/api/v1/campaigns", admin, campaign_body(merchant_id, **kw))
-    assert r.status_code == 201, r.text
-    return r.json()
+    return client.new_campaign(stack, merchant_id, admin, **dict({"eligibility": CHENGDU}, **kw))
 
 
 def remaining(stack, campaign_id):
@@ -122,14 +57,14 @@ def merchant_token(merchant_id):
 
 # ---- the whole flow -------------------------------------------------------------------------------------------
 def test_join_welcome_claim_redeem_flow(stack):
-    admin = helpers.admin_token(stack)
+    admin = client.admin_token(stack)
     merchant = new_merchant(stack, admin)
     welcome = new_campaign(stack, merchant["id"], admin, title="入会礼 10元", welcome=True, quota=100)
     regular = new_campaign(stack, merchant["id"], admin, title="午餐券", quota=10, per_member_limit=2)
     listed = get(stack, "/api/v1/campaigns", params={"status": "live", "region_code": "510104"}).json()["items"]
     assert {welcome["id"], regular["id"]} <= {c["id"] for c in listed}
 
-    token, member, _ = helpers.new_member(stack)  # OTP login and one-click join through membership
+    token, member, _ = client.new_member(stack)  # OTP login and one-click join through membership
     coupons = wait_for(lambda: get(stack, "/api/v1/members/me/coupons", token).json()["items"], what="welcome coupon")
     assert [(c["campaign_id"], c["welcome"], c["status"]) for c in coupons] == [(welcome["id"], True, "unused")]
 
@@ -140,7 +75,7 @@ def test_join_welcome_claim_redeem_flow(stack):
     assert coupon["expires_at"] == regular["redeem_ends_at"] and len(coupon["code"]) == 20
     assert remaining(stack, regular["id"]) == 9
 
-    seller = helpers.staff_token(stack, admin, "mer-%s" % uuid.uuid4().hex[:8], "merchant",
+    seller = client.staff_token(stack, admin, "mer-%s" % uuid.uuid4().hex[:8], "merchant",
                                  merchant_id=merchant["id"])
     r = post(stack, "/api/v1/coupons/%s/redeem" % coupon["code"], seller)
     assert r.status_code == 200 and r.json()["status"] == "redeemed", r.text
@@ -187,9 +122,9 @@ def test_every_bad_claim_and_redemption_is_a_4xx_and_no_count_changes(stack):
     c = new_campaign(stack, merchant["id"], quota=2, eligibility={"region_codes": ["5101"],
                                                                    "occupation_groups": ["courier"]})
     later = new_campaign(stack, merchant["id"], claim_starts_at=iso(now() + datetime.timedelta(hours=2)))
-    (a, ta), (b, tb), (d, td) = new_members(stack, 3)
-    (_, far) = new_members(stack, 1, region="510703")[0]
-    (_, driver) = new_members(stack, 1, group="truck_driver")[0]
+    (a, ta), (b, tb), (d, td) = client.projected_members(stack, 3)
+    (_, far) = client.projected_members(stack, 1, region="510703")[0]
+    (_, driver) = client.projected_members(stack, 1, group="truck_driver")[0]
     stranger = tokens.issue("usr_never_joined_%s" % uuid.uuid4().hex[:6], "member")
     claim = "/api/v1/campaigns/%s/claims" % c["id"]
 
@@ -225,7 +160,7 @@ def test_every_bad_claim_and_redemption_is_a_4xx_and_no_count_changes(stack):
 def test_idempotency_key_returns_the_same_coupon(stack):
     merchant = new_merchant(stack)
     c = new_campaign(stack, merchant["id"], quota=5, per_member_limit=3)
-    (_, token), = new_members(stack, 1)
+    (_, token), = client.projected_members(stack, 1)
     path = "/api/v1/campaigns/%s/claims" % c["id"]
     first = post(stack, path, token, headers={"Idempotency-Key": "grab-1"})
     again = post(stack, path, token, headers={"Idempotency-Key": "grab-1"})
@@ -239,7 +174,7 @@ def test_expired_coupons_cannot_be_redeemed(stack):
     merchant = new_merchant(stack)
     deadline = now() + datetime.timedelta(seconds=3)
     c = new_campaign(stack, merchant["id"], claim_ends_at=iso(deadline), redeem_ends_at=iso(deadline))
-    (_, token), = new_members(stack, 1)
+    (_, token), = client.projected_members(stack, 1)
     r = post(stack, "/api/v1/campaigns/%s/claims" % c["id"], token)
     assert r.status_code == 201, r.text
     wait_for(lambda: now() > deadline + datetime.timedelta(milliseconds=200), what="the deadline")
@@ -254,7 +189,7 @@ def test_staff_routes_keep_to_role_and_scope(stack):
     chengdu = tokens.issue("acc_cd_%s" % uuid.uuid4().hex[:6], "union_admin", scope="5101")
     mianyang = tokens.issue("acc_my_%s" % uuid.uuid4().hex[:6], "union_admin", scope="5107")
     merchant = new_merchant(stack, chengdu)
-    problem(post(stack, "/api/v1/merchants", chengdu, {"name": "绵阳店", "uscc": new_uscc(), "region_code": "510703"}),
+    problem(post(stack, "/api/v1/merchants", chengdu, {"name": "绵阳店", "uscc": builders.new_uscc(), "region_code": "510703"}),
             403, "OUT_OF_SCOPE")
     problem(post(stack, "/api/v1/campaigns", chengdu, campaign_body(merchant["id"], eligibility={
         "region_codes": ["5107"]})), 403, "OUT_OF_SCOPE")
@@ -267,7 +202,7 @@ def test_staff_routes_keep_to_role_and_scope(stack):
     assert c["id"] in {s["campaign_id"] for s in get(stack, "/api/v1/admin/stats/benefits", chengdu).json()["items"]}
     assert c["id"] not in {s["campaign_id"] for s in
                            get(stack, "/api/v1/admin/stats/benefits", mianyang).json()["items"]}
-    (_, far), = new_members(stack, 1, region="510703")  # a Chengdu campaign is not for Mianyang members
+    (_, far), = client.projected_members(stack, 1, region="510703")  # a Chengdu campaign is not for Mianyang members
     problem(post(stack, "/api/v1/campaigns/%s/claims" % c["id"], far), 403, "NOT_ELIGIBLE")
     problem(get(stack, "/api/v1/campaigns", params={"cursor": "!!"}), 400, "VALIDATION_ERROR")
     problem(get(stack, "/api/v1/campaigns", params={"status": "soon"}), 400, "VALIDATION_ERROR")
@@ -282,7 +217,7 @@ def test_claims_and_redemptions_at_once_with_two_replicas(make_stack):
     quota, limit = 15, 2
     c = new_campaign(stack, merchant["id"], quota=quota, per_member_limit=limit)
     welcome = new_campaign(stack, merchant["id"], welcome=True, quota=1000)
-    joined = [joined_event("usr_%s" % uuid.uuid4().hex[:12]) for _ in range(40)]
+    joined = [builders.joined_event("usr_%s" % uuid.uuid4().hex[:12]) for _ in range(40)]
     project(stack, joined)
     members = [(e["data"]["user_id"], tokens.issue(e["data"]["user_id"], "member")) for e in joined]
     outcomes, lock = [], threading.Lock()
@@ -333,7 +268,7 @@ def test_claims_and_redemptions_at_once_with_two_replicas(make_stack):
     # a later member_joined of the same people, add none
     wait_for(lambda: coupons.count_documents({"campaign_id": welcome["id"]}) == 40, what="welcome coupons")
     dispatch = event_dispatcher({"AMQP_URI": stack.env["AMQP_URI"], "serializer": "json"})
-    for env in joined + joined[:10] + [joined_event(u) for u, _ in members[:10]]:
+    for env in joined + joined[:10] + [builders.joined_event(u) for u, _ in members[:10]]:
         dispatch("membership", "member_joined", env)
     processed = stack.db("benefits").processed_events
     wait_for(lambda: processed.count_documents({}) == 50, what="the later events")
@@ -366,21 +301,21 @@ def test_a_member_answered_active_claims_in_the_very_next_request(stack):
     from unionhub_kit import topology
     queue = topology.queue_name(topology.find("benefits", "on_member_joined"))
     exchange = topology.exchange_name("membership")
-    admin = helpers.admin_token(stack)
+    admin = client.admin_token(stack)
     merchant = new_merchant(stack, admin)
     c = new_campaign(stack, merchant["id"], admin, quota=10, title="即领即用")
     path = "/api/v1/campaigns/%s/claims" % c["id"]
-    pending_union = helpers.create_union(stack, admin, auto_approve=False)
+    pending_union = client.create_union(stack, admin, auto_approve=False)
     with Connection(stack.env["AMQP_URI"]) as conn:
         conn.default_channel.queue_unbind(queue=queue, exchange=exchange, routing_key="member_joined")
         try:
-            token, member, _ = helpers.new_member(stack)  # joins an auto-approving union: active at once
+            token, member, _ = client.new_member(stack)  # joins an auto-approving union: active at once
             assert member["status"] == "active"
             r = post(stack, path, token)
             assert r.status_code == 201, r.text
 
-            late = helpers.member_token(stack)
-            joined = helpers.join(stack, late, union_id=pending_union["id"])
+            late = client.member_token(stack)
+            joined = client.join(stack, late, union_id=pending_union["id"])
             assert joined["status"] == "pending"
             problem(post(stack, path, late), 403, "NOT_ELIGIBLE")  # pending: not a member yet (nothing remembered)
             r = post(stack, "/api/v1/admin/members/%s/approve" % joined["id"], admin)

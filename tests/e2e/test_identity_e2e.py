@@ -7,18 +7,9 @@ import jwt
 import requests
 
 from services.membership import domain
+from support.client import (ADMIN_PASSWORD, admin_token, auth, member_token, new_phone, new_uscc, otp_code, problem,
+                            request_otp, staff_token)
 from unionhub_kit import tokens
-
-from tests.e2e.helpers import (ADMIN_PASSWORD, admin_token, auth, member_token, new_phone, new_uscc, otp_code,
-                               request_otp, staff_token)
-
-
-def problem(r, status, code):
-    assert r.status_code == status, r.text
-    assert r.headers["Content-Type"].startswith("application/problem+json")
-    doc = r.json()
-    assert doc["status"] == status and doc["code"] == code and doc["title"]
-    return doc
 
 
 def post(stack, path, body=None, token=None, **kw):

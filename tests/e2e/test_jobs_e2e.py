@@ -2,25 +2,16 @@
 resumes, applications and their status flow, job fairs and booths, job alerts, and the bad input each route must
 refuse with a problem document."""
 import datetime
-import time
 import uuid
 
 import jwt
 import pytest
 import requests
 
-from tests.e2e.helpers import admin_token, auth, member_token, new_member, new_uscc, staff_token
+from support import builders
+from support.client import admin_token, auth, member_token, new_member, problem, staff_token
 from unionhub_kit import ids
-
-
-def problem(r, status, code, field=None):
-    assert r.status_code == status, r.text
-    assert r.headers["Content-Type"].startswith("application/problem+json")
-    doc = r.json()
-    assert doc["code"] == code, r.text
-    if field:
-        assert field in doc.get("errors", {}), r.text
-    return doc
+from support.stack import wait_for
 
 
 def call(stack, method, path, token=None, body=None, headers=None, **params):
@@ -32,19 +23,8 @@ def later(days):
     return (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=days)).isoformat()
 
 
-def wait_for(fn, what, timeout=15):
-    deadline = time.time() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        assert time.time() < deadline, "%s did not happen within %ss" % (what, timeout)
-        time.sleep(0.2)
-
-
 def employer_body(**kw):
-    return dict({"name": "蜀道机械有限公司%s" % uuid.uuid4().hex[:4], "uscc": new_uscc(), "region_code": "510104",
-                 "industry": "制造", "size": "medium"}, **kw)
+    return builders.employer_body(**dict({"size": "medium"}, **kw))
 
 
 def job_body(**kw):
@@ -190,7 +170,7 @@ def test_apply_flow_with_resume_masked_phone_and_status_changes(stack, world):
         assert r.status_code == 200, r.text
         items = r.json()["items"]
         return items if items and items[0]["applicant"]["phone_masked"] else None
-    items = wait_for(seen, "the masked phone reaching jobs")
+    items = wait_for(seen, 15, what="the masked phone reaching jobs")
     assert items[0]["applicant"]["phone_masked"] == ids.mask_phone(phone)
     assert items[0]["applicant"]["skills"] == RESUME["skills"]
     assert phone not in str(items) and "id_number" not in str(items)
@@ -281,7 +261,7 @@ def test_job_alert_matches_new_postings_from_the_event(stack, world):
     job = post_job(stack, world["a_token"], description="急招焊工%s，持证上岗" % tag)
     outbox = stack.db("jobs").outbox
     matched = wait_for(lambda: outbox.find_one({"type": "job_alert_matched", "envelope.data.job_id": job["id"]}),
-                       "job_alert_matched")
+                       15, what="job_alert_matched")
     user_id = jwt.decode(token, options={"verify_signature": False})["sub"]
     assert matched["envelope"]["data"]["user_ids"] == [user_id]
     assert call(stack, "DELETE", "/api/v1/members/me/job-alerts", token).status_code == 204

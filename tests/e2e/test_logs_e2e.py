@@ -9,7 +9,8 @@ import uuid
 import pytest
 import requests
 
-from tests.e2e import helpers
+from support import client
+from support.stack import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -39,26 +40,17 @@ def process_logs(stack):
     return "\n".join(out)
 
 
-def wait_for(fn, timeout=20):
-    deadline = time.time() + timeout
-    while True:
-        v = fn()
-        if v or time.time() > deadline:
-            return v
-        time.sleep(0.2)
-
-
 def test_request_id_is_carried_and_secrets_never_logged(stack):
     rid = "logtest-%s" % uuid.uuid4().hex
     hdr = {"X-Request-Id": rid}
-    phone = helpers.new_phone()
-    id_number = helpers.new_id_number()
+    phone = client.new_phone()
+    id_number = client.new_id_number()
 
     # identity: an OTP by SMS (membership -> notify by RPC), a wrong code, then the right one
     before = len(stack.sms_outbox())
     r = requests.post(stack.url + "/api/v1/auth/otp", json={"phone": phone}, headers=hdr, timeout=15)
     assert r.status_code == 202, r.text
-    code = helpers.otp_code(stack, phone, after=before)
+    code = client.otp_code(stack, phone, after=before)
     wrong = "%06d" % ((int(code) + 1) % 10 ** 6)
     r = requests.post(stack.url + "/api/v1/auth/token", json={"phone": phone, "code": wrong}, headers=hdr, timeout=15)
     assert r.status_code == 401
@@ -67,26 +59,26 @@ def test_request_id_is_carried_and_secrets_never_logged(stack):
     token = r.json()["access_token"]
 
     # join with a request id: membership writes the member and its event; notify and benefits react to the event
-    union = helpers.auto_union(stack)
+    union = client.auto_union(stack)
     body = {"name": "李四", "id_number": id_number, "union_id": union["id"], "employer": "蜀道快递有限公司",
             "occupation_group": "courier", "consent": True}
-    r = requests.post(stack.url + "/api/v1/members", json=body, headers=dict(hdr, **helpers.auth(token)), timeout=15)
+    r = requests.post(stack.url + "/api/v1/members", json=body, headers=dict(hdr, **client.auth(token)), timeout=15)
     assert r.status_code == 201, r.text
     # the same ID number again (a 409), an invalid one (a 400), a forged token (a 401): error paths log too
-    r = requests.post(stack.url + "/api/v1/members", json=body, headers=dict(hdr, **helpers.auth(token)), timeout=15)
+    r = requests.post(stack.url + "/api/v1/members", json=body, headers=dict(hdr, **client.auth(token)), timeout=15)
     assert r.status_code == 409
     bad = dict(body, id_number=id_number[:-1] + ("0" if id_number[-1] != "0" else "1"))
-    r = requests.post(stack.url + "/api/v1/members", json=bad, headers=dict(hdr, **helpers.auth(token)), timeout=15)
+    r = requests.post(stack.url + "/api/v1/members", json=bad, headers=dict(hdr, **client.auth(token)), timeout=15)
     assert r.status_code in (400, 409)
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
-    r = requests.get(stack.url + "/api/v1/members/me", headers=dict(hdr, **helpers.auth(forged)), timeout=15)
+    r = requests.get(stack.url + "/api/v1/members/me", headers=dict(hdr, **client.auth(forged)), timeout=15)
     assert r.status_code == 401
-    r = requests.get(stack.url + "/api/v1/members/me", headers=dict(hdr, **helpers.auth(token)), timeout=15)
+    r = requests.get(stack.url + "/api/v1/members/me", headers=dict(hdr, **client.auth(token)), timeout=15)
     assert r.status_code == 200 and id_number not in r.text
 
     # the welcome message reaches the inbox (the event went through notify)
     def inbox():
-        r = requests.get(stack.url + "/api/v1/members/me/notifications", headers=helpers.auth(token), timeout=15)
+        r = requests.get(stack.url + "/api/v1/members/me/notifications", headers=client.auth(token), timeout=15)
         return r.status_code == 200 and r.json()["items"]
     assert wait_for(inbox), "no welcome message"
     time.sleep(1.5)  # let every process flush its last lines

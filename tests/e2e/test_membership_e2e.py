@@ -8,16 +8,9 @@ import uuid
 import jwt
 import requests
 
-from tests.e2e.helpers import (admin_token, auth, create_union, join, member_token, new_id_number, new_member,
-                               new_phone, new_uscc, request_otp, staff_token, union_by_code)
+from support.client import (admin_token, auth, create_union, join, member_token, new_id_number, new_member,
+                            new_phone, new_uscc, problem, request_otp, staff_token, union_by_code)
 from unionhub_kit import ids
-
-
-def problem(r, status, code):
-    assert r.status_code == status, r.text
-    assert r.headers["Content-Type"].startswith("application/problem+json")
-    assert r.json()["code"] == code, r.text
-    return r.json()
 
 
 def get(stack, path, token=None, **params):

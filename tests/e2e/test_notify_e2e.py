@@ -6,17 +6,10 @@ import uuid
 
 import requests
 
-from tests.e2e.helpers import admin_token, auth, member_token, new_member, staff_token
+from support.client import admin_token, auth, member_token, new_member, problem, staff_token
 from tests.service.notify_support import Receiver, signature_ok
 
 WAIT = 30
-
-
-def problem(r, status, code):
-    assert r.status_code == status, r.text
-    assert r.headers["Content-Type"].startswith("application/problem+json")
-    assert r.json()["code"] == code, r.text
-    return r.json()
 
 
 def call(stack, method, path, token=None, **kw):

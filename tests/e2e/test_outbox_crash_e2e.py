@@ -3,14 +3,14 @@
 says so (``/readyz`` 503 naming it, calls answered 503/504 instead of hanging); once it is back, the event left in
 the outbox is published, and reaches both an integrator's queue and notify (the welcome in the inbox)."""
 import json
-import time
 import uuid
 
 import requests
 from kombu import Connection, Queue
 
-from tests.e2e.helpers import admin_token, auth, create_union, member_token, new_id_number
+from support.client import admin_token, auth, create_union, member_token, new_id_number
 from unionhub_kit import topology
+from support.stack import wait_for
 
 CRASH_EXIT_CODE = 17
 
@@ -34,16 +34,6 @@ class Tap:
 
     def close(self):
         self.conn.close()
-
-
-def wait(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.time() < deadline, "%s did not happen within %ss" % (what, timeout)
-        time.sleep(0.2)
 
 
 def test_event_survives_a_crash_between_commit_and_publish(make_stack):
@@ -88,7 +78,7 @@ def test_event_survives_a_crash_between_commit_and_publish(make_stack):
         # back without the fault: the relay publishes what the dead process left behind
         s.stack.kill("membership")
         s.stack.start_service("membership", 0)
-        got = wait(tap.messages, 30, "member_joined after the restart")
+        got = wait_for(tap.messages, 30, what="member_joined after the restart")
         assert [m["subject"] for m in got] == [member_id]
         data = got[0]["data"]
         assert data["card_no"] == stored["card_no"] and data["status"] == "active" and data["user_id"] == stored[
@@ -100,6 +90,6 @@ def test_event_survives_a_crash_between_commit_and_publish(make_stack):
         def welcomed():
             r = requests.get(s.url + "/api/v1/members/me/notifications", headers=auth(member), timeout=15)
             return r.status_code == 200 and [n for n in r.json()["items"] if n["category"] == "membership"]
-        wait(welcomed, 15, "the welcome notification")
+        wait_for(welcomed, 15, what="the welcome notification")
     finally:
         tap.close()

@@ -2,8 +2,8 @@
 by the writes it passes on, and a campaign's ``remaining`` never more than what is left."""
 import requests
 
-from tests.e2e import helpers
-from tests.e2e.test_benefits_e2e import new_campaign, new_members, new_merchant, post
+from support import client
+from support.client import new_campaign, new_merchant, post, projected_members
 
 
 def get(stack, path, params=None, headers=None):
@@ -11,7 +11,7 @@ def get(stack, path, params=None, headers=None):
 
 
 def test_public_lists_answer_etags_and_304s_and_a_write_is_seen_at_once(stack):
-    admin = helpers.admin_token(stack)
+    admin = client.admin_token(stack)
     params = {"level": "grassroots", "limit": 100}
     first = get(stack, "/api/v1/unions", params)
     assert first.status_code == 200 and first.headers["ETag"].startswith('W/"')
@@ -21,7 +21,7 @@ def test_public_lists_answer_etags_and_304s_and_a_write_is_seen_at_once(stack):
     other = get(stack, "/api/v1/unions", params, {"If-None-Match": 'W/"something-else"'})
     assert other.status_code == 200 and other.json() == first.json()
     # a union created through this gateway is listed by the very next read (the cached list was dropped)
-    union = helpers.create_union(stack, admin)
+    union = client.create_union(stack, admin)
     seen = []
     page = get(stack, "/api/v1/unions", params).json()
     while True:
@@ -36,7 +36,7 @@ def test_public_lists_answer_etags_and_304s_and_a_write_is_seen_at_once(stack):
 
 
 def test_a_live_campaign_is_never_answered_with_more_than_is_left(stack):
-    admin = helpers.admin_token(stack)
+    admin = client.admin_token(stack)
     merchant = new_merchant(stack, admin)
     c = new_campaign(stack, merchant["id"], admin, quota=3)
     path = "/api/v1/campaigns/%s" % c["id"]
@@ -44,13 +44,13 @@ def test_a_live_campaign_is_never_answered_with_more_than_is_left(stack):
     assert before.status_code == 200 and before.json()["remaining"] == 3
     assert before.headers["Cache-Control"] == "no-cache" and before.headers["ETag"]
     assert get(stack, path, headers={"If-None-Match": before.headers["ETag"]}).status_code == 304
-    (user, token), = new_members(stack, 1)
+    (user, token), = projected_members(stack, 1)
     assert post(stack, path + "/claims", token).status_code == 201
     after = get(stack, path, headers={"If-None-Match": before.headers["ETag"]})
     assert after.status_code == 200 and after.json()["remaining"] == 2  # at once, not a second later
     listed = [x for x in get(stack, "/api/v1/campaigns", {"limit": 100}).json()["items"] if x["id"] == c["id"]]
     assert listed and listed[0]["remaining"] == 2
-    for _, t in new_members(stack, 2):
+    for _, t in projected_members(stack, 2):
         assert post(stack, path + "/claims", t).status_code == 201
     sold = get(stack, path)
     assert sold.json()["remaining"] == 0 and sold.headers["Cache-Control"] == "public, max-age=1"  # final

@@ -11,6 +11,7 @@ from kombu import Connection
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from unionhub_kit import clock, events, topology
+from support.stack import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -35,15 +36,6 @@ def queue_stats(amqp_uri, queue):
                      auth=("guest", "guest"), timeout=10)
     r.raise_for_status()
     return r.json()
-
-
-def wait_for(fn, timeout=60, every=0.25):
-    deadline = time.time() + timeout
-    while True:
-        value = fn()
-        if value or time.time() > deadline:
-            return value
-        time.sleep(every)
 
 
 def test_two_replicas_share_rpc_and_event_work_and_process_nothing_twice(make_stack):

@@ -16,8 +16,8 @@ import requests
 
 from gateway import routes  # noqa: F401  (fills the route table)
 from gateway.framework import ROUTES
-from tests.e2e import helpers
-from tests.e2e.helpers import admin_token, auth, new_uscc, staff_token
+from support import client
+from support.client import admin_token, auth, new_uscc, staff_token
 from services.stations import geo
 from unionhub_kit import clock, events
 
@@ -55,13 +55,13 @@ def world(stack):
     w["far_account"] = ok(call(stack, "POST", "/api/v1/admin/accounts", admin, {
         "username": "mx.acc.%s" % uuid.uuid4().hex[:6], "password": "Far-Away-Passw0rd", "role": "union_admin",
         "org_code": FAR}))["id"]
-    w["far_union"] = helpers.create_union(stack, admin, parent_code=FAR, auto_approve=False)
-    w["near_union"] = helpers.create_union(stack, admin, parent_code=NEAR, auto_approve=True)
+    w["far_union"] = client.create_union(stack, admin, parent_code=FAR, auto_approve=False)
+    w["near_union"] = client.create_union(stack, admin, parent_code=NEAR, auto_approve=True)
     # a pending member of the far union
-    w["member"], pending, _ = helpers.new_member(stack, union_id=w["far_union"]["id"])
+    w["member"], pending, _ = client.new_member(stack, union_id=w["far_union"]["id"])
     w["far_member"] = pending["id"]
     # a pending transfer into the far union, by an active member of a near union
-    mover, _, _ = helpers.new_member(stack, union_id=w["near_union"]["id"])
+    mover, _, _ = client.new_member(stack, union_id=w["near_union"]["id"])
     w["far_transfer"] = ok(call(stack, "POST", "/api/v1/members/me/transfers", mover,
                                 {"to_union_id": w["far_union"]["id"]}))["id"]
     w["far_announcement"] = ok(call(stack, "POST", "/api/v1/announcements", w["far_admin"], {

@@ -1,31 +1,16 @@
 """Trust at the edges (issue 10), through the real gateway: scope on accounts and campaigns, hostile input, and the
 other defects of the issue, each with a test that failed before its fix."""
-import datetime
 import json
 import uuid
 
 import requests
 
-from tests.e2e import helpers
-from tests.e2e.helpers import admin_token, auth, new_uscc, staff_token
-from unionhub_kit import clock, events
+from support import builders, client
+from support.client import admin_token, auth, post, problem, staff_token
+from support.stack import wait_for
 
 COUNTY = "510104"  # Jinjiang, Chengdu
 FAR = "510703"  # a county of Mianyang
-
-
-def post(stack, path, token=None, body=None, headers=None):
-    h = dict(auth(token) if token else {}, **(headers or {}))
-    return requests.post(stack.url + path, json=body, headers=h, timeout=30)
-
-
-def problem(r, status, code):
-    assert r.status_code == status, r.text
-    assert r.headers["Content-Type"].startswith("application/problem+json"), r.headers
-    doc = r.json()
-    assert doc["code"] == code, r.text
-    assert isinstance(doc.get("errors", {}), dict), doc
-    return doc
 
 
 def county_admin(stack, code=COUNTY):
@@ -34,29 +19,13 @@ def county_admin(stack, code=COUNTY):
 
 
 def merchant(stack, region):
-    r = post(stack, "/api/v1/merchants", admin_token(stack), {"name": "面馆 %s" % uuid.uuid4().hex[:4],
-                                                              "uscc": new_uscc(), "region_code": region})
-    assert r.status_code == 201, r.text
-    return r.json()
+    return client.new_merchant(stack, region=region)
 
 
 def employer(stack, region):
-    r = post(stack, "/api/v1/employers", admin_token(stack), {
-        "name": "机械厂%s" % uuid.uuid4().hex[:4], "uscc": new_uscc(), "region_code": region, "industry": "制造",
-        "size": "small"})
+    r = post(stack, "/api/v1/employers", admin_token(stack), builders.employer_body(region))
     assert r.status_code == 201, r.text
     return r.json()
-
-
-def campaign_body(merchant_id, **kw):
-    now = clock.now()
-    body = {"title": "满50减10", "merchant_id": merchant_id, "face_value_cents": 1000, "min_spend_cents": 5000,
-            "quota": 5, "per_member_limit": 1, "claim_starts_at": events.rfc3339(now - datetime.timedelta(minutes=1)),
-            "claim_ends_at": events.rfc3339(now + datetime.timedelta(days=1)),
-            "redeem_ends_at": events.rfc3339(now + datetime.timedelta(days=7)),
-            "eligibility": {"region_codes": [], "occupation_groups": [], "union_ids": []}, "welcome": False}
-    body.update(kw)
-    return body
 
 
 # ---- defect 1: scope escape through accounts ------------------------------------------------------------------
@@ -79,17 +48,17 @@ def test_accounts_bound_to_merchants_and_employers_keep_to_scope(stack):
 def test_campaigns_keep_to_scope_for_merchant_and_unions(stack):
     county = county_admin(stack)
     far_merchant, near_merchant = merchant(stack, FAR), merchant(stack, COUNTY)
-    far_union = helpers.create_union(stack, parent_code=FAR)
-    near_union = helpers.create_union(stack, parent_code=COUNTY)
+    far_union = client.create_union(stack, parent_code=FAR)
+    near_union = client.create_union(stack, parent_code=COUNTY)
     campaigns = stack.db("benefits").campaigns
     before = campaigns.count_documents({})
-    problem(post(stack, "/api/v1/campaigns", county, campaign_body(far_merchant["id"])), 403, "OUT_OF_SCOPE")
-    problem(post(stack, "/api/v1/campaigns", county, campaign_body(near_merchant["id"], eligibility={
+    problem(post(stack, "/api/v1/campaigns", county, builders.campaign_body(far_merchant["id"])), 403, "OUT_OF_SCOPE")
+    problem(post(stack, "/api/v1/campaigns", county, builders.campaign_body(near_merchant["id"], eligibility={
         "union_ids": [far_union["id"]]})), 403, "OUT_OF_SCOPE")
-    problem(post(stack, "/api/v1/campaigns", county, campaign_body(near_merchant["id"], eligibility={
+    problem(post(stack, "/api/v1/campaigns", county, builders.campaign_body(near_merchant["id"], eligibility={
         "union_ids": ["un_5101049999"]})), 404, "NOT_FOUND")
     assert campaigns.count_documents({}) == before
-    r = post(stack, "/api/v1/campaigns", county, campaign_body(near_merchant["id"], eligibility={
+    r = post(stack, "/api/v1/campaigns", county, builders.campaign_body(near_merchant["id"], eligibility={
         "union_ids": [near_union["id"]]}))
     assert r.status_code == 201, r.text
 
@@ -157,27 +126,27 @@ def test_login_codes_per_address_and_staff_lockout(make_stack):
     otp = st.url + "/api/v1/auth/otp"
     # 127.0.0.1 is no proxy: its X-Forwarded-For is the client's say-so and is ignored
     for _ in range(3):
-        status, _, body = post_from("127.0.0.1", otp, {"phone": helpers.new_phone()},
+        status, _, body = post_from("127.0.0.1", otp, {"phone": client.new_phone()},
                                     {"X-Forwarded-For": "203.0.113.%d" % (uuid.uuid4().int % 250)})
         assert status == 202, body
-    status, headers, body = post_from("127.0.0.1", otp, {"phone": helpers.new_phone()})
+    status, headers, body = post_from("127.0.0.1", otp, {"phone": client.new_phone()})
     assert status == 429 and body["code"] == "RATE_LIMITED" and 3000 < int(headers["Retry-After"]) <= 3600, body
     # 127.0.0.2 is a trusted proxy: the last address of its X-Forwarded-For is the client
     for _ in range(3):
-        status, _, body = post_from("127.0.0.2", otp, {"phone": helpers.new_phone()},
+        status, _, body = post_from("127.0.0.2", otp, {"phone": client.new_phone()},
                                     {"X-Forwarded-For": "127.0.0.1, 198.51.100.7"})
         assert status == 202, body
-    status, headers, body = post_from("127.0.0.2", otp, {"phone": helpers.new_phone()},
+    status, headers, body = post_from("127.0.0.2", otp, {"phone": client.new_phone()},
                                       {"X-Forwarded-For": "198.51.100.7"})
     assert status == 429 and int(headers["Retry-After"]) > 0, body
-    status, _, body = post_from("127.0.0.2", otp, {"phone": helpers.new_phone()}, {"X-Forwarded-For": "198.51.100.8"})
+    status, _, body = post_from("127.0.0.2", otp, {"phone": client.new_phone()}, {"X-Forwarded-For": "198.51.100.8"})
     assert status == 202, body
     assert len(st.sms_outbox()) == 7  # a refused request sends nothing
     assert "198.51.100" not in json.dumps(list(st.db("membership").otp_clients.find()), default=str)
 
     # five wrong passwords in a row lock the username: every try meanwhile, right or wrong, from anywhere is a 429
     token = st.url + "/api/v1/auth/token"
-    right = {"username": "admin", "password": helpers.ADMIN_PASSWORD}
+    right = {"username": "admin", "password": client.ADMIN_PASSWORD}
     wrong = dict(right, password="not-the-password")
     for _ in range(5):
         status, _, body = post_from("127.0.0.1", token, wrong)
@@ -204,8 +173,8 @@ def test_member_joined_carries_no_phone_whole_or_sealed_and_the_sms_still_goes(s
         r = post(stack, "/api/v1/webhooks", integrator, {"url": receiver.url, "event_types": [
             "membership.member_joined"], "secret": "whsec-%s" % uuid.uuid4().hex})
         assert r.status_code == 201, r.text
-        _, membership, phone = helpers.new_member(stack)
-        wait(lambda: [i for i in range(len(receiver.requests)) if receiver.json(i)["data"]["member_id"] ==
+        _, membership, phone = client.new_member(stack)
+        wait_for(lambda: [i for i in range(len(receiver.requests)) if receiver.json(i)["data"]["member_id"] ==
                       membership["id"]])
         body = next(q["body"] for i, q in enumerate(receiver.requests)
                     if receiver.json(i)["data"]["member_id"] == membership["id"]).decode()
@@ -213,22 +182,11 @@ def test_member_joined_carries_no_phone_whole_or_sealed_and_the_sms_still_goes(s
         assert "phone_sealed" not in data and phone not in body and data["phone_masked"] == phone[:3] + "****" + \
             phone[-4:]
         # notify asked membership for the phone: the welcome SMS went to it
-        wait(lambda: [m for m in stack.sms_outbox() if m["to"] == phone and m["template"] == "member_joined"])
+        wait_for(lambda: [m for m in stack.sms_outbox() if m["to"] == phone and m["template"] == "member_joined"])
         outbox = stack.db("membership").outbox.find_one({"envelope.data.member_id": membership["id"]})
         assert "phone_sealed" not in outbox["envelope"]["data"]
     finally:
         receiver.close()
-
-
-def wait(fn, timeout=30):
-    import time
-    deadline = time.time() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        assert time.time() < deadline, "condition not met within %ss" % timeout
-        time.sleep(0.1)
 
 
 # ---- defect 7: tokens end -------------------------------------------------------------------------------------
@@ -281,7 +239,7 @@ def test_logout_ends_the_access_and_refresh_token_at_once(stack):
 def test_erasure_and_disabling_end_every_token_of_the_user_at_once(stack):
     import jwt
     from unionhub_kit import tokens
-    token, _, phone = helpers.new_member(stack)
+    token, _, phone = client.new_member(stack)
     sub = jwt.decode(token, options={"verify_signature": False})["sub"]
     again = tokens.issue(sub, "member", sid="ses_%s" % uuid.uuid4().hex)  # as another login of the same member
     assert me_status(stack, again, "/api/v1/members/me").status_code == 200
@@ -320,7 +278,7 @@ def test_a_revocation_made_elsewhere_reaches_the_gateway_within_its_poll(stack):
     claims = jwt.decode(pair["access_token"], options={"verify_signature": False})
     with ClusterRpcProxy({"AMQP_URI": stack.env["AMQP_URI"], "serializer": "json"}) as rpc:
         rpc.membership.logout({"sub": claims["sub"], "role": claims["role"], "sid": claims["sid"]})
-    wait(lambda: me_status(stack, pair["access_token"]).status_code == 401, timeout=10)
+    wait_for(lambda: me_status(stack, pair["access_token"]).status_code == 401, timeout=10)
 
 
 # ---- passwords --------------------------------------------------------------------------------------------------

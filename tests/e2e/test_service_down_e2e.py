@@ -7,7 +7,7 @@ import time
 
 import requests
 
-from tests.e2e.helpers import auth, member_token, new_id_number, auto_union
+from support.client import auth, member_token, new_id_number, auto_union
 
 
 def test_no_consumer_is_503_at_once_and_a_stalled_service_is_an_honest_504(make_stack):

@@ -12,22 +12,12 @@ import pytest
 import requests
 
 from services.stations import geo
-from tests.e2e.helpers import admin_token, auth, member_token, staff_token
+from support.client import admin_token, auth, member_token, problem, staff_token
 from tests.service.notify_support import Receiver
 
 WAIT = 30
 CST = datetime.timezone(datetime.timedelta(hours=8))
 ALWAYS = [{"days": [1, 2, 3, 4, 5, 6, 7], "open": "00:00", "close": "24:00"}]
-
-
-def problem(r, status, code, field=None):
-    assert r.status_code == status, r.text
-    assert r.headers["Content-Type"].startswith("application/problem+json")
-    doc = r.json()
-    assert doc["code"] == code, r.text
-    if field:
-        assert any(k == field or k.startswith(field + ".") for k in doc.get("errors", {})), r.text
-    return doc
 
 
 def call(stack, method, path, token=None, body=None, headers=None, **params):

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from deploy.stack import Stack, free_port
-from tests.e2e.helpers import admin_token, auth, create_union, member_token, new_id_number
+from support.client import admin_token, auth, create_union, member_token, new_id_number
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -8,7 +8,6 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import eventlet
 from nameko.rpc import rpc
 from nameko.standalone.events import event_dispatcher
 
@@ -25,15 +24,6 @@ def notify_config(config, tmp_path, **extra):
                WEBHOOK_RETRY_BASE_SECONDS=0.05, WEBHOOK_RETRY_CAP_SECONDS=0.2, WEBHOOK_TIMEOUT_SECONDS=2)
     cfg.update(extra)
     return cfg
-
-
-def wait_for(fn, timeout=WAIT):
-    with eventlet.Timeout(timeout):
-        while True:
-            v = fn()
-            if v:
-                return v
-            eventlet.sleep(0.05)
 
 
 def publish(config, service, event, data, subject=None):

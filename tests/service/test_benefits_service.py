@@ -11,8 +11,10 @@ from nameko.testing.services import entrypoint_hook
 from services.benefits import service as benefits_service
 from services.benefits import store
 from services.benefits.service import BenefitsService
-from unionhub_kit import clock, events, ids
+from unionhub_kit import clock, events
 from unionhub_kit.errors import AppError
+from support.builders import campaign_body, joined_event, left_event, merchant_body, new_uscc
+from support.stack import wait_for
 
 ADMIN = {"sub": "acc_admin", "role": "union_admin", "scope": "51", "merchant_id": None, "employer_id": None}
 CHENGDU_ADMIN = dict(ADMIN, sub="acc_cd", scope="5101")
@@ -27,10 +29,6 @@ def iso(dt):
     return events.rfc3339(dt)
 
 
-def new_uscc():
-    return ids.make_uscc("91510104" + "%09d" % (uuid.uuid4().int % 10 ** 9))
-
-
 def member_actor(user_id):
     return {"sub": user_id, "role": "member", "scope": None, "merchant_id": None, "employer_id": None}
 
@@ -38,28 +36,6 @@ def member_actor(user_id):
 def merchant_actor(merchant_id):
     return {"sub": "acc_" + merchant_id, "role": "merchant", "scope": None, "merchant_id": merchant_id,
             "employer_id": None}
-
-
-def joined_event(user_id, region="510104", union_code=None, group="courier", status="active", event_id=None):
-    union_code = union_code or region + "0001"
-    data = {"member_id": "mbr_" + user_id, "user_id": user_id, "union_id": "un_" + union_code,
-            "union_code": union_code, "region_code": region, "occupation_group": group, "status": status,
-            "card_no": "SC1", "joined_at": iso(now()), "phone_masked": "138****5678"}
-    return events.build("membership", "member_joined", data, subject=data["member_id"], event_id=event_id)
-
-
-def left_event(user_id, union_code="5101040001"):
-    data = {"member_id": "mbr_" + user_id, "user_id": user_id, "union_id": "un_" + union_code, "erased": False}
-    return events.build("membership", "member_left", data, subject=data["member_id"])
-
-
-def wait_for(fn, timeout=15):
-    with eventlet.Timeout(timeout):
-        while True:
-            v = fn()
-            if v:
-                return v
-            eventlet.sleep(0.05)
 
 
 @pytest.fixture(autouse=True)
@@ -120,20 +96,14 @@ def members(publish, db):
 
 @pytest.fixture
 def merchant(call):
-    return call("create_merchant", ADMIN, {"name": "蜀味面馆", "uscc": new_uscc(), "region_code": "510104"})
+    return call("create_merchant", ADMIN, merchant_body(name="蜀味面馆"))
 
 
 @pytest.fixture
 def campaign(call, merchant):
     """``campaign(**overrides)``: a live campaign of ``merchant``."""
     def make(actor=ADMIN, **kw):
-        body = {"title": "满50减10", "merchant_id": merchant["id"], "face_value_cents": 1000, "min_spend_cents": 5000,
-                "quota": 5, "per_member_limit": 1, "claim_starts_at": iso(now() - datetime.timedelta(minutes=1)),
-                "claim_ends_at": iso(now() + datetime.timedelta(days=1)),
-                "redeem_ends_at": iso(now() + datetime.timedelta(days=7)),
-                "eligibility": {"region_codes": [], "occupation_groups": [], "union_ids": []}, "welcome": False}
-        body.update(kw)
-        return call("create_campaign", actor, body)
+        return call("create_campaign", actor, campaign_body(merchant["id"], **kw))
     return make
 
 

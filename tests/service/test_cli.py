@@ -13,19 +13,12 @@ from nameko.rpc import rpc
 from unionhub_kit import cli, clock, events, outbox, topology
 from unionhub_kit.consumer import idempotent, on_event
 from unionhub_kit.mongo import Mongo
+from support.stack import wait_for
 
 MEMBER = {"member_id": "m1", "user_id": "u1", "union_id": "g1", "union_code": "5101040001", "region_code": "510104",
           "occupation_group": "courier", "status": "active", "card_no": "C1", "joined_at": "2026-01-01T00:00:00Z",
           "phone_masked": "138****5678"}
 
-
-def wait_for(fn, timeout=10):
-    with eventlet.Timeout(timeout):
-        while True:
-            v = fn()
-            if v:
-                return v
-            eventlet.sleep(0.05)
 
 SUB = topology.Subscription("clitest", "on_member_joined", [("membership", "member_joined")])
 QUEUE = topology.queue_name(SUB)

@@ -11,6 +11,8 @@ from services.jobs import search
 from services.jobs.service import JobsService
 from unionhub_kit import clock, events, ids
 from unionhub_kit.errors import AppError
+from support import builders
+from support.stack import wait_for
 
 ADMIN = {"sub": "admin-1", "role": "union_admin", "scope": "51", "merchant_id": None, "employer_id": None}
 
@@ -26,15 +28,6 @@ def member(user_id):
 
 def later(days=30):
     return events.rfc3339(clock.now() + datetime.timedelta(days=days))
-
-
-def wait_for(fn, timeout=15):
-    with eventlet.Timeout(timeout):
-        while True:
-            v = fn()
-            if v:
-                return v
-            eventlet.sleep(0.05)
 
 
 class Jobs:
@@ -62,13 +55,8 @@ def db(db_of):
     return db_of("jobs")
 
 
-_uscc = iter(range(10 ** 6))
-
-
 def new_employer(jobs, name="蜀道机械有限公司", region="510104"):
-    body = {"name": name, "uscc": ids.make_uscc("91510104%09d" % next(_uscc)), "region_code": region,
-            "industry": "制造", "size": "small"}
-    return jobs.create_employer(ADMIN, body)
+    return jobs.create_employer(ADMIN, builders.employer_body(region, name=name))
 
 
 def job_body(**kw):

@@ -8,6 +8,7 @@ from unionhub_kit import broker, topology
 from unionhub_kit.consumer import idempotent, on_event
 from unionhub_kit.mongo import Mongo, transaction
 from unionhub_kit.outbox import Outbox
+from support.stack import wait_for
 
 MEMBER = {"member_id": "m1", "user_id": "u1", "union_id": "g1", "union_code": "5101040001", "region_code": "510104",
           "occupation_group": "courier", "status": "active", "card_no": "C1", "joined_at": "2026-01-01T00:00:00Z",
@@ -50,15 +51,6 @@ def kit_subscription():
     topology.SUBSCRIPTIONS.append(sub)
     yield sub
     topology.SUBSCRIPTIONS.remove(sub)
-
-
-def wait_for(fn, timeout=10):
-    with eventlet.Timeout(timeout):
-        while True:
-            v = fn()
-            if v:
-                return v
-            eventlet.sleep(0.05)
 
 
 def publish_join(container_factory, config, member_id):

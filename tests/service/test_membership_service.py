@@ -11,7 +11,6 @@ import time
 import uuid
 from datetime import timedelta
 
-import eventlet
 import pytest
 from kombu import Connection, Queue
 from nameko.rpc import rpc
@@ -20,10 +19,10 @@ from nameko.testing.services import entrypoint_hook
 
 from services.membership import store
 from services.membership.service import MembershipService
+from support.stack import ADMIN_PASSWORD, wait_for
 from unionhub_kit import clock, crypto, ids, tokens, topology
 from unionhub_kit.errors import AppError, NotFound
 
-ADMIN_PASSWORD = "Service-Test-Passw0rd"
 ADMIN = {"sub": "acc_admin", "role": "union_admin", "scope": "51", "merchant_id": None, "employer_id": None}
 
 
@@ -84,12 +83,9 @@ class Tap:
             self.seen.append(json.loads(msg.body) if isinstance(msg.body, (str, bytes)) else msg.body)
 
     def wait(self, event, subject, timeout=10):
-        with eventlet.Timeout(timeout):
-            while True:
-                for env in self.drain():
-                    if env["type"] == "org.unionhub.membership.%s.v1" % event and env["subject"] == subject:
-                        return env
-                eventlet.sleep(0.05)
+        kind = "org.unionhub.membership.%s.v1" % event
+        return wait_for(lambda: next((e for e in self.drain() if e["type"] == kind and e["subject"] == subject), None),
+                        timeout, what="%s of %s" % (event, subject))
 
     def of_type(self, event):
         return [e for e in self.drain() if e["type"] == "org.unionhub.membership.%s.v1" % event]

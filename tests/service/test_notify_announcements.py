@@ -8,7 +8,8 @@ import pytest
 from nameko.testing.services import entrypoint_hook
 
 from services.notify import domain, fanout
-from tests.service.notify_support import lines, notify_config, notify_container, wait_for
+from support.stack import wait_for
+from tests.service.notify_support import lines, notify_config, notify_container
 from unionhub_kit import clock
 from unionhub_kit.errors import Forbidden, ValidationFailed
 

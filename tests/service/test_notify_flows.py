@@ -7,7 +7,8 @@ from nameko.standalone.events import event_dispatcher
 from nameko.testing.services import entrypoint_hook, entrypoint_waiter
 
 from services.notify import domain
-from tests.service.notify_support import notify_container, WAIT, joined, lines, new_user, notify_config, publish, wait_for
+from support.stack import wait_for
+from tests.service.notify_support import notify_container, WAIT, joined, lines, new_user, notify_config, publish
 from unionhub_kit import clock, crypto, events
 from unionhub_kit.errors import NotFound, ValidationFailed
 

@@ -6,8 +6,9 @@ import logging
 import pytest
 from nameko.testing.services import entrypoint_hook
 
+from support.stack import wait_for
 from tests.service.notify_support import (Receiver, joined, lines, new_user, notify_config, notify_container, publish,
-                                          signature_ok, wait_for)
+                                          signature_ok)
 from unionhub_kit.errors import ServiceUnavailable, ValidationFailed
 
 SECRET = "sms-provider-secret"

@@ -6,7 +6,8 @@ import pytest
 from nameko.testing.services import entrypoint_hook
 
 from services.notify import domain
-from tests.service.notify_support import notify_container, joined, lines, new_user, notify_config, publish, wait_for
+from support.stack import wait_for
+from tests.service.notify_support import notify_container, joined, lines, new_user, notify_config, publish
 from unionhub_kit import clock
 
 

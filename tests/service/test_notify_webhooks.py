@@ -3,8 +3,8 @@ signature the receiver verifies, retries with backoff, the final failure, the de
 import pytest
 from nameko.testing.services import entrypoint_hook
 
-from tests.service.notify_support import (Receiver, joined, new_user, notify_config, notify_container, publish,
-                                          signature_ok, wait_for)
+from support.stack import wait_for
+from tests.service.notify_support import (Receiver, joined, new_user, notify_config, notify_container, publish, signature_ok)
 from unionhub_kit.errors import NotFound, ValidationFailed
 
 SECRET = "whsec-0123456789"

@@ -1,9 +1,9 @@
-"""Helpers for end-to-end tests through the gateway: tokens for every role, joining a union, unique test identities.
+"""A client of a running stack (``support.stack``) through the gateway, as the tests, benchmarks and chaos runs use it:
+tokens for every role, joining a union, unique test identities.
 
 ``member_token`` goes the way a phone does (OTP request, code from the development SMS sink, token exchange), so it
 needs membership and notify running; everything else needs membership only.
 """
-import itertools
 import json
 import random
 import threading
@@ -12,16 +12,16 @@ import uuid
 
 import requests
 
+from support import builders
+from support.stack import ADMIN_PASSWORD, wait_for
 from unionhub_kit import ids
 
-ADMIN_PASSWORD = "Admin-Test-Passw0rd"  # = tests.conftest.ADMIN_PASSWORD (the stack's UNIONHUB_ADMIN_PASSWORD)
 STAFF_PASSWORD = "Staff-Test-Passw0rd"
 SMS_WAIT_SECONDS = 10
 
 _lock = threading.Lock()
 _phones = set()
 _id_numbers = set()
-_seq = itertools.count(random.randrange(10 ** 6))
 
 
 def auth(token):
@@ -52,10 +52,7 @@ def new_id_number(region="510104", min_age=18, max_age=60):
                 return number
 
 
-def new_uscc():
-    """A fresh valid unified social credit code (GB 32100)."""
-    body = "91510104" + "%09d" % (next(_seq) % 10 ** 9)
-    return ids.make_uscc(body)
+new_uscc = builders.new_uscc
 
 
 def _token(stack, body):
@@ -168,3 +165,60 @@ def new_member(stack, occupation_group="courier", union_id=None):
     phone = new_phone()
     token = member_token(stack, phone)
     return token, join(stack, token, union_id=union_id, occupation_group=occupation_group), phone
+
+
+# ---- plain calls, and benefits' members and campaigns ------------------------------------------------------------
+def post(stack, path, token=None, body=None, headers=None):
+    h = dict(auth(token) if token else {}, **(headers or {}))
+    return requests.post(stack.url + path, json=body, headers=h, timeout=30)
+
+
+def get(stack, path, token=None, params=None):
+    return requests.get(stack.url + path, params=params, headers=auth(token) if token else {}, timeout=30)
+
+
+def problem(r, status, code, field=None):
+    """``r`` is a problem document (RFC 9457) of ``status`` with ``code`` (and, given ``field``, an error about that
+    field or one inside it); returns it."""
+    assert r.status_code == status, r.text
+    assert r.headers["Content-Type"].startswith("application/problem+json"), r.headers
+    doc = r.json()
+    assert doc["code"] == code and doc["status"] == status and doc["title"], r.text
+    assert isinstance(doc.get("errors", {}), dict), doc
+    if field:
+        assert any(k == field or k.startswith(field + ".") for k in doc.get("errors", {})), r.text
+    return doc
+
+
+def project(stack, envelopes):
+    """Publish membership events on the stack's broker (as membership's outbox does) and wait until benefits has
+    applied them."""
+    from nameko.standalone.events import event_dispatcher
+    dispatch = event_dispatcher({"AMQP_URI": stack.env["AMQP_URI"], "serializer": "json"})
+    for env in envelopes:
+        dispatch("membership", env["type"].split(".")[3], env)
+    users = [e["data"]["user_id"] for e in envelopes]
+    members = stack.db("benefits").members
+    wait_for(lambda: members.count_documents({"_id": {"$in": users}}) == len(set(users)), what="member projection")
+
+
+def projected_members(stack, n, **kw):
+    """``n`` active members benefits knows (``member_joined`` published; ``kw``: ``builders.member_data``) with
+    tokens minted with the stack's key: ``[(user_id, token)]``."""
+    from unionhub_kit import tokens
+    users = ["usr_%s" % uuid.uuid4().hex[:12] for _ in range(n)]
+    project(stack, [builders.joined_event(u, **kw) for u in users])
+    return [(u, tokens.issue(u, "member")) for u in users]
+
+
+def new_merchant(stack, admin=None, region="510104", **over):
+    r = post(stack, "/api/v1/merchants", admin or admin_token(stack), builders.merchant_body(region, **over))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def new_campaign(stack, merchant_id, admin=None, **over):
+    """A campaign through the gateway (``builders.campaign_body`` with ``over``); its JSON."""
+    r = post(stack, "/api/v1/campaigns", admin or admin_token(stack), builders.campaign_body(merchant_id, **over))
+    assert r.status_code == 201, r.text
+    return r.json()
