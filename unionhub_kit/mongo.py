@@ -235,3 +235,20 @@ def update_returning(coll, flt, update, projection=None, upsert=False, session=N
     if not result.matched_count and result.upserted_id is None:
         return None
     return coll.find_one({"_id": doc_id}, projection, session=session)
+
+
+def duplicate_field(exc):
+    """The indexed field a ``DuplicateKeyError`` is about (the first of its key)."""
+    pattern = (exc.details or {}).get("keyPattern") or {}
+    return next(iter(pattern), None)
+
+
+def insert_unique(coll, doc, session, conflict, fields=None):
+    """Insert ``doc``; a duplicate key (on one of ``fields``, when given; any, when not) raises ``conflict`` (an
+    ``AppError``: the 409 the caller answers) instead. Another duplicate is raised as it is."""
+    try:
+        coll.insert_one(doc, session=session)
+    except pymongo.errors.DuplicateKeyError as exc:
+        if fields is None or duplicate_field(exc) in fields:
+            raise conflict
+        raise

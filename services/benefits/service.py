@@ -67,10 +67,6 @@ def _outcome(fn):
         return exc
 
 
-def _is_dup(exc, *fields):
-    return set((exc.details or {}).get("keyPattern", {})) == set(fields)
-
-
 class BenefitsService:
     name = "benefits"
     db = Mongo(indexes=store.ensure_indexes)
@@ -102,12 +98,7 @@ class BenefitsService:
         doc = dict(data, _id=domain.new_id("mer"), created_at=now, created_by=actor["sub"])
 
         def work(session):
-            try:
-                store.insert_merchant(self.db, doc, session)
-            except store.DuplicateKeyError as exc:
-                if _is_dup(exc, "uscc"):
-                    raise Conflict("A merchant with this USCC exists already.", code="MERCHANT_EXISTS")
-                raise
+            store.insert_merchant(self.db, doc, session)
             return domain.merchant_view(doc)
         return self._idempotent(actor, "create_merchant", idempotency_key, data, work)
 

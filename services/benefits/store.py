@@ -17,9 +17,9 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.errors import DuplicateKeyError  # noqa: F401  (callers catch it from here)
 
-from unionhub_kit.errors import validation_error
-from unionhub_kit.mongo import update_returning
 from unionhub_kit import projection
+from unionhub_kit.errors import Conflict, validation_error
+from unionhub_kit.mongo import insert_unique, update_returning
 
 from . import domain
 
@@ -45,7 +45,8 @@ def ensure_indexes(db):
 
 # ---- merchants ------------------------------------------------------------------------------------------------
 def insert_merchant(db, doc, session):
-    db.merchants.insert_one(doc, session=session)
+    insert_unique(db.merchants, doc, session, Conflict("A merchant with this USCC exists already.",
+                                                       code="MERCHANT_EXISTS"), ("uscc",))
 
 
 def merchant(db, merchant_id):

@@ -15,11 +15,10 @@ import pymongo
 import pymongo.errors
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import DuplicateKeyError
 
 from unionhub_kit import mongo, projection
 from unionhub_kit.errors import Conflict
-from unionhub_kit.mongo import upsert_returning
+from unionhub_kit.mongo import insert_unique, upsert_returning
 
 from . import domain, search
 
@@ -73,10 +72,7 @@ from unionhub_kit.idempotency import run_idempotent  # noqa: E402,F401  (store.r
 
 # ---- employers ------------------------------------------------------------------------------------------------
 def insert_employer(db, doc, session):
-    try:
-        db.employers.insert_one(doc, session=session)
-    except DuplicateKeyError:
-        raise Conflict("An employer with this USCC exists.", code="EMPLOYER_EXISTS")
+    insert_unique(db.employers, doc, session, Conflict("An employer with this USCC exists.", code="EMPLOYER_EXISTS"))
 
 
 def employer(db, employer_id):
@@ -239,10 +235,8 @@ def erase_member(db, user_id, session):
 
 # ---- applications ---------------------------------------------------------------------------------------------
 def insert_application(db, doc, session):
-    try:
-        db.applications.insert_one(doc, session=session)
-    except DuplicateKeyError:
-        raise Conflict("You have applied to this posting already.", code="ALREADY_APPLIED")
+    insert_unique(db.applications, doc, session,
+                  Conflict("You have applied to this posting already.", code="ALREADY_APPLIED"))
 
 
 def application(db, application_id):
@@ -294,10 +288,7 @@ def insert_booth(db, doc, now, session):
     if db.fairs.update_one({"_id": doc["fair_id"], "ends_at": {"$gt": now}}, {"$inc": {"booth_count": 1}},
                            session=session).matched_count == 0:
         return False
-    try:
-        db.booths.insert_one(doc, session=session)
-    except DuplicateKeyError:
-        raise Conflict("You have a booth at this fair already.", code="BOOTH_EXISTS")
+    insert_unique(db.booths, doc, session, Conflict("You have a booth at this fair already.", code="BOOTH_EXISTS"))
     return True
 
 

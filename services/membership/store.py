@@ -20,7 +20,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from unionhub_kit import clock
 from unionhub_kit.errors import Conflict
-from unionhub_kit.mongo import background_timeout, transaction, update_returning, upsert_returning
+from unionhub_kit.mongo import background_timeout, insert_unique, transaction, update_returning, upsert_returning
 
 from . import domain
 
@@ -77,12 +77,6 @@ def ensure_indexes(db):
     db.revocations.create_index("at")
 
 
-def dup_field(exc):
-    """The indexed field a ``DuplicateKeyError`` is about."""
-    pattern = (exc.details or {}).get("keyPattern") or {}
-    return next(iter(pattern), None)
-
-
 # ---- idempotency: unionhub_kit.idempotency.run_idempotent ------------------------------------------------------
 from unionhub_kit.idempotency import run_idempotent  # noqa: E402,F401  (store.run_idempotent for the service)
 
@@ -137,12 +131,8 @@ def next_child_seq(db, parent_id, session):
 
 
 def insert_union(db, doc, session):
-    try:
-        db.unions.insert_one(doc, session=session)
-    except DuplicateKeyError as exc:
-        if dup_field(exc) == "uscc":
-            raise Conflict("A union with this unified social credit code exists.", code="USCC_TAKEN")
-        raise
+    insert_unique(db.unions, doc, session,
+                  Conflict("A union with this unified social credit code exists.", code="USCC_TAKEN"), ("uscc",))
 
 
 # ---- accounts and users -----------------------------------------------------------------------------------------
@@ -174,12 +164,7 @@ def account_by_username(db, username):
 
 
 def insert_account(db, doc, session):
-    try:
-        db.accounts.insert_one(doc, session=session)
-    except DuplicateKeyError as exc:
-        if dup_field(exc) == "username":
-            raise Conflict("The username is taken.", code="USERNAME_TAKEN")
-        raise
+    insert_unique(db.accounts, doc, session, Conflict("The username is taken.", code="USERNAME_TAKEN"), ("username",))
 
 
 def user_for_phone(db, phone_hash, new_doc):
@@ -332,12 +317,9 @@ def next_card_seq(db, year):
 
 
 def insert_member(db, doc, session):
-    try:
-        db.members.insert_one(doc, session=session)
-    except DuplicateKeyError as exc:
-        if dup_field(exc) in ("live_id", "live_user"):
-            raise Conflict("This person is already a member (or has applied).", code="ALREADY_MEMBER")
-        raise
+    insert_unique(db.members, doc, session,
+                  Conflict("This person is already a member (or has applied).", code="ALREADY_MEMBER"),
+                  ("live_id", "live_user"))
 
 
 def member(db, member_id):
@@ -566,13 +548,9 @@ def write_member_counts(db, sums):
 
 # ---- transfers --------------------------------------------------------------------------------------------------
 def insert_transfer(db, doc, session):
-    try:
-        db.transfers.insert_one(doc, session=session)
-    except DuplicateKeyError as exc:
-        if dup_field(exc) == "live_member":
-            raise Conflict("A transfer of this membership is already waiting for approval.",
-                           code="TRANSFER_PENDING")
-        raise
+    insert_unique(db.transfers, doc, session,
+                  Conflict("A transfer of this membership is already waiting for approval.", code="TRANSFER_PENDING"),
+                  ("live_member",))
 
 
 def transfer(db, transfer_id):
