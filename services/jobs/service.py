@@ -95,19 +95,25 @@ class JobsService:
     def close_job(self, actor, job_id):
         employer_id = require_employer(actor)
         now = clock.now()
-
-        def txn(session):
-            before = store.close_job(self.db, job_id, employer_id, "closed", now, session)
-            if before is not None:
-                self.outbox.add(session, "job_closed", domain.closed_data(before, "closed"), subject=job_id)
-            return before
-        before = transaction(self.db, txn)
+        self._close(job_id, employer_id, "closed", now)
         doc = must(store.job(self.db, job_id), "posting")
         if doc["employer_id"] != employer_id:
             raise domain.not_owner()
-        if before is not None:
-            store.bump_stats(self.db, before["search_keys"], -1)
         return domain.posting_view(doc, now, full=True)
+
+    def _close(self, job_id, employer_id, reason, now):
+        """Close an open posting (of ``employer_id``, when given) with its ``job_closed`` in one transaction, then
+        take it out of the search counts; 1 if this call closed it, else 0."""
+        def txn(session):
+            before = store.close_job(self.db, job_id, employer_id, reason, now, session)
+            if before is not None:
+                self.outbox.add(session, "job_closed", domain.closed_data(before, reason), subject=job_id)
+            return before
+        before = transaction(self.db, txn)
+        if before is None:
+            return 0
+        store.bump_stats(self.db, before["search_keys"], -1)
+        return 1
 
     @rpc
     def employer_jobs(self, actor, payload):
@@ -125,21 +131,9 @@ class JobsService:
             now = clock.now()
             due = store.due_for_expiry(self.db, now, EXPIRY_BATCH)
             for job_id in due:
-                closed += self._expire(job_id, now)
+                closed += self._close(job_id, None, "expired", now)
             if len(due) < EXPIRY_BATCH:
                 return closed
-
-    def _expire(self, job_id, now):
-        def txn(session):
-            before = store.close_job(self.db, job_id, None, "expired", now, session)
-            if before is not None:
-                self.outbox.add(session, "job_closed", domain.closed_data(before, "expired"), subject=job_id)
-            return before
-        before = transaction(self.db, txn)
-        if before is None:
-            return 0
-        store.bump_stats(self.db, before["search_keys"], -1)
-        return 1
 
     # ---- resumes --------------------------------------------------------------------------------------------
     @rpc

@@ -28,6 +28,15 @@ log = logging.getLogger("unionhub.membership")
 FOLD_BATCH = 200  # member counter deltas folded in one transaction (well inside the store timeout)
 
 
+def _in_scope(actor, doc, what, doc_id, code_field):
+    """``doc`` (a member or transfer read by id) for a union_admin whose scope holds its ``code_field``; 404 if none."""
+    require_role(actor, "union_admin")
+    if doc is None:
+        raise NotFound("No %s with id %s." % (what, doc_id))
+    require_scope(actor, doc[code_field])
+    return doc
+
+
 class MembershipService:
     name = "membership"
     db = Mongo(indexes=seed.prepare)
@@ -439,12 +448,7 @@ class MembershipService:
                            lambda m: "%s|%s" % (m["created_at"], m["id"]))
 
     def _member_in_scope(self, actor, member_id):
-        require_role(actor, "union_admin")
-        m = store.member(self.db, member_id)
-        if m is None:
-            raise NotFound("No member with id %s." % member_id)
-        require_scope(actor, m["union_code"])
-        return m
+        return _in_scope(actor, store.member(self.db, member_id), "member", member_id, "union_code")
 
     @rpc
     def approve_member(self, actor, member_id):
@@ -492,12 +496,8 @@ class MembershipService:
         return domain.page([domain.transfer_view(t) for t in rows], q["limit"], lambda t: t["id"])
 
     def _transfer_in_scope(self, actor, transfer_id):
-        require_role(actor, "union_admin")
-        t = store.transfer(self.db, transfer_id)
-        if t is None:
-            raise NotFound("No transfer with id %s." % transfer_id)
-        require_scope(actor, t["to_union_code"])  # the receiving union decides
-        return t
+        # the receiving union decides
+        return _in_scope(actor, store.transfer(self.db, transfer_id), "transfer", transfer_id, "to_union_code")
 
     @rpc
     def approve_transfer(self, actor, transfer_id):
