@@ -29,12 +29,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from pymongo.errors import BulkWriteError  # noqa: E402
 
-from unionhub_kit import config, population  # noqa: E402
+from unionhub_kit import config, mongo, population  # noqa: E402
 
 STEPS = ("membership", "benefits", "notify", "jobs", "stations")
-DUPLICATE_KEY = 11000
 
 
 class Progress:
@@ -152,16 +150,7 @@ class Context:
         self.timings["%s.%s" % (db.name, step)] = {"seconds": round(time.time() - started, 1)}
         return out
 
-    @staticmethod
-    def insert(coll, docs):
-        if not docs:
-            return 0
-        try:
-            return len(coll.insert_many(docs, ordered=False).inserted_ids)
-        except BulkWriteError as exc:
-            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                raise
-            return exc.details.get("nInserted", 0)
+    insert = staticmethod(mongo.insert_new)
 
 
 def store_size(client):

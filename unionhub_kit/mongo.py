@@ -252,3 +252,19 @@ def insert_unique(coll, doc, session, conflict, fields=None):
         if fields is None or duplicate_field(exc) in fields:
             raise conflict
         raise
+
+
+DUPLICATE_KEY = 11000
+
+
+def insert_new(coll, docs):
+    """``insert_many`` that skips documents whose unique key exists already (a redone batch, a rerun seed);
+    returns how many were inserted."""
+    if not docs:
+        return 0
+    try:
+        return len(coll.insert_many(docs, ordered=False).inserted_ids)
+    except pymongo.errors.BulkWriteError as exc:
+        if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+            raise
+        return exc.details.get("nInserted", 0)

@@ -13,15 +13,14 @@ import uuid
 from datetime import timedelta
 
 from pymongo import ASCENDING as ASC, DESCENDING as DESC, ReturnDocument
-from pymongo.errors import BulkWriteError
 
 from unionhub_kit import clock, crypto, projection
 from unionhub_kit.idempotency import run_idempotent  # noqa: F401  (store.run_idempotent for the service)
-from unionhub_kit.mongo import background_timeout, transaction, update_returning, upsert_returning
+from unionhub_kit.mongo import (  # noqa: F401  (store.insert_new)
+    background_timeout, insert_new, transaction, update_returning, upsert_returning)
 
 from . import domain
 
-DUPLICATE_KEY = 11000
 NO_LEASE = domain.NO_LEASE
 
 
@@ -42,17 +41,6 @@ def ensure_indexes(db):
     db.webhook_deliveries.create_index([("status", ASC), ("due_at", ASC)])
 
 
-def insert_new(coll, docs):
-    """``insert_many`` that skips documents whose unique key exists already; returns how many were inserted."""
-    if not docs:
-        return 0
-    try:
-        return len(coll.insert_many(docs, ordered=False).inserted_ids)
-    except BulkWriteError as exc:
-        others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
-        if others:
-            raise
-        return exc.details.get("nInserted", 0)
 
 
 # ---- idempotency keys: unionhub_kit.idempotency.run_idempotent ----------------------------------------------
