@@ -18,7 +18,6 @@ import eventlet
 
 eventlet.monkey_patch()
 
-import contextlib  # noqa: E402
 import http.client  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -291,24 +290,24 @@ def start_store(data_dir, log_dir):
     return store.uri, store.process
 
 
-def start_stack(replicas=None, services=None, extra_env=None, wait=180):
-    """``support.stack.start`` with the benchmarks' settings: quiet logs, the broker / store of ``BENCH_AMQP_URI`` /
-    ``BENCH_MONGO_URI`` when given (else a fresh vhost and a store of its own)."""
+def _bench_stack(replicas=None, services=None, extra_env=None, wait=180):
+    """``support.stack.start``'s arguments with the benchmarks' settings: quiet logs, the broker / store of
+    ``BENCH_AMQP_URI`` / ``BENCH_MONGO_URI`` when given (else a fresh vhost and a store of its own)."""
     env = {"LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")}
     env.update(extra_env or {})
     journaled = "w=majority&journal=true" if os.environ.get("BENCH_JOURNALED") else None  # see run_all.py
-    return stack_support.start(amqp_uri=os.environ.get("BENCH_AMQP_URI"), mongo_uri=os.environ.get("BENCH_MONGO_URI"),
-                               replicas=replicas, services=services, extra_env=env, wait=wait, say=say,
-                               mongo_options=journaled)
+    return dict(amqp_uri=os.environ.get("BENCH_AMQP_URI"), mongo_uri=os.environ.get("BENCH_MONGO_URI"),
+                replicas=replicas, services=services, extra_env=env, wait=wait, say=say, mongo_options=journaled)
 
 
-@contextlib.contextmanager
+def start_stack(**kw):
+    """A running stack for a benchmark (``stop()`` it); see ``_bench_stack``."""
+    return stack_support.start(**_bench_stack(**kw))
+
+
 def stack(**kw):
-    st = start_stack(**kw)
-    try:
-        yield st
-    finally:
-        st.stop()
+    """``with common.stack(...) as st:`` a running stack, stopped afterwards."""
+    return stack_support.running(**_bench_stack(**kw))
 
 
 def queue_depth(st, queue):

@@ -103,7 +103,7 @@ def merchant(call):
 def campaign(call, merchant):
     """``campaign(**overrides)``: a live campaign of ``merchant``."""
     def make(actor=ADMIN, **kw):
-        return call("create_campaign", actor, campaign_body(merchant["id"], **kw))
+        return call("create_campaign", actor, campaign_body(kw.pop("merchant_id", merchant["id"]), **kw))
     return make
 
 
