@@ -27,7 +27,7 @@ import random  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 
-from tests.e2e import helpers  # noqa: E402
+from support import client  # noqa: E402
 from unionhub_kit import tokens  # noqa: E402
 
 SECONDS = common.env_float("BENCH_SCALE_SECONDS", 8.0)
@@ -71,13 +71,13 @@ def phase(st, name, call, tokens_=None, total=None):
 
 def run_on(st, members, label):
     """Every phase on ``st``; ``members``: ``[(token, user_id)]`` of existing active members."""
-    admin = helpers.admin_token(st)
+    admin = client.admin_token(st)
     out = {}
     codes = Codes(st.env["SMS_SINK_FILE"])
     phones = []
 
     def otp(h, i):
-        phone = helpers.new_phone()
+        phone = client.new_phone()
         status = h.post("/api/v1/auth/otp", {"phone": phone})
         if status == 202:
             phones.append(phone)
@@ -93,13 +93,13 @@ def run_on(st, members, label):
             fresh.append(body["access_token"])
         return status
     out["token"] = phase(st, "token", token, total=len(phones))
-    union = helpers.create_union(st, admin, auto_approve=False)
+    union = client.create_union(st, admin, auto_approve=False)
     joined = []
 
     def join(h, i):
         h.token = fresh[i]
         status, body = h.request("POST", "/api/v1/members", {
-            "name": "张三", "id_number": helpers.new_id_number(), "union_id": union["id"], "employer": "蜀道快递",
+            "name": "张三", "id_number": client.new_id_number(), "union_id": union["id"], "employer": "蜀道快递",
             "occupation_group": "courier", "consent": True})
         if status == 201:
             joined.append(body["id"])
@@ -174,7 +174,7 @@ def announcement_visible(st, admin, members):
 
 def empty_members(st, n=24):
     made = common.new_members(st, n)
-    admin = helpers.admin_token(st)
+    admin = client.admin_token(st)
     h = common.Http(st.url, token=admin)
     for k in range(3):  # a few announcements, as the inbox at scale has a year of them
         h.request("POST", "/api/v1/announcements", {"title": "通知 %d" % k, "body": "b",
