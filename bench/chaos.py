@@ -51,7 +51,7 @@ class Chaos:
         self.store_dir, self.store_port = os.path.join(tmp, "store"), free_port()
         os.environ["BENCH_MONGO_URI"] = self.store.start_store(self.store_dir, self.store_port)
         self.audit = os.path.join(tmp, "writes")
-        self.st = common.start_stack(extra_env={"OTP_PER_ADDRESS_PER_HOUR": "1000000", "EVENT_RETRY_BASE_MS": "200",
+        self.st = common.start_stack(extra_env={"EVENT_RETRY_BASE_MS": "200",
                                                 "UNIONHUB_WRITE_AUDIT": self.audit})
         self.receiver = Receiver()
         admin = common.admin_token(self.st)

@@ -20,7 +20,7 @@ def measure(durable, members, concurrency):
     else:
         os.environ["UNIONHUB_UNDURABLE_FOR_BENCH"] = "1"
     try:
-        with common.stack(extra_env={"OTP_PER_ADDRESS_PER_HOUR": "1000000"}) as st:
+        with common.stack() as st:
             from support import client
             admin = common.admin_token(st)
             union = client.create_union(st, admin, auto_approve=True)

@@ -1,13 +1,18 @@
-"""Announcement fan-out: 100,000 projected members, one announcement to all of them.
+"""Announcements at the province's size: 100,000 projected members, one announcement to all of them.
+
+Announcements fan out on read (``services/notify/fanout.py``): the notice is written once and every audience member's
+inbox finds it by the member's keys; the worker then only counts the audience and sends pushes in provider batches.
+So the figures are:
 
 * starts the notify service as its own ``nameko run`` process (like ``make run``) on a fresh broker vhost and a
-  fresh SecantusDB;
-* projects ``BENCH_FANOUT_MEMBERS`` members (default 100,000) into notify's ``members`` collection, in the shape its
-  membership-event handlers write, spread over the 183 Sichuan counties and the occupation groups;
-* sends one announcement to the whole province (RPC ``create_announcement``, as the gateway does) and waits until
-  its status is ``done``; prints the time to deliver every inbox entry and deliveries/s;
-* in the same run, the raw store figure: ``insert_many`` of the same number of inbox-shaped documents, in batches of
-  the same size, into a collection with the same indexes, from one client (docs/s), and the ratio.
+  fresh SecantusDB, and projects ``BENCH_FANOUT_MEMBERS`` members (default 100,000) into notify's ``members``
+  collection, in the shape its membership-event handlers write, over the 183 Sichuan counties and the groups;
+* sends one announcement to the whole province (RPC ``create_announcement``, as the gateway does) and measures the
+  time until it is in a sampled member's inbox (``list_notifications``, as ``GET /members/me/notifications``) and
+  the duration of the inbox reads of 20 sampled members that show it,
+  and the time until the worker has counted the whole audience (``status: done``, ``recipients`` = members);
+* in the same run, the raw store figures: one ``find_one`` by ``_id`` (the floor of any inbox read) and a plain
+  cursor over the projection's ids (docs/s, the floor of counting the audience), and the ratios.
 
     python -m bench.fanout            # writes bench/results/fanout.json
 
@@ -15,12 +20,11 @@
 """
 from bench import common  # noqa: I001  (monkey-patches first)
 
+import random  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
 
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 
-from services.notify import domain, store  # noqa: E402
 from unionhub_kit import clock, regions  # noqa: E402
 from unionhub_kit.schema import OCCUPATION_GROUPS  # noqa: E402
 
@@ -30,7 +34,7 @@ ADMIN = {"sub": "acc_bench_admin", "role": "union_admin", "scope": "51", "mercha
 def project_members(db, n, batch):
     """``n`` active members in the projection (what ``on_member_joined`` writes, minus the phone)."""
     counties = [c["code"] for c in regions.counties()]
-    now = clock.CLOCK.now()
+    now = clock.now()
     started = time.perf_counter()
     for start in range(0, n, batch):
         docs = []
@@ -44,29 +48,24 @@ def project_members(db, n, batch):
     return time.perf_counter() - started
 
 
-def raw_insert_many(db, n, batch):
-    """docs/s of plain ``insert_many`` of inbox-shaped documents with the inbox's indexes."""
-    coll = db["raw_inbox_%s" % uuid.uuid4().hex[:6]]
-    store.ensure_indexes(db)  # the inbox's indexes (already there: the service made them), copied onto the scratch
-    for name, spec in db.notifications.index_information().items():
-        if name != "_id_":
-            coll.create_index(spec["key"], unique=spec.get("unique", False))
-    now = clock.CLOCK.now()
-    docs = [{"_id": domain.new_id(now), "user_id": "usr_%09d" % i, "category": "announcements",
-             "template": "announcement", "title": "raw", "body": "raw insert_many baseline", "read": False,
-             "created_at": now, "dedupe": "raw:%d" % i, "announcement_id": "raw"} for i in range(n)]
-    started = time.perf_counter()
-    for start in range(0, n, batch):
-        coll.insert_many(docs[start:start + batch], ordered=False)
-    elapsed = time.perf_counter() - started
-    coll.drop()
-    return n / elapsed, elapsed
+def raw_reads(db, samples):
+    """The raw store's figures on the same collection: p50 of ``find_one`` by ``_id`` (s) and a plain cursor over
+    every id (docs/s)."""
+    times = []
+    for user in samples:
+        t = time.perf_counter()
+        db.members.find_one({"_id": user})
+        times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    scanned = sum(1 for _ in db.members.find({}, {"_id": 1}, batch_size=1000))
+    return common.percentile(sorted(times), 50), scanned / (time.perf_counter() - t)
 
 
 def main():
     n = common.env_int("BENCH_FANOUT_MEMBERS", 100000)
     batch = common.env_int("BENCH_FANOUT_BATCH", 1000)
     extra = {"NOTIFY_FANOUT_BATCH": str(batch)}
+    samples = ["usr_%09d" % i for i in random.sample(range(n), min(n, 20))]
     with common.stack(services=["notify"], extra_env=extra) as st:
         db = st.db("notify")
         common.say("projecting %d members ..." % n)
@@ -78,37 +77,60 @@ def main():
             wait_until_up(cluster)
             started = time.perf_counter()
             aid = cluster.notify.create_announcement(ADMIN, body)["id"]
-            first_progress = None
+            created = time.perf_counter() - started
+            visible, reads = [], []  # per sampled member: seconds from the request until its inbox shows it, and
+            for user in samples:    # the duration of the inbox read that first showed it
+                while True:
+                    t = time.perf_counter()
+                    items = cluster.notify.list_notifications(member_actor(user), {"limit": 5})["items"]
+                    if any(i["id"] == aid for i in items):
+                        reads.append(time.perf_counter() - t)
+                        visible.append(time.perf_counter() - started)
+                        break
+                    if time.perf_counter() - started > 120:
+                        raise SystemExit("announcement %s not in %s's inbox after 120 s" % (aid, user))
+                    time.sleep(0.01)
             while True:
                 progress = cluster.notify.get_announcement(ADMIN, aid)
-                if first_progress is None and progress["delivered"] > 0:
-                    first_progress = time.perf_counter() - started
                 if progress["status"] == "done":
                     break
                 time.sleep(0.2)
-            elapsed = time.perf_counter() - started
-        entries = db.notifications.count_documents({"announcement_id": aid})
-        assert entries == progress["delivered"] == n, (entries, progress)
-        common.say("fan-out done in %.1fs; raw insert_many baseline ..." % elapsed)
-        raw_rate, raw_elapsed = raw_insert_many(db, n, batch)
-    rate = n / elapsed
+            counted = time.perf_counter() - started
+        assert progress["recipients"] == n, progress
+        assert db.notifications.count_documents({"announcement_id": aid}) == 0  # nothing written per member
+        common.say("audience counted in %.1fs; raw store baseline ..." % counted)
+        raw_read, raw_scan = raw_reads(db, samples)
+    count_rate = n / counted
     result = {
         "members": n, "batch": batch, "projection_seconds": round(projected_in, 2),
-        "fanout": {"deliver_all_seconds": round(elapsed, 2), "deliveries_per_s": round(rate, 1),
-                   "first_batch_seconds": round(first_progress or 0, 2), "delivered": progress["delivered"],
-                   "recipients": progress["recipients"]},
-        "raw_store": {"insert_many_docs_per_s": round(raw_rate, 1), "seconds": round(raw_elapsed, 2)},
-        "ratio_fanout_to_raw_insert_many": round(rate / raw_rate, 3),
+        "announcement": {"create_seconds": round(created, 3),
+                         "visible_in_first_sampled_inbox_seconds": round(visible[0], 3),
+                         "sampled_members": len(samples),
+                         "inbox_read_with_it_ms": {"p50": round(common.percentile(sorted(reads), 50) * 1000, 2),
+                                                   "max": round(max(reads) * 1000, 2)},
+                         "audience_counted_seconds": round(counted, 2), "members_counted_per_s": round(count_rate, 1),
+                         "recipients": progress["recipients"], "delivered": progress["delivered"]},
+        "raw_store": {"find_one_p50_ms": round(raw_read * 1000, 3), "cursor_ids_per_s": round(raw_scan, 1)},
+        "ratio_counting_to_raw_cursor": round(count_rate / raw_scan, 3),
     }
     path = common.write_result("fanout", result)
     print(common.table([
         ["members", n, ""],
-        ["time to deliver all inbox entries", "%.1f" % elapsed, "s"],
-        ["deliveries/s", "%.0f" % rate, "entries/s"],
-        ["raw store insert_many", "%.0f" % raw_rate, "docs/s"],
-        ["fan-out / raw insert_many", "%.2f" % (rate / raw_rate), ""],
-    ], ["announcement fan-out", "value", "unit"]))
+        ["announcement written", "%.3f" % created, "s"],
+        ["in the first sampled member's inbox after", "%.3f" % visible[0], "s"],
+        ["inbox read showing it, p50 of %d members" % len(samples), "%.2f" % (common.percentile(sorted(reads), 50)
+                                                                           * 1000), "ms"],
+        ["audience counted (recipients = members)", "%.1f" % counted, "s"],
+        ["members counted/s", "%.0f" % count_rate, "members/s"],
+        ["raw store find_one p50", "%.2f" % (raw_read * 1000), "ms"],
+        ["raw store cursor over ids", "%.0f" % raw_scan, "docs/s"],
+        ["counting / raw cursor", "%.2f" % (count_rate / raw_scan), ""],
+    ], ["announcement fan-out on read", "value", "unit"]))
     print("written to %s" % path)
+
+
+def member_actor(user):
+    return {"sub": user, "role": "member", "scope": None, "merchant_id": None, "employer_id": None}
 
 
 def wait_until_up(cluster, timeout=60):
