@@ -20,6 +20,7 @@ from unionhub_kit.config import timer
 from unionhub_kit.consumer import idempotent, on_event
 from unionhub_kit.errors import AppError, Conflict, NotFound, ServiceTimeout, ServiceUnavailable
 from unionhub_kit.metrics import ServiceMetrics
+from unionhub_kit.memory import ProcessMemory
 from unionhub_kit.mongo import Mongo, transaction
 from unionhub_kit.outbox import Outbox
 from unionhub_kit.ping import ping as _ping
@@ -38,20 +39,23 @@ EXPIRY_BATCHES_PER_TICK = 20
 EXPIRY_GRACE = datetime.timedelta(minutes=5)  # claims still in flight at a deadline land within this
 
 PROCESS = "%s-%d" % (socket.gethostname(), os.getpid())  # whose stock tallies this process writes
-_campaigns = {}  # campaign id -> (valid until, document): immutable fields only are read from it
-_sold_out = set()  # campaigns this process saw sold out (final: the stock never grows back)
-_pools = {}  # campaign id -> domain.BucketPool
+class Memory:
+    """What this process remembers between claims (``ProcessMemory``: one per container)."""
 
+    def __init__(self):
+        self.campaigns = {}  # campaign id -> (valid until, document): immutable fields only are read from it
+        self.sold_out = set()  # campaigns this process saw sold out (final: the stock never grows back)
+        self.pools = {}  # campaign id -> domain.BucketPool
 
-def _pool(campaign):
-    """This process's lease pool of the campaign's stock buckets."""
-    pool = _pools.get(campaign["_id"])
-    if pool is None:
-        if len(_pools) >= CACHE_MAX:
-            _pools.clear()
-        count = campaign.get("buckets") or domain.bucket_count(campaign["quota"])
-        pool = _pools[campaign["_id"]] = domain.BucketPool(count, -(-campaign["quota"] // count))
-    return pool
+    def pool(self, campaign):
+        """This process's lease pool of the campaign's stock buckets."""
+        pool = self.pools.get(campaign["_id"])
+        if pool is None:
+            if len(self.pools) >= CACHE_MAX:
+                self.pools.clear()
+            count = campaign.get("buckets") or domain.bucket_count(campaign["quota"])
+            pool = self.pools[campaign["_id"]] = domain.BucketPool(count, -(-campaign["quota"] // count))
+        return pool
 
 
 class _Recheck(Exception):
@@ -73,8 +77,10 @@ class BenefitsService:
     outbox = Outbox()
     metrics = ServiceMetrics()  # entrypoint latency/errors, request id in every log line
     claims = Batcher(window_ms=CLAIM_WINDOW_MS)  # group commit of the claims of one campaign
-    membership = Rpc("membership", timeout=2)  # only for members the projection does not know yet (_catch_up)
-    membership = Rpc("membership")  # the organisation code of a union a campaign is limited to (scope)
+    memory = ProcessMemory(Memory)  # campaign cache, sold-out marks, stock-bucket leases of this process
+    # membership is asked for a union's code when a campaign is limited to it (scope), and for the state of a member
+    # the projection does not know as active yet (_catch_up, the rare path of a claim: short, a timeout only skips it)
+    membership = Rpc("membership", timeout=2)
 
     @rpc
     def ping(self):
@@ -198,14 +204,14 @@ class BenefitsService:
         users = [items[n]["user_id"] for n in todo]
         known = store.members(self.db, users)
         self._catch_up(known, users)
-        decisions = domain.decide_claims(campaign, users, known, now, campaign["_id"] in _sold_out)
+        decisions = domain.decide_claims(campaign, users, known, now, campaign["_id"] in self.memory.sold_out)
         accepted = [n for n, d in zip(todo, decisions) if d is None]
         for n, d in zip(todo, decisions):
             out[n] = d
         issued, short = [], []
         if accepted:
             coupons = {n: domain.new_coupon(campaign, items[n]["user_id"], now) for n in accepted}
-            pool, leased = _pool(campaign), []
+            pool, leased = self.memory.pool(campaign), []
             try:
                 issued, emptied = transaction(self.db, lambda session: self._write_claims(
                     session, campaign, items, accepted, coupons, pool, leased))
@@ -300,10 +306,10 @@ class BenefitsService:
         """``campaign_sold_out``, exactly once: a guarded mark in the event's own transaction, tried after the
         commit of each claim that emptied a stock bucket (the last of these to commit sees all the stock gone) and
         by a claim that found nothing left. A process that saw the campaign sold out remembers it for good."""
-        if campaign["_id"] in _sold_out or store.any_stock_left(self.db, campaign["_id"]):
+        if campaign["_id"] in self.memory.sold_out or store.any_stock_left(self.db, campaign["_id"]):
             return
         transaction(self.db, lambda session: self._mark_sold_out(session, campaign))
-        _sold_out.add(campaign["_id"])  # marked now, by this transaction or an earlier one (none is left for good)
+        self.memory.sold_out.add(campaign["_id"])  # marked now, by this transaction or an earlier one (none is left for good)
 
     def _mark_sold_out(self, session, campaign):
         if store.mark_sold_out(self.db, campaign["_id"], clock.now(), session):
@@ -354,7 +360,7 @@ class BenefitsService:
             return
         now = clock.now()
         for campaign in store.live_welcome_campaigns(self.db, now):
-            if domain.ineligibility(campaign, member) is None and campaign["_id"] not in _sold_out and \
+            if domain.ineligibility(campaign, member) is None and campaign["_id"] not in self.memory.sold_out and \
                     domain.held(member, campaign["_id"]) < campaign["per_member_limit"] and \
                     store.grant_welcome(self.db, campaign["_id"], data["user_id"], now, session):
                 self._welcome(session, campaign, data["user_id"], now)
@@ -410,21 +416,21 @@ class BenefitsService:
     # ---- helpers ----------------------------------------------------------------------------------------------
     def _campaign(self, campaign_id):
         """The campaign (cached briefly: only its immutable fields are used from here) or 404."""
-        hit = _campaigns.get(campaign_id)
+        hit = self.memory.campaigns.get(campaign_id)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
         doc = store.campaign(self.db, campaign_id) if isinstance(campaign_id, str) else None
         if doc is None:
             raise NotFound("No campaign has the id %s." % campaign_id, code="NOT_FOUND")
-        if len(_campaigns) >= CACHE_MAX:
-            _campaigns.clear()
-        _campaigns[campaign_id] = (time.monotonic() + CAMPAIGN_CACHE_SECONDS, doc)
+        if len(self.memory.campaigns) >= CACHE_MAX:
+            self.memory.campaigns.clear()
+        self.memory.campaigns[campaign_id] = (time.monotonic() + CAMPAIGN_CACHE_SECONDS, doc)
         return doc
 
     def _stock_left(self, campaigns):
         """What is left of each campaign, never more than what is: read fresh (one small query for them all),
         except for campaigns this process saw sold out (nothing is left of them for good)."""
-        out = {c["_id"]: 0 for c in campaigns if c["_id"] in _sold_out}
+        out = {c["_id"]: 0 for c in campaigns if c["_id"] in self.memory.sold_out}
         missing = [c for c in campaigns if c["_id"] not in out]
         if missing:
             out.update(store.stock_left(self.db, missing))

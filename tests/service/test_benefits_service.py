@@ -7,12 +7,13 @@ import eventlet
 import pytest
 from nameko.standalone.events import event_dispatcher
 from nameko.testing.services import entrypoint_hook
+from nameko.testing.utils import get_extension
 
-from services.benefits import service as benefits_service
 from services.benefits import store
 from services.benefits.service import BenefitsService
 from unionhub_kit import clock, events
 from unionhub_kit.errors import AppError
+from unionhub_kit.memory import ProcessMemory
 from support.builders import campaign_body, joined_event, left_event, merchant_body, new_uscc
 from support.stack import wait_for
 
@@ -36,13 +37,6 @@ def member_actor(user_id):
 def merchant_actor(merchant_id):
     return {"sub": "acc_" + merchant_id, "role": "merchant", "scope": None, "merchant_id": merchant_id,
             "employer_id": None}
-
-
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    benefits_service._campaigns.clear()
-    benefits_service._pools.clear()
-    benefits_service._sold_out.clear()  # each test has its own database; the process remembers across them
 
 
 @pytest.fixture
@@ -227,13 +221,13 @@ def test_claim_refusals_in_api_order_change_no_count(call, fails, db, campaign, 
     assert call("get_campaign", None, later["id"])["remaining"] == 5
 
 
-def test_sold_out_is_refused_and_announced_once(call, fails, db, campaign, members):
+def test_sold_out_is_refused_and_announced_once(svc, call, fails, db, campaign, members):
     c = campaign(quota=3)
     users = members(5)
     for u in users[:3]:
         call("claim", member_actor(u), c["id"])
     fails(409, "SOLD_OUT", "claim", member_actor(users[3]), c["id"])
-    benefits_service._sold_out.clear()  # and without this process's memory of it
+    get_extension(svc, ProcessMemory).value.sold_out.clear()  # and without this process's memory of it
     fails(409, "SOLD_OUT", "claim", member_actor(users[4]), c["id"])
     assert db.coupons.count_documents({"campaign_id": c["id"]}) == 3
     sold = outbox_events(db, "campaign_sold_out")
