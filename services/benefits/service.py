@@ -1,10 +1,12 @@
 """The benefits service: merchants, coupon campaigns, claims that never oversell, redemption, expiry, statistics.
 
-A claim needs no call to membership: eligibility comes from the member projection built from membership's events.
-The hot path of a claim is one read (the member) and one transaction: the member's claim count (guarded by the
-per-member limit), the coupon, the ``coupon_claimed`` event in the outbox and, last, a guarded decrement of one of
-the campaign's stock buckets (see ``domain``). Campaign documents are cached briefly in-process (only their
-immutable fields are used from the cache); the quota itself is enforced in the store.
+A claim needs no call to membership: eligibility comes from the member projection built from membership's events
+(membership is asked only for a member the projection does not know as active yet: read your own writes).
+Claims are decided by group commit (``unionhub_kit.batching``): the claims of one campaign reaching this process
+together are decided from one read of the projection and written in one transaction (guarded stock writes per
+bucket, one guarded update of the members' counts, ``insert_many`` of coupons, idempotency records and outbox rows),
+each keeping its own answer. Campaign documents are cached briefly in the process's ``Memory`` (only their immutable
+fields are used from the cache); the quota itself is enforced in the store.
 """
 import datetime
 import logging
