@@ -37,6 +37,7 @@ lint: install
 	@$(VENV)/bin/ruff check .
 
 bench: install
+	@$(PY) deploy/ensure_broker.py
 	@$(PY) -m bench.run_all
 
 chaos: install
