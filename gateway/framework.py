@@ -60,7 +60,8 @@ class Route:
     errors: tuple = ()  # error codes this route may answer with (documentation)
     raw: bool = False  # handler returns a Response (docs, metrics)
     name: str = ""
-    cache: object = None  # public GETs: seconds an answer may be reused (or f(answer) -> seconds); see ReadCache
+    cache: object = None  # public GETs: seconds an answer may be reused (or f(answer) -> seconds, or -> (seconds
+    # this gateway keeps it, seconds clients may: 0 = no-cache)); see ReadCache
 
 
 def route(method, path, roles=None, body=None, query=None, status=200, idempotent=False, summary="", tags=(),
@@ -77,24 +78,45 @@ class ReadCache:
     """Answers of public reads that do not depend on the caller, kept by this gateway process for a second or so
     (a route's ``cache``), each with a weak ``ETag``: a client that sends it back in ``If-None-Match`` gets a 304.
 
-    Staleness is bounded twice: by the route's seconds (what another replica's writes can leave stale), and by the
-    writes this gateway passes on: a successful write under ``/api/v1/<resource>`` drops every cached read of that
-    resource at once. Answers a route's ``cache`` function gives 0 seconds are not kept, but still get an ETag
+    Staleness is bounded three times:
+
+    * by the route's seconds (``cache``: at most ``SHORT_CACHE_SECONDS``), the hard bound on anything missed;
+    * by the writes this gateway passes on: a successful write under ``/api/v1/<resource>`` drops every cached read
+      of that resource before its answer leaves (the writer's next read is fresh);
+    * by the services' events (``changed``, from ``gateway.cache_events``): a change announced by a service, made
+      through another gateway replica or with no HTTP request at all, drops the reads of that one resource id and
+      the resource's lists when the event reaches this process.
+
+    An answer read while a write passed or a change was announced (its ``stamp`` moved) is answered but not kept.
+    Answers a route's ``cache`` function gives 0 seconds are not kept, but still get an ETag
     (``Cache-Control: no-cache``: clients revalidate every time)."""
 
     MAX_ENTRIES = 5000
 
     def __init__(self):
         self.entries = {}  # (path, query string) -> (valid until, body bytes, etag, max-age)
-        self.keys_of = {}  # resource -> the keys of its cached reads
+        self.keys_of = {}  # (resource, id or "" for its lists) -> the keys of its cached reads
         self.filling = {}  # key -> Event: a read of it is on its way to the service (the others wait for it)
         self.read_through = {}  # key -> until when: its last answer was not to be kept
         self.generation = {}  # resource -> how many writes this gateway passed on (an answer read before one is not kept)
+        self.changes = {}  # (resource, id or "") -> how many changes were announced by events (the same, finer)
+        self.epoch = 0  # how many times ``changes`` was cleared (so a count that started again never matches)
 
     @staticmethod
     def resource(path):
         parts = path.split("/")
         return parts[3] if len(parts) > 3 else ""
+
+    @staticmethod
+    def group(path):
+        """``(resource, id)`` of a read: ``/api/v1/campaigns/c1`` -> ``("campaigns", "c1")``; a list -> id ``""``."""
+        parts = path.split("/")
+        return (parts[3] if len(parts) > 3 else "", parts[4] if len(parts) > 4 else "")
+
+    def stamp(self, path):
+        """What must not move while a read of ``path`` is on its way for its answer to be kept."""
+        group = self.group(path)
+        return self.generation.get(group[0], 0), self.changes.get(group, 0), self.epoch
 
     def get(self, key, wait=5.0):
         """``(fresh entry or None, whether this request is to fill it)``. Requests that miss while another one's
@@ -119,10 +141,13 @@ class ReadCache:
         if pending is not None:
             pending.send()
 
-    def put(self, key, data, seconds, generation=None):
+    def put(self, key, data, seconds, stamp=None, max_age=None):
+        """Keep ``data`` for ``seconds`` (0: not at all) unless ``stamp`` moved; answer it with ``max_age`` (default
+        ``seconds``; 0: ``Cache-Control: no-cache``, for what only this gateway can keep honest)."""
         tag = 'W/"%s"' % hashlib.blake2b(data, digest_size=12).hexdigest()
-        if generation is not None and generation != self.generation.get(self.resource(key[0]), 0):
-            return (None, data, tag, seconds)  # a write passed by while this was read: answer it, do not keep it
+        max_age = seconds if max_age is None else max_age
+        if stamp is not None and stamp != self.stamp(key[0]):
+            return (None, data, tag, max_age)  # a write passed by while this was read: answer it, do not keep it
         if seconds <= 0:
             if len(self.read_through) >= self.MAX_ENTRIES:
                 self.read_through.clear()
@@ -132,20 +157,41 @@ class ReadCache:
             if len(self.entries) >= self.MAX_ENTRIES:
                 self.entries.clear()
                 self.keys_of.clear()
-            self.entries[key] = (time.monotonic() + seconds, data, tag, seconds)
-            self.keys_of.setdefault(self.resource(key[0]), set()).add(key)
-        return (None, data, tag, seconds)
+            self.entries[key] = (time.monotonic() + seconds, data, tag, max_age)
+            self.keys_of.setdefault(self.group(key[0]), set()).add(key)
+        return (None, data, tag, max_age)
+
+    def _drop(self, group):
+        for key in self.keys_of.pop(group, ()):
+            self.entries.pop(key, None)
 
     def written(self, path):
+        """A write under ``path`` succeeded through this gateway: every cached read of its resource goes."""
         res = self.resource(path)
         self.generation[res] = self.generation.get(res, 0) + 1
-        for key in self.keys_of.pop(res, ()):
-            self.entries.pop(key, None)
+        for group in [g for g in self.keys_of if g[0] == res]:
+            self._drop(group)
+
+    def changed(self, resource, ident):
+        """A service announced a change of ``resource`` ``ident`` (an event): the cached reads of that id and of the
+        resource's lists go, and a read of them already on its way is not kept. No store, no RPC: a few dict
+        operations, on the path of every event of that kind."""
+        for group in ((resource, ident), (resource, "")):
+            self.changes[group] = self.changes.get(group, 0) + 1
+            if group in self.keys_of:
+                self._drop(group)
+        if len(self.changes) >= self.MAX_ENTRIES:  # the counts of ids nobody reads any more
+            self.changes.clear()
+            self.epoch += 1
+
+    def forget(self, resource):
+        """Everything of ``resource`` (the events about it may have been missed): as a write through this gateway."""
+        self.written("/api/v1/%s" % resource)
 
     @staticmethod
     def response(request, hit, request_id):
-        _, data, tag, seconds = hit
-        headers = {"ETag": tag, "Cache-Control": "public, max-age=%d" % max(1, int(seconds)) if seconds > 0
+        _, data, tag, max_age = hit
+        headers = {"ETag": tag, "Cache-Control": "public, max-age=%d" % max(1, int(max_age)) if max_age > 0
                    else "no-cache", "X-Request-Id": request_id}
         if tag in request.headers.get("If-None-Match", ""):
             return Response(status=304, headers=headers)
@@ -281,7 +327,7 @@ class Router:
                 cache_key = (request.path, request.query_string)
                 hit, fills = READ_CACHE.get(cache_key)
                 fill_key = cache_key if fills else None
-                generation = READ_CACHE.generation.get(READ_CACHE.resource(request.path), 0)
+                stamp = READ_CACHE.stamp(request.path)
                 if hit is not None:
                     resp = READ_CACHE.response(request, hit, rid)
                     metrics.observe(request.method, label, resp.status_code, time.perf_counter() - started)
@@ -308,8 +354,9 @@ class Router:
                 resp = result
             elif cache_key is not None:
                 seconds = r.cache(result) if callable(r.cache) else r.cache
+                seconds, max_age = seconds if isinstance(seconds, tuple) else (seconds, None)
                 data = json.dumps(result, ensure_ascii=False, default=str).encode("utf-8")
-                resp = READ_CACHE.response(request, READ_CACHE.put(cache_key, data, seconds, generation), rid)
+                resp = READ_CACHE.response(request, READ_CACHE.put(cache_key, data, seconds, stamp, max_age), rid)
             else:
                 resp = json_response(result, 204 if result is None and r.status == 204 else r.status, rid)
             if r.method in ("POST", "PUT", "PATCH", "DELETE") and resp.status_code < 400:

@@ -22,6 +22,7 @@ from unionhub_kit.rpc import Rpc
 
 from . import metrics
 from . import routes  # noqa: F401  (registers every route)
+from .cache_events import CacheEvents
 from .framework import Router, problem, problem_response
 from .revocations import REVOCATIONS
 
@@ -119,6 +120,7 @@ class GatewayService:
     set_request_id = RequestId()
     setting = Settings()
     service_metrics = ServiceMetrics()  # access log with the request id; :METRICS_PORT/metrics
+    cache_events = CacheEvents()  # benefits' stock events drop cached campaign answers (gateway.cache_events)
 
     @timer(interval=REVOCATION_POLL_SECONDS, eager=True)
     def sync_revocations(self):

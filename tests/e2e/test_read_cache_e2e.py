@@ -54,3 +54,80 @@ def test_a_live_campaign_is_never_answered_with_more_than_is_left(stack):
         assert post(stack, path + "/claims", t).status_code == 201
     sold = get(stack, path)
     assert sold.json()["remaining"] == 0 and sold.headers["Cache-Control"] == "public, max-age=1"  # final
+
+
+def cache_events_seen(stack, event):
+    """How many ``event`` the gateway process has heard (and dropped cached answers for): its metric."""
+    r = requests.get(stack.url + "/metrics", headers={"Authorization": "Bearer " + stack.env["METRICS_TOKEN"]},
+                     timeout=30)
+    assert r.status_code == 200
+    for line in r.text.splitlines():
+        if line.startswith('unionhub_gateway_cache_events_total{event="%s"}' % event):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def subscribed(stack):
+    r = requests.get(stack.url + "/metrics", headers={"Authorization": "Bearer " + stack.env["METRICS_TOKEN"]},
+                     timeout=30)
+    return "unionhub_gateway_cache_subscribed 1.0" in r.text
+
+
+def test_a_live_campaign_is_kept_and_a_coupon_issued_elsewhere_is_reflected_once_its_event_arrives(make_stack):
+    """Stock that goes down without this gateway (a welcome coupon issued by benefits' member_joined handler; a
+    claim answered by another gateway replica, here a direct RPC to benefits) is in the next read after its
+    ``coupon_claimed`` event reached the gateway, and no read ever says more than a read before it. (A stack of its
+    own: the events counted are this test's only.)"""
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    stack = make_stack()
+    admin = client.admin_token(stack)
+    merchant = new_merchant(stack, admin)
+    welcome = new_campaign(stack, merchant["id"], admin, welcome=True, quota=5)
+    path = "/api/v1/campaigns/%s" % welcome["id"]
+    client.wait_for(lambda: subscribed(stack), what="the gateway's subscription to stock events")
+    first = get(stack, path)
+    assert first.json()["remaining"] == 5
+    assert first.headers["Cache-Control"] == "no-cache"  # clients revalidate: only the gateway hears of claims
+    assert get(stack, path, headers={"If-None-Match": first.headers["ETag"]}).status_code == 304
+    seen = [5]
+
+    def remaining():
+        value = get(stack, path).json()["remaining"]
+        assert value <= seen[-1], "remaining went up: %s" % seen  # never more than a read before said
+        seen.append(value)
+        return value
+
+    # a welcome coupon: membership's member_joined, no HTTP request through the gateway
+    before = cache_events_seen(stack, "coupon_claimed")
+    projected_members(stack, 1)
+    client.wait_for(lambda: cache_events_seen(stack, "coupon_claimed") > before, what="coupon_claimed at the gateway")
+    assert remaining() == 4  # the event arrived: the very next read is fresh
+    listed = [x for x in get(stack, "/api/v1/campaigns", {"limit": 100}).json()["items"] if x["id"] == welcome["id"]]
+    assert listed and listed[0]["remaining"] == 4
+
+    # a claim answered by another replica (straight to benefits, as another gateway process would call it)
+    (user, _), = projected_members(stack, 1, occupation_group="courier")
+    client.wait_for(lambda: cache_events_seen(stack, "coupon_claimed") >= before + 2, what="the second welcome")
+    assert remaining() == 3
+    before = cache_events_seen(stack, "coupon_claimed")
+    actor = {"sub": user, "role": "member", "scope": None, "merchant_id": None, "employer_id": None, "sid": None}
+    with ClusterRpcProxy({"AMQP_URI": stack.env["AMQP_URI"], "serializer": "json"}, timeout=30) as cluster:
+        other = new_campaign(stack, merchant["id"], admin, quota=2)
+        other_path = "/api/v1/campaigns/%s" % other["id"]
+        assert get(stack, other_path).json()["remaining"] == 2
+        cluster.benefits.claim(actor, other["id"], None)
+    client.wait_for(lambda: cache_events_seen(stack, "coupon_claimed") > before, what="the claim's event")
+    assert get(stack, other_path).json()["remaining"] == 1
+    assert remaining() == 3  # another campaign's claim left this one's answer alone (and honest)
+
+
+def test_every_public_list_answers_etags_and_304s(stack):
+    for path, params in (("/api/v1/unions", {"level": "prefecture"}), ("/api/v1/campaigns", {"limit": 5}),
+                         ("/api/v1/fairs", None), ("/api/v1/jobs", {"q": "司机"})):
+        first = get(stack, path, params)
+        assert first.status_code == 200, (path, first.text)
+        assert first.headers["ETag"].startswith('W/"') and first.headers["Cache-Control"], path
+        again = get(stack, path, params, {"If-None-Match": first.headers["ETag"]})
+        assert again.status_code == 304 and again.content == b"", path
+        assert again.headers["ETag"] == first.headers["ETag"], path

@@ -38,11 +38,62 @@ def test_an_answer_that_cannot_be_kept_makes_no_one_wait():
 def test_an_answer_read_before_a_write_is_not_kept():
     cache = ReadCache()
     cache.get(KEY)
-    before = cache.generation.get("unions", 0)
+    before = cache.stamp(KEY[0])
     cache.written("/api/v1/unions")  # a union created while the list was being read
     cache.put(KEY, b"old", 1.0, before)
     cache.done(KEY)
     assert cache.get(KEY)[0] is None
     cache.done(KEY)
-    cache.put(KEY, b"new", 1.0, cache.generation["unions"])
+    cache.put(KEY, b"new", 1.0, cache.stamp(KEY[0]))
     assert cache.get(KEY)[0][1] == b"new"
+
+
+def fill(cache, path, data=b"{}"):
+    key = (path, b"")
+    cache.get(key)
+    cache.put(key, data, 1.0, cache.stamp(path))
+    cache.done(key)
+    return key
+
+
+def test_an_announced_change_drops_that_id_and_the_lists_only():
+    cache = ReadCache()
+    one, other = fill(cache, "/api/v1/campaigns/cmp_1"), fill(cache, "/api/v1/campaigns/cmp_2")
+    listed, paged = fill(cache, "/api/v1/campaigns"), fill(cache, "/api/v1/campaigns/")
+    unions = fill(cache, "/api/v1/unions")
+    cache.changed("campaigns", "cmp_1")  # a coupon of cmp_1 claimed through another gateway
+    assert cache.get(one) == (None, True) and cache.get(listed) == (None, True) and cache.get(paged) == (None, True)
+    assert cache.get(other)[0] is not None and cache.get(unions)[0] is not None
+
+
+def test_an_answer_read_before_an_announced_change_is_not_kept():
+    cache = ReadCache()
+    path = "/api/v1/campaigns/cmp_1"
+    key = (path, b"")
+    cache.get(key)
+    before = cache.stamp(path)
+    cache.changed("campaigns", "cmp_1")  # the event arrives while the read is on its way
+    cache.put(key, b'{"remaining": 3}', 1.0, before)
+    cache.done(key)
+    assert cache.get(key) == (None, True)
+    cache.done(key)
+    list_before = cache.stamp("/api/v1/campaigns")
+    cache.changed("campaigns", "cmp_9")  # a change of any campaign moves the lists' stamp
+    assert cache.stamp("/api/v1/campaigns") != list_before and cache.stamp(path) == before[:1] + (1, 0)
+
+
+def test_a_count_started_again_never_matches_an_old_stamp():
+    cache = ReadCache()
+    path = "/api/v1/campaigns/cmp_1"
+    before = cache.stamp(path)
+    cache.changed("campaigns", "cmp_1")
+    for i in range(cache.MAX_ENTRIES):  # the counts are cleared when they grow past MAX_ENTRIES
+        cache.changed("campaigns", "cmp_x%d" % i)
+    assert cache.stamp(path) != before
+
+
+def test_a_write_through_this_gateway_drops_the_ids_and_the_lists():
+    cache = ReadCache()
+    one, listed = fill(cache, "/api/v1/campaigns/cmp_1"), fill(cache, "/api/v1/campaigns")
+    cache.written("/api/v1/campaigns/cmp_1/claims")
+    assert cache.get(one) == (None, True) and cache.get(listed) == (None, True)
