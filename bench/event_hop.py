@@ -13,7 +13,10 @@
     python -m bench.event_hop
 
 Sizes: ``BENCH_HOP_EVENTS`` (single events, default 200), ``BENCH_HOP_BURST`` (default 1000),
-``BENCH_JOINS`` (join -> welcome samples, default 20).
+``BENCH_JOINS`` (join -> welcome samples, default 20). ``BENCH_HOP_KIT_ONLY=1`` (run alone): only the kit hop, on a
+broker vhost and a store without the UnionHub services (quick to start; no join -> welcome). The burst's JSON has
+CPU ms per event of the emitting process (its transactions and its relay: ``relay``), the handler's, the store's and
+the broker's, and store operations per event.
 """
 from bench import common  # noqa: I001  (monkey-patches first)
 
@@ -127,11 +130,14 @@ def kit_hop(st, singles, burst):
                 if row and row.get("published_at"):
                     relay.append((row["published_at"] - row["created_at"]).total_seconds())
                     deliver.append((d["at"] - row["published_at"]).total_seconds())
+            meter = common.CpuMeter(st, {"relay": [procs[1]], "handler": [procs[0]]})
+            cpu0, ops0 = meter.snapshot(), common.opcounters(st)
             t0 = time.perf_counter()
             cluster.membership.emit(burst, "burst", BURST_PER_COMMIT)
             emitted = time.perf_counter() - t0
             wait_for(lambda: sink_db.hops.count_documents({"_id": {"$regex": "^burst"}}) >= burst, 300, 0.05)
             elapsed = time.perf_counter() - t0
+            cpu1, ops1 = meter.snapshot(), common.opcounters(st)
             dup = sink_db.processed_events.count_documents({}) - sink_db.hops.count_documents({})
     finally:
         for p in procs:
@@ -144,7 +150,12 @@ def kit_hop(st, singles, burst):
         common.delete_vhost(vhost)
     single = common.percentiles(lat)
     burst_res = {"events": burst, "elapsed_s": round(elapsed, 2), "emit_s": round(emitted, 2),
-                 "events_per_s": round(burst / elapsed, 1), "duplicates": dup}
+                 "events_per_s": round(burst / elapsed, 1), "duplicates": dup,
+                 # "relay": the emitting process (its transactions and its outbox relay); "handler": the consumer
+                 "cpu_ms_per_event": common.CpuMeter.per_request(cpu0, cpu1, burst),
+                 "cpu_cores_busy": {k: round((cpu1[k] - cpu0.get(k, 0.0)) / elapsed, 3) for k in cpu1},
+                 "store_ops_per_event": {k: round((ops1[k] - ops0[k]) / burst, 2) for k in ops1}
+                 if ops0 and ops1 else None}
     return {"hop_single": single, "hop_commit_to_published": common.percentiles(relay),
             "hop_published_to_handled": common.percentiles(deliver), "hop_burst": burst_res}
 
@@ -176,13 +187,16 @@ def join_to_welcome(st, samples):
 
 def run(st=None):
     own = st is None
+    kit_only = own and os.environ.get("BENCH_HOP_KIT_ONLY") == "1"
     if own:
-        st = common.start_stack()
+        st = common.start_stack(services=[]) if kit_only else common.start_stack()
     res = {}
     try:
         common.say("event_hop: outbox -> broker -> reliable handler ...")
         res.update(kit_hop(st, common.env_int("BENCH_HOP_EVENTS", 200), common.env_int("BENCH_HOP_BURST", 1000)))
         try:
+            if kit_only:
+                raise RuntimeError("BENCH_HOP_KIT_ONLY=1")
             common.say("event_hop: join -> welcome inbox ...")
             res["join_to_welcome"] = join_to_welcome(st, common.env_int("BENCH_JOINS", 20))
         except Exception as exc:

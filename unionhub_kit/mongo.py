@@ -173,9 +173,30 @@ def background_timeout():
 
 def transaction(db, fn, timeout=None):
     """Run ``fn(session)`` in a multi-document transaction (retried on transient errors, all within ``timeout``
-    seconds, by default ``store_timeout()``); return its result."""
+    seconds, by default ``store_timeout()``); return its result. What ``fn`` registered with ``after_commit`` runs
+    once the transaction has committed (not if it failed)."""
     with pymongo.timeout(timeout or store_timeout()), db.client.start_session() as session:
-        return session.with_transaction(fn)
+        hooks = _AFTER_COMMIT[id(session)] = {}
+        try:
+            result = session.with_transaction(fn)
+        finally:
+            _AFTER_COMMIT.pop(id(session), None)
+    for hook in hooks.values():
+        hook()
+    return result
+
+
+_AFTER_COMMIT = {}  # id(session) -> {key: fn}, for the sessions of ``transaction`` (green threads: no lock needed)
+
+
+def after_commit(session, fn, key=None):
+    """Run ``fn()`` once ``session``'s transaction (one of ``transaction``'s) has committed; registered twice under
+    one ``key`` (a retried transaction runs its body again), it runs once. A session not of ``transaction`` never
+    runs it (the caller must not rely on it for correctness: the outbox uses it only to wake its relay sooner)."""
+    hooks = _AFTER_COMMIT.get(id(session))
+    if hooks is None:
+        return
+    hooks[key if key is not None else fn] = fn
 
 
 def unavailable(exc):

@@ -28,6 +28,36 @@ class FakeMembership:
         transaction(self.db, txn)
 
 
+class SlowRelayMembership:
+    """Its relay polls once an hour: only a kick publishes."""
+    name = "membership"
+    db = Mongo()
+    outbox = Outbox(poll_seconds=3600)
+
+    @rpc
+    def join_one(self, member_id):
+        def txn(session):
+            self.db.members.insert_one({"_id": member_id}, session=session)
+            self.outbox.add(session, "member_joined", dict(MEMBER, member_id=member_id), subject=member_id)
+        transaction(self.db, txn)
+
+    @rpc
+    def join_two(self, first, second):
+        """Two transactions; between them, wait (up to 30 s) for the first event to be handled elsewhere."""
+        for member_id in (first, second):
+            def txn(session, member_id=member_id):
+                self.db.members.insert_one({"_id": member_id}, session=session)
+                self.outbox.add(session, "member_joined", dict(MEMBER, member_id=member_id), subject=member_id)
+            transaction(self.db, txn)
+            if member_id == first:
+                try:
+                    wait_for(lambda: self.db.client[self.db.name.replace("_membership", "_kittest")].seen.find_one(
+                        {"_id": first}), 30)
+                except Exception:
+                    return False
+        return True
+
+
 class Counter:
     name = "kittest"
     db = Mongo()
@@ -77,6 +107,24 @@ def test_outbox_publishes_and_consumer_applies_once(container_factory, config, d
     eventlet.sleep(0.5)
     assert seen.find_one({"_id": "m1"})["n"] == 1
     assert db_of("kittest").processed_events.count_documents({}) == 1
+
+
+def test_an_event_is_published_once_its_transaction_commits_not_when_the_worker_ends(container_factory, config,
+                                                                                   db_of):
+    """A worker that commits several transactions (a group commit's leader serving batch after batch) has each one's
+    events published as soon as it commits: the first is handled while the worker still runs."""
+    pub = container_factory(SlowRelayMembership, config)
+    con = container_factory(Counter, config)
+    con.start()
+    pub.start()
+    with entrypoint_hook(pub, "join_one") as join_one:  # the relay has started and gone idle, waiting for a kick
+        join_one("warm")
+    wait_for(lambda: db_of("membership").outbox.count_documents({"published_at": None}) == 0
+             and db_of("kittest").seen.find_one({"_id": "warm"}))
+    eventlet.sleep(0.5)
+    with entrypoint_hook(pub, "join_two") as join_two:
+        assert join_two("first", "second") is True
+    wait_for(lambda: db_of("kittest").seen.find_one({"_id": "second"}))
 
 
 def test_failing_handler_is_retried_then_succeeds(container_factory, config, db_of):

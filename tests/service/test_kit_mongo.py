@@ -38,3 +38,35 @@ def test_update_returning_answers_like_find_one_and_update(db_of):
     assert update_returning(coll, {"k": "c"}, {"$setOnInsert": {"n": 9}}, upsert=True)["n"] == 5
     got = transaction(coll.database, lambda s: update_returning(coll, {"_id": 2}, {"$inc": {"n": 7}}, session=s))
     assert got["n"] == 7 and coll.find_one({"_id": 2})["n"] == 7
+
+
+def test_after_commit_runs_once_after_the_commit_and_never_for_a_failed_transaction(db_of):
+    """``after_commit`` hooks run once the transaction committed (its writes visible), once per key even when the
+    body is run again (a retried transaction), and not at all when the transaction fails."""
+    import pytest
+
+    from unionhub_kit.mongo import after_commit, transaction
+    coll = db_of("kit_mongo").hooked
+    seen = []
+
+    def body(session):
+        coll.insert_one({"_id": len(seen) + 100}, session=session)
+        after_commit(session, lambda: seen.append(coll.count_documents({})), key="k")
+        after_commit(session, lambda: seen.append("again"), key="k")  # same key: replaces, runs once
+
+    transaction(coll.database, body)
+    assert seen == ["again"] and coll.count_documents({}) == 1
+
+    def counted(session):
+        coll.insert_one({"_id": 1}, session=session)
+        after_commit(session, lambda: seen.append(coll.count_documents({})))
+    transaction(coll.database, counted)
+    assert seen == ["again", 2]  # ran after the commit: it saw its own transaction's insert
+
+    def failing(session):
+        coll.insert_one({"_id": 2}, session=session)
+        after_commit(session, lambda: seen.append("failed"))
+        raise ValueError("no")
+    with pytest.raises(ValueError):
+        transaction(coll.database, failing)
+    assert seen == ["again", 2] and coll.count_documents({"_id": 2}) == 0
