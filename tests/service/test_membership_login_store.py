@@ -77,3 +77,31 @@ def test_a_record_written_before_the_padding_is_judged_by_the_same_rule(db):
     assert not store.claim_otp(db, "full", "c", now)  # five in the hour
     assert not store.claim_otp(db, "recent", "c", now)  # one 30 s ago
     assert len(db.otps.find_one({"_id": "short"})["sent"]) == domain.OTP_PER_HOUR
+
+
+def test_codes_per_client_address_are_counted_per_minute_over_the_hour(db):
+    """At most ``per_hour`` codes from one address in any hour (a send counts for 59-60 minutes); a refused or
+    released code does not count; a Retry-After says when the oldest minute leaves the hour; the work of a request
+    is one minute's document and a read of at most 60, however many codes the address was sent."""
+    start = datetime(2026, 12, 1, 10, 0, 30, tzinfo=timezone.utc)
+    for m in (0, 10, 20):
+        assert store.claim_client_slot(db, "addr", start + timedelta(minutes=m), 3) is None
+    wait = store.claim_client_slot(db, "addr", start + timedelta(minutes=30), 3)
+    assert wait == 3600 - 30 * 60 - 30  # the 10:00 minute leaves the hour at 11:00
+    assert store.claim_client_slot(db, "other", start + timedelta(minutes=30), 3) is None  # per address
+    assert store.claim_client_slot(db, "addr", start + timedelta(minutes=59, seconds=29), 3) is not None
+    assert store.claim_client_slot(db, "addr", start + timedelta(minutes=59, seconds=30), 3) is None  # 10:00 gone
+    assert sum(d["n"] for d in db.otp_clients.find({"_id": {"$regex": "^addr"}})) == 4  # refusals taken back
+    # released: the SMS was not sent
+    at = start + timedelta(minutes=61)
+    store.release_client_slot(db, "addr", start + timedelta(minutes=59, seconds=30))
+    assert store.claim_client_slot(db, "addr", at, 3) is None
+    # a busy address (a raised limit): each minute is one small document
+    for k in range(500):
+        assert store.claim_client_slot(db, "busy", start + timedelta(seconds=k), 10 ** 6) is None
+    docs = list(db.otp_clients.find({"_id": {"$regex": "^busy"}}))
+    assert len(docs) == 9 and sum(d["n"] for d in docs) == 500
+    assert all(len(d) == 3 for d in docs)  # _id, n, last_sent: no list of send times
+    # old records go with the purge like every login-code record
+    store.purge_stale_otps(db, start + timedelta(hours=3))
+    assert db.otp_clients.count_documents({}) == 0
