@@ -91,6 +91,9 @@ SETTINGS = {
     "NOTIFY_LEASE_SECONDS": Setting(float, 30.0),
     "NOTIFY_FANOUT_BATCH": Setting(int, 1000),
     "NOTIFY_TICK_BUDGET_SECONDS": Setting(float, 5.0),
+    # the share of a notify process's time an announcement's fan-out may take (services/notify/fanout.py: the rest
+    # is left to inbox reads, login codes and sends in the same process and the store they share)
+    "NOTIFY_FANOUT_DUTY": Setting(float, 0.5),
     "NOTIFY_SEND_CONCURRENCY": Setting(int, 20),
     "PUSH_MULTICAST_MAX": Setting(int, 1000),  # device tokens per provider call
     "PUSH_MULTICAST_PER_SECOND": Setting(float, 20.0),  # provider calls a second, per process

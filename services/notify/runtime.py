@@ -121,8 +121,9 @@ class Settings:
     with ``PUSH_``, ``NOTIFY_PROVIDER_TIMEOUT`` (s). Retries of SMS / push: ``NOTIFY_MAX_ATTEMPTS``,
     ``NOTIFY_RETRY_BASE_SECONDS``, ``NOTIFY_RETRY_CAP_SECONDS``; of the login code (synchronous):
     ``NOTIFY_OTP_ATTEMPTS`` within ``NOTIFY_OTP_BUDGET_SECONDS``. Fan-out: ``NOTIFY_FANOUT_BATCH``,
-    ``NOTIFY_LEASE_SECONDS``, ``NOTIFY_TICK_BUDGET_SECONDS``; push multicast: ``PUSH_MULTICAST_MAX`` device tokens a
-    provider call (1000), ``PUSH_MULTICAST_PER_SECOND`` calls a second (20). Webhooks: ``WEBHOOK_ALLOW_PRIVATE``,
+    ``NOTIFY_LEASE_SECONDS``, ``NOTIFY_TICK_BUDGET_SECONDS``, ``NOTIFY_FANOUT_DUTY`` (the share of the time it may
+    take); push multicast: ``PUSH_MULTICAST_MAX`` device tokens a provider call (1000), ``PUSH_MULTICAST_PER_SECOND``
+    calls a second (20). Webhooks: ``WEBHOOK_ALLOW_PRIVATE``,
     ``WEBHOOK_MAX_ATTEMPTS``, ``WEBHOOK_RETRY_BASE_SECONDS``, ``WEBHOOK_RETRY_CAP_SECONDS``,
     ``WEBHOOK_TIMEOUT_SECONDS``. Clock: ``NOTIFY_CLOCK_OFFSET_SECONDS`` (tests and demos of quiet hours).
     """
@@ -139,6 +140,7 @@ class Settings:
         self.lease_seconds = get("NOTIFY_LEASE_SECONDS")
         self.batch = get("NOTIFY_FANOUT_BATCH")
         self.tick_budget = get("NOTIFY_TICK_BUDGET_SECONDS")
+        self.fanout_duty = min(1.0, max(0.05, get("NOTIFY_FANOUT_DUTY")))
         self.concurrency = get("NOTIFY_SEND_CONCURRENCY")
         self.push_multicast_max = get("PUSH_MULTICAST_MAX")  # device tokens per provider call
         self.push_pacer = Pacer(get("PUSH_MULTICAST_PER_SECOND"))  # provider calls a second, per process

@@ -262,3 +262,11 @@ def test_send_sms_schema():
                                                    "params": {"code": "12a456"}})
     assert "to" in errors_of(schemas.SendSms, {"to": "12345", "template": "otp", "params": {"code": "123456"}})
     assert "template" in errors_of(schemas.SendSms, {"to": "13812345678", "template": "spam", "params": {}})
+
+
+def test_fan_out_rests_so_that_it_takes_its_duty_of_the_time():
+    from services.notify import fanout
+    assert fanout.rest(0.2, 0.5) == pytest.approx(0.2)  # half the time: as long a rest as the work
+    assert fanout.rest(0.3, 0.25) == pytest.approx(0.9)
+    assert fanout.rest(0.2, 1.0) == 0  # duty 1: unpaced
+    assert fanout.rest(-1.0, 0.5) == 0
