@@ -112,6 +112,7 @@ def load_campaigns(ctx, db):
         doc.update(_id=seed_id("cmp", starts, n), created_by="seed", expiry_done=True)
         campaigns.append(doc)
     ctx.insert(db.campaigns, campaigns)
+    store.build_campaign_months(db, rebuild=True)  # the stats pages' counters, as creating them one by one writes
     return campaigns
 
 

@@ -1,5 +1,7 @@
-"""Admin campaign pages (GET /admin/stats/benefits) read bounded created_at windows: every campaign of the scope
-once, newest first, across the windows; a cursor that names no campaign is a 400."""
+"""Admin campaign pages (GET /admin/stats/benefits) read created_at windows sized from the campaigns per scope and
+month: every campaign of the scope once, newest first, across the windows; each window holds about a page whatever
+the number of campaigns; the counters are built once from a store's campaigns and kept by each new one; a cursor
+that names no campaign is a 400."""
 import struct
 from datetime import datetime, timedelta, timezone
 
@@ -21,6 +23,7 @@ def test_pages_walk_every_campaign_of_the_scope_once_newest_first(db_of):
         docs.append({"_id": "cmp_%s" % ObjectId(struct.pack(">IQ", int(at.timestamp()), n)), "area_path": path,
                      "created_at": at, "claim_starts_at": at, "claim_ends_at": at + timedelta(days=7)})
     db.campaigns.insert_many(docs)
+    store.build_campaign_months(db, rebuild=True)  # loaded in bulk (as make seed-scale does): counted again
     for scope, status, limit in (("51", None, 7), ("5101", "ended", 10), ("51", "live", 5)):
         want = sorted((d["_id"] for d in docs if scope in d["area_path"] and (
             status is None or (status == "ended") == (d["claim_ends_at"] <= now))), reverse=True)
@@ -34,3 +37,44 @@ def test_pages_walk_every_campaign_of_the_scope_once_newest_first(db_of):
         assert got == want, (scope, status)
     with pytest.raises(ValidationFailed):
         store.scoped_campaigns_page(db, "51", None, "cmp_nothex", 5, now)
+
+
+def _campaign(n, at, path):
+    return {"_id": "cmp_%s" % ObjectId(struct.pack(">IQ", int(at.timestamp()), n)), "area_path": path,
+            "created_at": at, "claim_starts_at": at, "claim_ends_at": at + timedelta(days=7)}
+
+
+def test_counters_are_built_from_older_campaigns_once_and_kept_by_new_ones(db_of):
+    db = db_of("benefits")
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    db.campaigns.insert_many([_campaign(n, now - timedelta(days=40 * n), ["51", "5101"]) for n in range(5)])
+    store.ensure_indexes(db)  # a store whose campaigns predate the counters
+    months = {d["_id"]: d["n"] for d in db.campaign_months.find({"scope": {"$exists": True}})}
+    assert sum(n for k, n in months.items() if k.startswith("51|")) == 5
+    assert sum(n for k, n in months.items() if k.startswith("5101|")) == 5
+    store.ensure_indexes(db)  # a second start does not count them again
+    assert sum(d["n"] for d in db.campaign_months.find({"scope": "51"})) == 5
+    doc = dict(_campaign(9, now, ["51"]), quota=10)
+    with db.client.start_session() as s:
+        s.with_transaction(lambda session: store.insert_campaign(db, doc, session))
+    assert db.campaign_months.find_one({"_id": "51|%s" % store._month(now)})["n"] >= 1
+    assert sum(d["n"] for d in db.campaign_months.find({"scope": "51"})) == 6
+    assert [r["_id"] for r in store.scoped_campaigns_page(db, "51", None, None, 1, now)] == sorted(
+        [doc["_id"], _campaign(0, now, ["51"])["_id"]], reverse=True)
+
+
+def test_each_window_holds_about_a_page_however_many_campaigns_a_month_has(db_of):
+    """1,200 campaigns in the last year (100 a month, every one older than the first month): the windows a page of
+    20 reads hold 21 or so each, not a month's or a year's worth."""
+    db = db_of("benefits")
+    store.ensure_indexes(db)
+    now = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
+    docs = [_campaign(n, now - timedelta(days=35) - timedelta(seconds=n * 25_000), ["51"]) for n in range(1200)]
+    db.campaigns.insert_many(docs)
+    store.build_campaign_months(db, rebuild=True)
+    times = sorted(d["created_at"] for d in docs)
+    windows = list(store.campaign_windows(db, "51", now + timedelta(days=1), 21))
+    held = [sum(1 for t in times if lo <= t < hi) for lo, hi in windows]
+    assert sum(held) == 1200  # every campaign in exactly one window
+    assert max(held) <= 2 * 21
+    assert all(hi <= prev_lo for (_, hi), (prev_lo, _) in zip(windows[1:], windows))  # newest first, disjoint
