@@ -82,7 +82,8 @@ class ReadCache:
 
     * by the route's seconds (``cache``: at most ``SHORT_CACHE_SECONDS``), the hard bound on anything missed;
     * by the writes this gateway passes on: a successful write under ``/api/v1/<resource>`` drops every cached read
-      of that resource before its answer leaves (the writer's next read is fresh);
+      of that resource (for a claim: of that campaign and the lists, ``BY_ID``) before its answer leaves (the
+      writer's next read is fresh);
     * by the services' events (``changed``, from ``gateway.cache_events``): a change announced by a service, made
       through another gateway replica or with no HTTP request at all, drops the reads of that one resource id and
       the resource's lists when the event reaches this process.
@@ -92,6 +93,7 @@ class ReadCache:
     (``Cache-Control: no-cache``: clients revalidate every time)."""
 
     MAX_ENTRIES = 5000
+    BY_ID = frozenset({"campaigns"})  # a write under /<resource>/<id>/... changes that id and the lists only
 
     def __init__(self):
         self.entries = {}  # (path, query string) -> (valid until, body bytes, etag, max-age)
@@ -166,8 +168,13 @@ class ReadCache:
             self.entries.pop(key, None)
 
     def written(self, path):
-        """A write under ``path`` succeeded through this gateway: every cached read of its resource goes."""
-        res = self.resource(path)
+        """A write under ``path`` succeeded through this gateway: every cached read of its resource goes, or, for a
+        resource in ``BY_ID`` written under one id (a claim: ``/api/v1/campaigns/<id>/claims``), the reads of that
+        id and the resource's lists (a flash grab on one campaign leaves the others' answers alone)."""
+        res, ident = self.group(path)
+        if ident and res in self.BY_ID:
+            self.changed(res, ident)
+            return
         self.generation[res] = self.generation.get(res, 0) + 1
         for group in [g for g in self.keys_of if g[0] == res]:
             self._drop(group)

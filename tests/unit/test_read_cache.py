@@ -95,5 +95,11 @@ def test_a_count_started_again_never_matches_an_old_stamp():
 def test_a_write_through_this_gateway_drops_the_ids_and_the_lists():
     cache = ReadCache()
     one, listed = fill(cache, "/api/v1/campaigns/cmp_1"), fill(cache, "/api/v1/campaigns")
+    other = fill(cache, "/api/v1/campaigns/cmp_2")
+    before = cache.stamp("/api/v1/campaigns/cmp_1")
     cache.written("/api/v1/campaigns/cmp_1/claims")
     assert cache.get(one) == (None, True) and cache.get(listed) == (None, True)
+    assert cache.get(other)[0] is not None  # a claim of cmp_1 changes nothing of cmp_2
+    assert cache.stamp("/api/v1/campaigns/cmp_1") != before
+    cache.written("/api/v1/campaigns")  # a new campaign: everything of the resource
+    assert cache.get(other) == (None, True)
