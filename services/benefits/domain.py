@@ -98,6 +98,7 @@ class BucketPool:
     from the same bucket at once (and never abort each other); replicas each have their own pool."""
 
     def __init__(self, count, most=None):
+        self.count = count
         self.free = list(range(count))
         random.shuffle(self.free)
         self.empty = set()
@@ -127,6 +128,15 @@ class BucketPool:
         self.empty.add(k)
         if k in self.free:
             self.free.remove(k)
+
+    def learn(self, levels):
+        """``levels``: bucket -> what it has left, for every bucket with any left (``store.stock_levels``): the
+        buckets not in it are empty (others emptied them: stock never grows back), the others' bounds are known."""
+        for k in range(self.count):
+            if k not in levels and k not in self.empty:
+                self.emptied(k)
+        for k, left in levels.items():
+            self.known[k] = left
 
 
 def remaining(c, left):

@@ -286,16 +286,22 @@ class BenefitsService:
     def _take_stock(self, session, campaign, want, pool, leased):
         """Up to ``want`` coupons' worth from the buckets this process leases (nearly always one write); then, if
         the pool has run dry, from any bucket with stock left. Returns (how many were taken, a bucket emptied?)."""
-        got, emptied = 0, False
+        got, emptied, learnt = 0, False, False
         while got < want:
             k = pool.lease()
             if k is None:
                 break
             leased.append(k)
-            n, left = store.take_stock(self.db, campaign["_id"], k, pool.ask(k, want - got), session)
+            ask = pool.ask(k, want - got)
+            n, left = store.take_stock(self.db, campaign["_id"], k, ask, session)
             got += n
             pool.took(k, left)
             emptied = emptied or left == 0
+            if n < ask and not learnt:
+                # another replica took from this bucket: learn every bucket's level at once (one query) instead of
+                # finding the buckets it emptied one guarded write and read at a time
+                pool.learn(store.stock_levels(self.db, campaign["_id"], session))
+                learnt = True
         while got < want:
             bucket = store.take_any_stock(self.db, campaign["_id"], random.random(), session)
             if bucket is None:

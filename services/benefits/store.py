@@ -242,6 +242,13 @@ def take_stock(db, campaign_id, k, want, session):
     return (left, 0) if res.modified_count == 1 else (0, 0)
 
 
+def stock_levels(db, campaign_id, session):
+    """bucket number -> what it has left, for the campaign's buckets with any left (one query over at most 64 small
+    documents): what a process learns at once when it finds a bucket emptied by another replica."""
+    return {int(d["_id"].rsplit("|", 1)[1]): d["left"]
+            for d in db.stock.find({"campaign_id": campaign_id, "left": {"$gt": 0}}, {"left": 1}, session=session)}
+
+
 def take_any_stock(db, campaign_id, start, session):
     """One coupon's worth off any bucket with some left, looking from ``start`` in [0, 1) on (wrapping round); the
     bucket after the decrement, or None when the campaign has nothing left."""

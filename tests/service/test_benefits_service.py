@@ -330,6 +330,31 @@ def test_the_quota_is_spread_over_stock_buckets(call, db, campaign):
     assert db.stock.count_documents({"campaign_id": small["id"]}) == 3
 
 
+def test_a_bucket_emptied_by_another_replica_teaches_this_one_every_bucket_at_once(svc, call, db, campaign, members,
+                                                                                      monkeypatch):
+    """Another replica has emptied 63 of the 64 buckets this process still thinks full. The claim that finds the
+    first of them empty reads every bucket's level once and takes from the one left: two guarded takes in all,
+    not one per emptied bucket."""
+    c = campaign(quota=64)
+    (u,) = members(1)
+    ids = sorted(b["_id"] for b in db.stock.find({"campaign_id": c["id"]}))
+    last = ids.pop()
+    db.stock.update_many({"_id": {"$in": ids}}, {"$set": {"left": 0}})  # the other replica's claims
+    pool = get_extension(svc, ProcessMemory).value.pool(store.campaign(db, c["id"]))
+    pool.free = [63] + list(range(63))  # the first bucket leased is one the other replica emptied
+    taken = []
+    real = store.take_stock
+
+    def counting(*args):
+        taken.append(args[2])
+        return real(*args)
+    monkeypatch.setattr(store, "take_stock", counting)
+    coupon = call("claim", member_actor(u), c["id"])
+    assert coupon["campaign_id"] == c["id"]
+    assert taken == [62, 63] and pool.empty == set(range(64))  # 63 was emptied by this claim
+    assert db.stock.find_one({"_id": last})["left"] == 0
+
+
 # ---- welcome coupons ------------------------------------------------------------------------------------------
 def test_welcome_coupon_once_despite_redelivery_and_a_second_replica(svc, config, container_factory, db, campaign,
                                                                       publish):
