@@ -127,6 +127,10 @@ class CacheEvents(DependencyProvider):
         info = message.delivery_info
         on_event(body, info.get("exchange", "").partition(".")[0], info.get("routing_key"))
 
+    @staticmethod
+    def _undecodable(message, exc):
+        log.warning("gateway cache: an undecodable event, ignored: %s", str(exc)[:200])
+
     def _run(self):
         delay = 0.25
         while self.running:
@@ -145,9 +149,11 @@ class CacheEvents(DependencyProvider):
                 delay = min(RETRY_MAX, delay * 2)
 
     def _consume(self):
-        with Connection(self.amqp_uri, heartbeat=HEARTBEAT, connect_timeout=5) as conn:
+        with Connection(self.amqp_uri, heartbeat=HEARTBEAT, connect_timeout=5, transport_options={
+                "client_properties": {"connection_name": self.queue_name}}) as conn:  # what ops see of it
             conn.ensure_connection(max_retries=1)
-            with conn.Consumer(self.queue(), callbacks=[self._on_message], no_ack=True, accept=["json"]):
+            with conn.Consumer(self.queue(), callbacks=[self._on_message], no_ack=True, accept=["json"],
+                               on_decode_error=self._undecodable):
                 READ_CACHE.forget("campaigns")  # what was cached before this subscription may have missed events
                 _subscribed(True)
                 log.info("gateway cache: subscribed to %s as %s", ", ".join(e for _, e in EVENTS), self.queue_name)
