@@ -77,6 +77,32 @@ def test_tokens_reject_forged_expired_and_unknown_roles():
         tokens.verify(tokens.issue("u1", "root"))
 
 
+def test_a_verified_token_is_checked_again_for_expiry_tampering_and_rotation(monkeypatch):
+    """Signatures are checked once per process (tokens._verified); expiry at every use; the cache is keyed by the
+    whole token; a change of the root secrets empties it."""
+    token = tokens.issue("u1", "member", ttl_seconds=60)
+    claims = tokens.verify(token)
+    assert token in tokens._verified
+    claims["sub"] = "someone-else"  # a caller changing its copy changes nothing cached
+    assert tokens.verify(token)["sub"] == "u1"
+    head, payload, sig = token.split(".")
+    with pytest.raises(AppError) as e:  # same header and claims, another signature: checked, refused
+        tokens.verify("%s.%s.%s" % (head, payload, sig[:-2] + ("AA" if sig[-2:] != "AA" else "BB")))
+    assert e.value.code == "INVALID_TOKEN"
+    real_time = tokens.time.time
+    monkeypatch.setattr(tokens.time, "time", lambda: real_time() + 61)  # past its exp: refused from the cache
+    with pytest.raises(AppError) as e:
+        tokens.verify(token)
+    assert e.value.code == "TOKEN_EXPIRED" and token not in tokens._verified
+    monkeypatch.setattr(tokens.time, "time", real_time)
+    assert tokens.verify(token)["sub"] == "u1"
+    # the root it was signed with is gone (rotation finished): the cache is emptied and the token refused
+    monkeypatch.setenv("UNIONHUB_SECRET", "a-brand-new-root-secret-of-at-least-32-characters")
+    with pytest.raises(AppError) as e:
+        tokens.verify(token)
+    assert e.value.code == "INVALID_TOKEN" and not tokens._verified
+
+
 def test_keyed_hash_and_encryption():
     h = crypto.keyed_hash("510104198001011236")
     assert h == crypto.keyed_hash("510104198001011236") and "510104198001011236" not in h
