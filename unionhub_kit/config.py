@@ -72,6 +72,7 @@ SETTINGS = {
     "OTP_PER_ADDRESS_PER_HOUR": Setting(int, 20),
     "LOGIN_LOCKOUT_SECONDS": Setting(int, 300),
     "BENEFITS_SWEEP_SECONDS": Setting(float, 10.0),
+    "WEBHOOK_ROUTES_SECONDS": Setting(float, 10.0),  # how often notify re-derives its webhook queue's bindings
     "JOBS_EXPIRY_INTERVAL": Setting(float, 30.0),
     # ---- notify (see services/notify/runtime.py Settings) ------------------------------------------------------
     "NOTIFY_POLL_SECONDS": Setting(float, None),

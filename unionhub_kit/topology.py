@@ -15,7 +15,10 @@ from kombu import Exchange, Queue
 
 from . import catalog
 
-Subscription = namedtuple("Subscription", "consumer method bindings")
+Subscription = namedtuple("Subscription", "consumer method bindings on_demand", defaults=(False,))
+# on_demand: the queue is declared without bindings and bound at run time to the event types someone wants
+# (``bind_on_demand``): the broker then routes nothing nobody asked for (webhooks: most event types have no
+# subscriber, and a copy of every claim's event for no one cost a persistent message and a delivery)
 
 ALL = "*"  # every event type of every service (webhook fan-out)
 
@@ -41,7 +44,7 @@ SUBSCRIPTIONS = [
     # stations: visit counters from its own check-ins
     Subscription("stations", "on_station_visited", [("stations", "station_visited")]),
     # notify: integrator webhooks receive every event type
-    Subscription("notify", "on_any_event", [ALL]),
+    Subscription("notify", "on_any_event", [ALL], on_demand=True),
 ]
 
 RETRY_SUFFIX = ".retry"
@@ -86,7 +89,7 @@ def queues_for(sub):
     name = queue_name(sub)
     bindings = []
     from kombu import binding
-    for source, event in expand(sub.bindings):
+    for source, event in ([] if sub.on_demand else expand(sub.bindings)):
         bindings.append(binding(event_exchange(source), routing_key=event))
     main = Queue(name, bindings=bindings, durable=True, auto_delete=False)
     retry = Queue(name + RETRY_SUFFIX, durable=True, auto_delete=False, queue_arguments={
@@ -110,6 +113,26 @@ def declare(connection, services=None):
                 q(channel).declare()
     finally:
         channel.close()
+
+
+def bind_on_demand(connection, sub, wanted, unbind=True):
+    """Bind the queue of an ``on_demand`` subscription to each ``(source, event)`` of ``wanted`` among its possible
+    bindings; with ``unbind``, also remove the bindings of the others (binding and unbinding are idempotent in the
+    broker). Returns the pairs bound."""
+    name = queue_name(sub)
+    channel = connection.channel()
+    bound = []
+    try:
+        for source, event in expand(sub.bindings):
+            if (source, event) in wanted:
+                event_exchange(source)(channel).declare()
+                channel.queue_bind(name, exchange_name(source), routing_key=event)
+                bound.append((source, event))
+            elif unbind:
+                channel.queue_unbind(name, exchange_name(source), routing_key=event)
+    finally:
+        channel.close()
+    return bound
 
 
 def declare_uri(amqp_uri, services=None):

@@ -142,6 +142,7 @@ class Settings:
         self.tick_budget = get("NOTIFY_TICK_BUDGET_SECONDS")
         self.fanout_duty = min(1.0, max(0.05, get("NOTIFY_FANOUT_DUTY")))
         self.concurrency = get("NOTIFY_SEND_CONCURRENCY")
+        self.amqp_uri = get("AMQP_URI")  # the webhook queue's bindings (``routing``)
         self.push_multicast_max = get("PUSH_MULTICAST_MAX")  # device tokens per provider call
         self.push_pacer = Pacer(get("PUSH_MULTICAST_PER_SECOND"))  # provider calls a second, per process
         self.webhook_allow_private = get("WEBHOOK_ALLOW_PRIVATE")

@@ -12,6 +12,7 @@ import eventlet
 
 from unionhub_kit import clock, crypto, events, idempotency, projection, topology
 from unionhub_kit.batching import Batcher
+from unionhub_kit.config import timer
 from unionhub_kit.consumer import idempotent, on_event, run_once, run_once_many
 from unionhub_kit.errors import NotFound, validation_error
 from unionhub_kit.logs import guarded
@@ -22,7 +23,7 @@ from unionhub_kit.ping import ping as _ping
 from unionhub_kit.rpc import Rpc, rpc
 from unionhub_kit.schema import load
 
-from . import delivery, domain, fanout, inbox, schemas, store, webhooks
+from . import delivery, domain, fanout, inbox, routing, schemas, store, webhooks
 from .runtime import SettingsProvider, Wake, poll
 
 log = logging.getLogger("unionhub.notify")
@@ -147,7 +148,12 @@ class NotifyService:
             store.add_webhook(self.db, doc, session)
             return domain.webhook_view(doc)
         fingerprint = dict(body, secret=crypto.keyed_hash(body["secret"], "webhook-secret"))
-        return store.run_idempotent(self.db, idempotency.scope("create_webhook", owner), idempotency_key, fingerprint, txn)
+        view = store.run_idempotent(self.db, idempotency.scope("create_webhook", owner), idempotency_key, fingerprint,
+                                    txn)
+        # its events are routed to the webhook queue before the registration is answered (a replay binds again:
+        # the first answer may have been lost with a crash before this line)
+        routing.want(self.settings.amqp_uri, view["event_types"])
+        return view
 
     @rpc
     def list_webhooks(self, actor, query=None):
@@ -161,6 +167,7 @@ class NotifyService:
         owner = domain.require_role(actor, "integrator")["sub"]
         if not store.delete_webhook(self.db, owner, webhook_id):
             raise NotFound("No such webhook.")
+        self.webhook_routes()  # stop routing the types no webhook wants any more
 
     def _own_webhook(self, actor, webhook_id):
         owner = domain.require_role(actor, "integrator")["sub"]
@@ -315,6 +322,14 @@ class NotifyService:
             now = clock.now()
             store.add_deliveries(self.db, [domain.delivery_doc(h, event, now) for h in hooks], session)
             self.wake("deliver_webhooks")
+
+    @timer("WEBHOOK_ROUTES_SECONDS", eager=True)
+    def webhook_routes(self):
+        """The webhook queue's bindings: exactly the types of the stored webhooks (``routing``)."""
+        try:
+            routing.sync(self.settings.amqp_uri, self.db)
+        except Exception as exc:  # broker or store away: the next tick tries again
+            log.warning("could not update the webhook queue's bindings: %s", exc)
 
     # ---- pollers --------------------------------------------------------------------------------------------
     @poll(POLL_SECONDS)

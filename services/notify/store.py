@@ -303,6 +303,14 @@ def webhooks_for(db, event_type, session=None):
     return list(db.webhooks.find({"event_types": event_type}, session=session))
 
 
+def webhook_event_types(db):
+    """Every event type some webhook subscribes to."""
+    types = set()
+    for hook in db.webhooks.find({}, {"event_types": 1}):
+        types.update(hook.get("event_types") or ())
+    return types
+
+
 def subscribed_types(db, event_types):
     """Which of ``event_types`` any webhook subscribes to (one indexed query for a batch of events)."""
     wanted = set(event_types)

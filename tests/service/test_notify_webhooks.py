@@ -1,9 +1,12 @@
 """Integrator webhooks on the real broker and store: matching events POSTed as CloudEvents JSON with an HMAC
 signature the receiver verifies, retries with backoff, the final failure, the delivery log, replay, ownership."""
+import urllib.parse
+
 import pytest
 from nameko.testing.services import entrypoint_hook
 
-from support.stack import wait_for
+from support.stack import management, wait_for
+from unionhub_kit import broker, topology
 from tests.service.notify_support import (Receiver, joined, new_user, notify_config, notify_container, publish, signature_ok)
 from unionhub_kit.errors import NotFound, ValidationFailed
 
@@ -152,3 +155,33 @@ def test_a_redelivered_event_is_delivered_to_a_webhook_once(container_factory, c
     assert db.webhook_deliveries.count_documents({"webhook_id": hook["id"]}) == 1
     assert len(deliveries(notify, hook["id"])) == 1 and len(r.requests) == 1
     assert db.processed_events.count_documents({"_id": {"$regex": "^on_any_event\\|"}}) == 1  # not the unsubscribed one
+
+
+def test_the_webhook_queue_is_routed_only_the_event_types_webhooks_want(container_factory, config, tmp_path,
+                                                                        receiver):
+    """Most event types have no webhook: the broker does not route them to notify's webhook queue at all (a grab's
+    coupon_claimed events cost no second copy). A registration binds its types before it is answered; a deletion
+    unbinds what no webhook wants any more; the timer (and each start) makes the bindings those of the store."""
+    cfg = notify_config(config, tmp_path)
+    notify = start(container_factory, cfg)
+    queue = topology.queue_name(topology.find("notify", "on_any_event"))
+    path = "queues/%s/%s/bindings" % (urllib.parse.quote(broker.vhost_of(cfg["AMQP_URI"]), safe=""),
+                                      urllib.parse.quote(queue, safe=""))
+
+    def routed():
+        return {(b["source"], b["routing_key"]) for b in management("GET", path).json() if b["source"]}
+    assert wait_for(lambda: routed() == set(), 10)  # no webhook: nothing is routed there
+    r = receiver()
+    one = register(notify, r.url, ["member_joined"])
+    assert routed() == {("membership.events", "member_joined")}  # bound before the registration was answered
+    two = register(notify, r.url, ["membership.member_joined", "coupon_claimed"], actor=OTHER)
+    assert routed() == {("membership.events", "member_joined"), ("benefits.events", "coupon_claimed")}
+    uid = new_user()
+    publish(cfg, "membership", "member_joined", joined(uid))
+    wait_for(lambda: len(r.requests) >= 2)  # both webhooks got it
+    with entrypoint_hook(notify, "delete_webhook") as delete:
+        delete(OTHER, two["id"])
+    assert routed() == {("membership.events", "member_joined")}
+    with entrypoint_hook(notify, "delete_webhook") as delete:
+        delete(ACME, one["id"])
+    assert routed() == set()
