@@ -90,7 +90,9 @@ class ReadCache:
 
     An answer read while a write passed or a change was announced (its ``stamp`` moved) is answered but not kept.
     Answers a route's ``cache`` function gives 0 seconds are not kept, but still get an ETag
-    (``Cache-Control: no-cache``: clients revalidate every time)."""
+    (``Cache-Control: no-cache``: clients revalidate every time). Either is also the answer of the requests that
+    came while it was being read with nothing changed in between (``get``): no request is answered with a read that
+    started before a write this gateway passed on, or before an announced change, that the request came after."""
 
     MAX_ENTRIES = 5000
     BY_ID = frozenset({"campaigns"})  # a write under /<resource>/<id>/... changes that id and the lists only
@@ -98,8 +100,7 @@ class ReadCache:
     def __init__(self):
         self.entries = {}  # (path, query string) -> (valid until, body bytes, etag, max-age)
         self.keys_of = {}  # (resource, id or "" for its lists) -> the keys of its cached reads
-        self.filling = {}  # key -> Event: a read of it is on its way to the service (the others wait for it)
-        self.read_through = {}  # key -> until when: its last answer was not to be kept
+        self.filling = {}  # key -> (stamp, Event): a read of it is on its way to the service (the others wait for it)
         self.generation = {}  # resource -> how many writes this gateway passed on (an answer read before one is not kept)
         self.changes = {}  # (resource, id or "") -> how many changes were announced by events (the same, finer)
         self.epoch = 0  # how many times ``changes`` was cleared (so a count that started again never matches)
@@ -120,28 +121,29 @@ class ReadCache:
         group = self.group(path)
         return self.generation.get(group[0], 0), self.changes.get(group, 0), self.epoch
 
-    def get(self, key, wait=5.0):
-        """``(fresh entry or None, whether this request is to fill it)``. Requests that miss while another one's
-        read of the key is on its way to the service wait for it (one RPC per expiry, not one per connection)."""
-        if self.read_through.get(key, 0) > time.monotonic():
-            return None, False  # its last answer could not be kept (a live campaign): no one waits for anyone
-        for _ in range(2):
-            hit = self.entries.get(key)
-            if hit is not None and hit[0] > time.monotonic():
-                return hit, False
-            pending = self.filling.get(key)
-            if pending is None:
-                self.filling[key] = Event()
-                return None, True
-            with eventlet.Timeout(wait, False):
-                pending.wait()
-        return None, False
+    def get(self, key, stamp, wait=5.0):
+        """``(fresh entry or None, fill)``: ``fill`` is given when this request is to read the key and hand its
+        answer to ``done``. A request that misses while another one's read of the key is on its way, and nothing
+        changed since that read started (the same ``stamp``), waits for that read and is answered with it, kept or
+        not (one RPC per key at a time, not one per connection); one that comes after a change starts a read of its
+        own. ``(None, None)``: the read it waited for failed or took too long: it reads alone."""
+        hit = self.entries.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit, None
+        pending = self.filling.get(key)
+        if pending is None or pending[0] != stamp:
+            fill = self.filling[key] = (stamp, Event())
+            return None, fill
+        with eventlet.Timeout(wait, False):
+            return pending[1].wait(), None
+        return None, None
 
-    def done(self, key):
-        """The read of ``key`` this request started has ended (answered or failed): wake whoever waits on it."""
-        pending = self.filling.pop(key, None)
-        if pending is not None:
-            pending.send()
+    def done(self, key, fill, hit=None):
+        """The read ``fill`` of ``key`` has ended: hand its answer (``put``'s, or None when it failed) to whoever
+        waits for it."""
+        if self.filling.get(key) is fill:
+            del self.filling[key]
+        fill[1].send(hit)
 
     def put(self, key, data, seconds, stamp=None, max_age=None):
         """Keep ``data`` for ``seconds`` (0: not at all) unless ``stamp`` moved; answer it with ``max_age`` (default
@@ -150,12 +152,7 @@ class ReadCache:
         max_age = seconds if max_age is None else max_age
         if stamp is not None and stamp != self.stamp(key[0]):
             return (None, data, tag, max_age)  # a write passed by while this was read: answer it, do not keep it
-        if seconds <= 0:
-            if len(self.read_through) >= self.MAX_ENTRIES:
-                self.read_through.clear()
-            self.read_through[key] = time.monotonic() + 1.0
-        else:
-            self.read_through.pop(key, None)
+        if seconds > 0:
             if len(self.entries) >= self.MAX_ENTRIES:
                 self.entries.clear()
                 self.keys_of.clear()
@@ -299,7 +296,7 @@ class Router:
         logs.set_request_id(rid)
         gw.set_request_id(rid)
         label = "unmatched"
-        cache_key = fill_key = None
+        cache_key = fill = None
         try:
             adapter = self.map.bind_to_environ(request.environ)
             try:
@@ -332,9 +329,8 @@ class Router:
                     REVOCATIONS.check(call.principal, gw.membership)
             if r.cache is not None and r.method == "GET":
                 cache_key = (request.path, request.query_string)
-                hit, fills = READ_CACHE.get(cache_key)
-                fill_key = cache_key if fills else None
                 stamp = READ_CACHE.stamp(request.path)
+                hit, fill = READ_CACHE.get(cache_key, stamp)
                 if hit is not None:
                     resp = READ_CACHE.response(request, hit, rid)
                     metrics.observe(request.method, label, resp.status_code, time.perf_counter() - started)
@@ -363,7 +359,11 @@ class Router:
                 seconds = r.cache(result) if callable(r.cache) else r.cache
                 seconds, max_age = seconds if isinstance(seconds, tuple) else (seconds, None)
                 data = json.dumps(result, ensure_ascii=False, default=str).encode("utf-8")
-                resp = READ_CACHE.response(request, READ_CACHE.put(cache_key, data, seconds, stamp, max_age), rid)
+                hit = READ_CACHE.put(cache_key, data, seconds, stamp, max_age)
+                if fill is not None:
+                    READ_CACHE.done(cache_key, fill, hit)
+                    fill = None
+                resp = READ_CACHE.response(request, hit, rid)
             else:
                 resp = json_response(result, 204 if result is None and r.status == 204 else r.status, rid)
             if r.method in ("POST", "PUT", "PATCH", "DELETE") and resp.status_code < 400:
@@ -374,8 +374,8 @@ class Router:
             log.exception("unhandled error on %s", label)
             resp = problem_response(problem(500, "INTERNAL", "Something went wrong; it has been logged."), rid)
         finally:
-            if fill_key is not None:
-                READ_CACHE.done(fill_key)
+            if fill is not None:  # the read failed (or answered a Response): whoever waited reads alone
+                READ_CACHE.done(cache_key, fill)
         metrics.observe(request.method, label, resp.status_code, time.perf_counter() - started)
         return resp
 

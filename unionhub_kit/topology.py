@@ -8,6 +8,10 @@ For each subscription queue ``Q``:
   ``Q``        durable, bound to ``<source>.events`` with the event name as routing key;
   ``Q.retry``  durable, messages wait there for their backoff (per-message TTL), then dead-letter back to ``Q``;
   ``Q.dlq``    durable, where a message is parked after its last attempt (ops list and replay it).
+
+Not listed here, because nothing of it must survive its process: each gateway process's own queue of benefits' stock
+events (``gateway.cache_events``: ``unionhub.gateway-cache.*``, exclusive, auto-deleted, not acknowledged; a lost
+event leaves a cached campaign answer as it was for at most its second).
 """
 from collections import namedtuple
 
