@@ -12,13 +12,15 @@ import logging
 import time
 import uuid
 
+import sys
+
+import amqp.exceptions
 import eventlet
 import eventlet.semaphore
-from functools import partial
-
-from nameko.amqp.publish import Publisher, UndeliverableMessage
-from nameko.constants import AMQP_SSL_CONFIG_KEY, LOGIN_METHOD_CONFIG_KEY, SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER
-from nameko.exceptions import IncorrectSignature
+import kombu
+import kombu.serialization
+from nameko.constants import AMQP_SSL_CONFIG_KEY, DEFAULT_SERIALIZER, LOGIN_METHOD_CONFIG_KEY, SERIALIZER_CONFIG_KEY
+from nameko.exceptions import IncorrectSignature, UnserializableValueError, serialize
 from nameko.rpc import (MethodProxy, Responder, Rpc as NamekoRpc, RpcConsumer, RpcProxy, RpcReply, ServiceProxy,
                         get_rpc_exchange)
 
@@ -59,8 +61,8 @@ def _consumer_count(amqp_uri, queue):
 
 
 def has_consumer(amqp_uri, service_name):
-    """Whether some replica of ``service_name`` consumes its RPC queue (cached ``CONSUMER_CHECK_SECONDS``). When the
-    broker cannot say (queue not declared yet, broker hiccup), assume yes: the call then times out as before."""
+    """Whether some replica of ``service_name`` consumes its RPC queue (cached ``CONSUMER_CHECK_SECONDS``); a queue
+    that does not exist has none. When the broker cannot say (a hiccup), assume yes: the call then times out."""
     key = (amqp_uri, "rpc-%s" % service_name)
     now = time.monotonic()
     cached = _consumers.get(key)
@@ -68,11 +70,62 @@ def has_consumer(amqp_uri, service_name):
         _consumers[key] = (now, cached[1] if cached else 1)  # one refresh at a time; others use the last answer
         try:
             count = _consumer_count(amqp_uri, key[1])
+        except amqp.exceptions.NotFound:  # no such queue: the service never started here
+            count = 0
         except (Exception, eventlet.Timeout) as exc:
             log.debug("consumer count of %s unknown: %s", key[1], exc)
             count = 1
         cached = _consumers[key] = (time.monotonic(), count)
     return cached[1] > 0
+
+
+class Channels:
+    """RPC requests and replies published on a few broker channels kept open per process (one connection each, so
+    two green threads never interleave frames on a socket), without publisher confirms.
+
+    nameko's ``Publisher`` builds a ``Connection`` object, takes a producer from a kombu pool and wraps the publish
+    in retry machinery on every call, then waits for the broker's confirm: ~210-270 us of CPU a publish in this
+    process (measured: 2,000 publishes, ``resource.getrusage``), against ~65 us for a held producer without
+    confirms. Requests and replies are the hot path of every HTTP request (two publishes each). Without confirms an
+    unroutable request is not detected by the broker: ``has_consumer`` tells a service with no consumer (or no
+    queue) at once (503), and a request or reply lost by a broker crash is the caller's 504, which names the call
+    as possibly applied and to be retried with the same Idempotency-Key."""
+
+    KEEP = 8  # channels kept per broker URI (more are opened under a burst, and closed when given back)
+
+    def __init__(self):
+        self.free = {}  # amqp uri -> [(connection, producer)]
+
+    def publish(self, amqp_uri, body, exchange, routing_key, **properties):
+        free = self.free.setdefault(amqp_uri, [])
+        held = free.pop() if free else None
+        if held is None:
+            conn = kombu.Connection(amqp_uri, connect_timeout=5, heartbeat=0)
+            held = (conn, kombu.Producer(conn.channel(), serializer="json"))
+        try:
+            held[1].publish(body, exchange=exchange, routing_key=routing_key, retry=False, **properties)
+        except BaseException:
+            _close(held[0])
+            raise
+        if len(free) < self.KEEP:
+            free.append(held)
+        else:
+            _close(held[0])
+
+    def close(self):
+        for free in self.free.values():
+            while free:
+                _close(free.pop()[0])
+
+
+def _close(conn):
+    try:
+        conn.release()
+    except Exception:
+        pass
+
+
+CHANNELS = Channels()
 
 
 def timeout_message(label, timeout):
@@ -115,16 +168,13 @@ class TimedMethodProxy(MethodProxy):
         correlation_id = str(uuid.uuid4())
         reply_event = listener.get_reply_event(correlation_id)
         try:
-            self.publisher.publish({"args": args, "kwargs": kwargs}, exchange=exchange, routing_key=routing_key,
-                                   mandatory=True, reply_to=listener.routing_key, correlation_id=correlation_id,
-                                   extra_headers=self.get_message_headers(self.worker_ctx),
-                                   # a request nobody took within the timeout is dropped by the broker (one
-                                   # that was taken may still be carried out after the 504: see timeout_message)
-                                   expiration=self.timeout)
-        except UndeliverableMessage:
-            listener._reply_events.pop(correlation_id, None)
-            raise ServiceUnavailable("%s is not running." % self.service_name)
-        except (IOError, OSError) as exc:
+            CHANNELS.publish(amqp_uri, {"args": args, "kwargs": kwargs}, exchange.name, routing_key,
+                             reply_to=listener.routing_key, correlation_id=correlation_id,
+                             headers=self.get_message_headers(self.worker_ctx), delivery_mode=1,
+                             # a request nobody took within the timeout is dropped by the broker (one that was
+                             # taken may still be carried out after the 504: see timeout_message)
+                             expiration=self.timeout)
+        except (IOError, OSError, amqp.exceptions.AMQPError) as exc:
             listener._reply_events.pop(correlation_id, None)
             raise ServiceUnavailable("the broker is not reachable: %s" % exc)
         return TimedReply(reply_event, self.timeout, lambda: listener._reply_events.pop(correlation_id, None),
@@ -159,14 +209,26 @@ def check_signature(entrypoint, args, kwargs):
 
 
 class _Responder(Responder):
-    """nameko's reply, published transient and without waiting for the broker's confirm. The reply goes to the
-    caller's own non-durable reply queue, so persistence buys nothing, and a confirm only costs a round trip and
-    CPU on both sides (the request side keeps its confirm: that is how an unroutable call is told at once). A reply
-    the broker lost (a broker crash in the instant between publish and routing) is a 504 for the caller, which
-    names the call as possibly applied, to be retried with the same Idempotency-Key: the same as a reply lost after
-    its confirm."""
+    """nameko's reply, published transient on a held channel without waiting for the broker's confirm
+    (``Channels``): the reply goes to the caller's own non-durable reply queue, so persistence buys nothing, and a
+    confirm only costs a round trip and CPU on both sides. The result is serialized once (nameko serialized it
+    twice: a check, then the publish)."""
 
-    publisher_cls = partial(Publisher, use_confirms=False, delivery_mode=1)
+    def send_response(self, result, exc_info):
+        error = None if exc_info is None else serialize(exc_info[1])
+        content_type = self.message.properties["content_type"]
+        serializer = kombu.serialization.registry.type_to_name[content_type]
+        try:
+            _, _, body = kombu.serialization.dumps({"result": result, "error": error}, serializer)
+        except Exception:  # the result cannot be serialized: the caller gets an error that can
+            exc_info = sys.exc_info()
+            error = serialize(UnserializableValueError(result))
+            result = None
+            _, _, body = kombu.serialization.dumps({"result": None, "error": error}, serializer)
+        CHANNELS.publish(self.amqp_uri, body, self.exchange.name, self.message.properties["reply_to"],
+                         correlation_id=self.message.properties.get("correlation_id"), content_type=content_type,
+                         content_encoding="utf-8", delivery_mode=1)
+        return result, exc_info
 
 
 class _RpcConsumer(RpcConsumer):
