@@ -9,7 +9,8 @@ figure for the same kind of request on this kind of machine, that ratio is print
 
 Everything lands in ``bench/results/*.json`` (``summary.json`` holds the table). Sizes (defaults keep the whole run
 to a few minutes): ``BENCH_DURATION`` (s per load phase, 10), ``BENCH_CONCURRENCY`` (32), ``BENCH_CLAIM_MEMBERS``
-(64), ``BENCH_SKIP`` (comma-separated: raw, gateway_read, claim, event_hop, flash_grab, search, fanout, stations),
+(64), ``BENCH_SKIP`` (comma-separated: raw, gateway_read, claim, event_hop, flash_grab, search, fanout, stations, scale;
+scale runs only when ``BENCH_SCALE_URI`` names a seed-scale store: ``bench/scale.py``),
 ``BENCH_SEARCH_POSTINGS`` (10000 here), ``BENCH_FANOUT_MEMBERS`` (10000 here), ``BENCH_STATIONS_VISITS`` (50000 here;
 the 7,473 stations always). ``BENCH_JOURNALED=1`` makes every write of the stack wait for the journal
 (``w=majority&journal=true`` on the store URI).
@@ -160,8 +161,11 @@ def main():
     defaults = {"BENCH_SEARCH_POSTINGS": "10000", "BENCH_FANOUT_MEMBERS": "10000", "BENCH_STATIONS_VISITS": "50000"}
     for k, v in defaults.items():
         os.environ.setdefault(k, v)
-    for name in ("flash_grab", "search", "fanout", "stations"):
+    for name in ("flash_grab", "search", "fanout", "stations", "scale"):
         if name in SKIP:
+            continue
+        if name == "scale" and not os.environ.get("BENCH_SCALE_URI"):
+            common.say("scale: skipped (BENCH_SCALE_URI names no seed-scale store; make seed-scale, see README)")
             continue
         common.say("%s ..." % name)
         try:
