@@ -16,6 +16,7 @@ from unionhub_kit.config import timer
 from unionhub_kit.consumer import idempotent, on_event, run_once, run_once_many
 from unionhub_kit.errors import NotFound, validation_error
 from unionhub_kit.logs import guarded
+from unionhub_kit.memory import ProcessMemory
 from unionhub_kit.metrics import ServiceMetrics
 from unionhub_kit.mongo import Mongo
 from unionhub_kit.outbox import Outbox
@@ -42,6 +43,7 @@ class NotifyService:
     wake = Wake()
     batches = Batcher(window_ms=2)  # group commit of coupon_claimed inbox entries, and of webhook look-ups
     membership = Rpc("membership")  # a new member's phone (events carry the masked form only)
+    recent = ProcessMemory(inbox.Recent)  # the last year's announcements by key, for inbox pages
 
     @rpc
     def ping(self):
@@ -60,7 +62,7 @@ class NotifyService:
     def list_notifications(self, actor, query=None):
         user = domain.require_role(actor, "member")["sub"]
         q = load(schemas.NotificationsQuery, query or {})
-        return inbox.page(self.db, user, q["unread"], domain.decode_cursor(q["cursor"]), q["limit"])
+        return inbox.page(self.db, user, q["unread"], domain.decode_cursor(q["cursor"]), q["limit"], self.recent)
 
     @rpc
     def mark_read(self, actor, notification_id):

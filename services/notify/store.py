@@ -173,6 +173,17 @@ def announcements_for(db, keys, below, since, limit):
     return sorted(found.values(), key=lambda d: d["_id"], reverse=True)[:limit]
 
 
+def announcements_since(db, first_id):
+    """The announcements with ids from ``first_id`` on (creation order), the fields an inbox shows and checks."""
+    return list(db.announcements.find({"_id": {"$gte": first_id}}, {"title": 1, "body": 1, "audience": 1,
+                                                                   "scope": 1, "created_at": 1, "keys": 1}))
+
+
+def announcement_below(db, _id):
+    """Whether any announcement has an id below ``_id``."""
+    return db.announcements.find_one({"_id": {"$lt": _id}}, {"_id": 1}) is not None
+
+
 def read_announcements(db, user_id, announcement_ids):
     """Which of ``announcement_ids`` the member has read (one point lookup each, in one query)."""
     keys = ["%s:%s" % (a, user_id) for a in announcement_ids]

@@ -210,3 +210,42 @@ def test_process_dying_mid_announcement_is_resumed_by_another_after_its_lease(
     assert len(expected) > 3 * BATCH and calls[2] == calls[1]  # the batch after the checkpoint, again
     assert done["delivered"] == done["recipients"] == len(expected)
     assert_pushed_once(cfg, expected)
+
+
+def test_inbox_keeps_recent_announcements_in_memory_and_reads_the_store_for_the_rest(container_factory, config,
+                                                                                     tmp_path, db_of):
+    """A process answers inbox pages from the announcements it holds in memory (the last RECENT_DAYS), sees one
+    written by another process at its next page, and pages past its floor from the store: the same pages as the
+    store alone gives."""
+    from datetime import timedelta
+
+    from services.notify import inbox as inbox_mod
+
+    notify = start(container_factory, notify_config(config, tmp_path))
+    db = db_of("notify")
+    user = seed(db, 8)[0]
+    now = clock.now()
+
+    def written_elsewhere(title, at):
+        doc = domain.announcement_doc(ADMIN, dict(AUDIENCE, title=title), at)
+        doc.update(status="done")
+        db.announcements.insert_one(doc)
+    written_elsewhere("old", now - timedelta(days=inbox_mod.RECENT_DAYS + 30))  # below what a process holds
+    announce(notify, dict(AUDIENCE, title="first"))
+    assert [i["title"] for i in inbox(notify, user)["items"]] == ["first", "old"]  # loads the process's memory
+    written_elsewhere("other process", clock.now())  # by another process: in this one's next page
+    got, cursor = [], None
+    while True:
+        page = inbox(notify, user, limit=1, **({"cursor": cursor} if cursor else {}))
+        got += [i["title"] for i in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert got == ["other process", "first", "old"]
+    # the same pages from the store alone
+    alone = inbox_mod.page(db, user, None, None, 10)
+    assert [i["title"] for i in alone["items"]] == got
+    # a fresh process's memory: loaded with the recent ones only, knows there are older ones
+    recent = inbox_mod.Recent()
+    recent.refresh(db)
+    assert recent.older and {d["title"] for d in recent.docs.values()} == {"first", "other process"}
