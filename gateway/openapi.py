@@ -46,6 +46,15 @@ def build(routes):
         if r.response is not None:
             ok["content"] = {"application/json": {"schema": r.response}}
         op["responses"][str(r.status)] = ok
+        if r.cache is not None:  # ReadCache: a weak ETag on every answer, 304 to If-None-Match
+            params.append({"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
+                           "description": "The ETag of an answer held: 304 (no body) while it is still the answer."})
+            ok["headers"] = {
+                "ETag": {"schema": {"type": "string"}, "description": "Weak validator of this answer."},
+                "Cache-Control": {"schema": {"type": "string"}, "description":
+                                  "`public, max-age=1` where a second of staleness is harmless; `no-cache` on a live "
+                                  "campaign with stock (revalidate every time)."}}
+            op["responses"]["304"] = {"description": "Not Modified: the If-None-Match ETag is still the answer."}
         problem = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
         op["responses"]["400"] = dict(problem, description="VALIDATION_ERROR, MALFORMED_JSON")
         if r.roles:
