@@ -278,6 +278,22 @@ def insert_unique(coll, doc, session, conflict, fields=None):
 DUPLICATE_KEY = 11000
 
 
+def insert_new_many(coll, docs):
+    """``insert_many`` (unordered, outside any transaction) that skips the documents whose unique key exists
+    already; returns the positions in ``docs`` of those skipped (idempotency by natural keys: a redelivered event
+    whose documents carry keys made from its id inserts nothing again)."""
+    if not docs:
+        return set()
+    try:
+        coll.insert_many(docs, ordered=False)
+        return set()
+    except pymongo.errors.BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return {e["index"] for e in errors}
+
+
 def insert_new(coll, docs):
     """``insert_many`` that skips documents whose unique key exists already (a redone batch, a rerun seed);
     returns how many were inserted."""

@@ -17,7 +17,7 @@ from pymongo import ASCENDING as ASC, DESCENDING as DESC, ReturnDocument
 from unionhub_kit import clock, crypto, projection
 from unionhub_kit.idempotency import run_idempotent  # noqa: F401  (store.run_idempotent for the service)
 from unionhub_kit.mongo import (  # noqa: F401  (store.insert_new)
-    background_timeout, insert_new, transaction, update_returning, upsert_returning)
+    background_timeout, insert_new, insert_new_many, transaction, update_returning, upsert_returning)
 
 from . import domain
 
@@ -124,6 +124,21 @@ def member(db, user_id):
 
 
 # ---- inbox ----------------------------------------------------------------------------------------------------
+def add_notifications_once(db, docs):
+    """Inbox entries, each at most once by its ``dedupe`` key (outside any transaction); returns ``{dedupe: _id}``
+    of the entries that existed already (the ids their messages must name)."""
+    skipped = insert_new_many(db.notifications, docs)
+    if not skipped:
+        return {}
+    keys = [docs[i]["dedupe"] for i in skipped]
+    return {d["dedupe"]: d["_id"] for d in db.notifications.find({"dedupe": {"$in": keys}}, {"dedupe": 1})}
+
+
+def add_dispatches_once(db, docs):
+    """SMS / push messages, each at most once by its ``dedupe`` key (outside any transaction)."""
+    insert_new_many(db.dispatches, docs)
+
+
 def add_notifications(db, docs, session):
     if docs:
         db.notifications.insert_many(docs, session=session)
