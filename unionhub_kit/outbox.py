@@ -39,6 +39,10 @@ ORPHAN_SECONDS = 5  # a row this old whose writer has not published it is any re
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 BATCH = 200
 RETENTION = timedelta(days=1)
+# a batch of 200 publishes is ~30-50 ms of CPU in one go: the workers of the relay's process (a request's next
+# store round trip) waited behind it. Measured, 2,000 events written 50 to a transaction by one worker while its
+# process's relay published them: 129 -> 101 ms a transaction (without a relay: 28 ms; load 7-8)
+YIELD_EVERY = 10
 
 
 class OutboxWriter:
@@ -124,11 +128,13 @@ class BatchPublisher:
         if self.conn is None:
             self._open()
         try:
-            for body, exchange, routing_key, headers, message_id in messages:
+            for n, (body, exchange, routing_key, headers, message_id) in enumerate(messages, 1):
                 self.producer.publish(body, exchange=exchange, routing_key=routing_key, headers=headers,
                                       message_id=message_id, delivery_mode=2, retry=False)
                 self.seq += 1
                 self.unconfirmed.add(self.seq)
+                if n % YIELD_EVERY == 0:  # the relay shares its process with the service's workers
+                    eventlet.sleep(0)
             deadline = eventlet.hubs.get_hub().clock() + self.timeout
             while self.unconfirmed:
                 left = deadline - eventlet.hubs.get_hub().clock()
