@@ -266,7 +266,9 @@ class Outbox(DependencyProvider):
                     # every queue bound to our exchange exists before our first publish
                     topology.declare_uri(self.amqp_uri, [self.service])
                     declared = True
-                while self._running and relay_own(self.db, self.service, self.publisher, self.owner):
+                # a short batch took every row committed before its read; a row committed since has kicked the relay
+                # again (kicks come after commits), so there is no need for a read that finds nothing
+                while self._running and relay_own(self.db, self.service, self.publisher, self.owner) == BATCH:
                     pass
                 if clock.now() - last_orphans > timedelta(seconds=self.poll_seconds):
                     while self._running and relay_batch(self.db, self.service, self.publisher, self.owner,
