@@ -332,13 +332,16 @@ class MembershipService:
     @rpc
     def member_state(self, user_id):
         """For another service whose projection has not caught up with this member (read your own writes): the
-        common data of membership events for the live membership, else the latest (None if never joined), and
-        ``as_of``, read *before* the member, so an event older than it cannot be newer than this answer."""
+        common data of membership events for the live membership, else the latest (None if never joined),
+        ``joined_at`` (when it became active; None while pending) and ``as_of``, read *before* the member, so an
+        event older than it cannot be newer than this answer."""
         if not isinstance(user_id, str) or not 0 < len(user_id) <= 64:
             raise validation_error({"user_id": ["must be a user id."]})
         as_of = clock.now()
         m = store.live_member_of(self.db, user_id) or store.latest_member_of(self.db, user_id)
-        return None if m is None else dict(domain.member_data(m), as_of=events.rfc3339(as_of))
+        if m is None:
+            return None
+        return dict(domain.member_data(m), as_of=events.rfc3339(as_of), joined_at=events.rfc3339(m.get("joined_at")))
 
     @rpc
     def get_me(self, actor):

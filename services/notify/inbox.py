@@ -67,11 +67,13 @@ class Recent:
         return [self.docs[i] for i in sorted(ids, reverse=True)]
 
 
-def page(db, user_id, unread, after, limit, recent=None):
+def page(db, user_id, unread, after, limit, recent=None, member=False):
     """``{"items", "next_cursor"}``: ``limit`` entries below the cursor ``after`` (an id), filtered by ``unread``
-    (True: unread only; False: read only; None: all). ``recent``: the process's ``Recent`` (None: the store only)."""
+    (True: unread only; False: read only; None: all). ``recent``: the process's ``Recent`` (None: the store only).
+    ``member``: the member whose announcements to merge (None: none), by default as the projection knows them."""
     own = store.list_notifications(db, user_id, unread, after, limit)
-    member = store.member(db, user_id)
+    if member is False:
+        member = store.member(db, user_id)
     announcements = _announcements(db, user_id, member, unread, after, limit + 1, recent) if member else []
     return domain.page(domain.merge_inbox(own, announcements, limit), limit, domain.notification_view)
 

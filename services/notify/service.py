@@ -14,7 +14,7 @@ from unionhub_kit import clock, crypto, events, idempotency, projection, topolog
 from unionhub_kit.batching import Batcher
 from unionhub_kit.config import timer
 from unionhub_kit.consumer import idempotent, on_event, run_once
-from unionhub_kit.errors import NotFound, validation_error
+from unionhub_kit.errors import NotFound, ServiceTimeout, ServiceUnavailable, validation_error
 from unionhub_kit.logs import guarded
 from unionhub_kit.memory import ProcessMemory
 from unionhub_kit.metrics import ServiceMetrics
@@ -43,6 +43,7 @@ class NotifyService:
     wake = Wake()
     batches = Batcher(window_ms=2)  # group commit of coupon_claimed inbox entries, and of webhook look-ups
     membership = Rpc("membership")  # a new member's phone (events carry the masked form only)
+    membership_now = Rpc("membership", timeout=2)  # a member the projection lacks (inbox reads: short, skippable)
     recent = ProcessMemory(inbox.Recent)  # the last year's announcements by key, for inbox pages
 
     @rpc
@@ -62,7 +63,26 @@ class NotifyService:
     def list_notifications(self, actor, query=None):
         user = domain.require_role(actor, "member")["sub"]
         q = load(schemas.NotificationsQuery, query or {})
-        return inbox.page(self.db, user, q["unread"], domain.decode_cursor(q["cursor"]), q["limit"], self.recent)
+        return inbox.page(self.db, user, q["unread"], domain.decode_cursor(q["cursor"]), q["limit"], self.recent,
+                          member=self._member(user))
+
+    def _member(self, user_id):
+        """The member as the projection knows them; when it does not know them as active yet (membership answered
+        a join or an approval a moment ago and its event is on its way), as membership says: read your own writes,
+        one short RPC on this rare path. Nothing is written from that answer (the event brings the projection with
+        the member's phone; a projection written first would make that event look older and be skipped)."""
+        member = store.member(self.db, user_id)
+        if (member or {}).get("status") == "active":
+            return member
+        try:
+            state = self.membership_now.member_state(user_id)
+        except (ServiceTimeout, ServiceUnavailable) as exc:
+            log.warning("membership did not answer for a member the projection lacks: %s", exc)
+            return member
+        if state is None or state.get("status") != "active":
+            return member
+        since = events.parse_time(state.get("joined_at") or state["as_of"])  # announcements from then on reach them
+        return dict(projection.member_fields(state), _id=user_id, active_since=since)
 
     @rpc
     def mark_read(self, actor, notification_id):

@@ -183,3 +183,31 @@ def test_webhooks_signed_delivery_log_and_replay(stack):
         problem(call(stack, "POST", "/api/v1/webhooks", integrator, json=body), 400, "VALIDATION_ERROR")
     problem(call(stack, "POST", "/api/v1/webhooks", admin, json={
         "url": "https://hooks.example.com/x", "event_types": ["member_joined"], "secret": "s" * 16}), 403, "FORBIDDEN")
+
+
+def test_a_member_answered_active_sees_announcements_in_the_very_next_read(stack):
+    """Read your own writes in notify: a member whose join was answered ``active`` reads an announcement to their
+    region in the very next inbox read. So that notify's projection certainly has not caught up, its
+    ``member_joined`` queue is unbound from membership's exchange for the test (the event never reaches notify):
+    only notify asking membership can show it."""
+    from kombu import Connection
+
+    from unionhub_kit import topology
+    queue = topology.queue_name(topology.find("notify", "on_member_joined"))
+    exchange = topology.exchange_name("membership")
+    admin = admin_token(stack)
+    with Connection(stack.env["AMQP_URI"]) as conn:
+        conn.default_channel.queue_unbind(queue=queue, exchange=exchange, routing_key="member_joined")
+        try:
+            token, member, _ = new_member(stack, occupation_group="courier")
+            assert member["status"] == "active"
+            title = "即时公告 %s" % uuid.uuid4().hex[:6]
+            r = call(stack, "POST", "/api/v1/announcements", admin, json={
+                "title": title, "body": "新会员也能立刻看到。", "audience": {"region_codes": ["510104"]}})  # the default union
+            assert r.status_code == 202, r.text
+            items = inbox(stack, token)["items"]
+            assert [i for i in items if i["title"] == title], items
+            never = member_token(stack)  # signed in, never joined: no announcements
+            assert not [i for i in inbox(stack, never)["items"] if i["title"] == title]
+        finally:
+            conn.default_channel.queue_bind(queue=queue, exchange=exchange, routing_key="member_joined")
