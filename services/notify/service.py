@@ -14,7 +14,7 @@ from unionhub_kit import clock, crypto, events, idempotency, projection, topolog
 from unionhub_kit.batching import Batcher
 from unionhub_kit.config import timer
 from unionhub_kit.consumer import idempotent, on_event, run_once
-from unionhub_kit.errors import NotFound, ServiceTimeout, ServiceUnavailable, validation_error
+from unionhub_kit.errors import NotFound, validation_error
 from unionhub_kit.logs import guarded
 from unionhub_kit.memory import ProcessMemory
 from unionhub_kit.metrics import ServiceMetrics
@@ -76,7 +76,7 @@ class NotifyService:
             return member
         try:
             state = self.membership_now.member_state(user_id)
-        except (ServiceTimeout, ServiceUnavailable) as exc:
+        except Exception as exc:  # noqa: BLE001  (membership away or failing: the inbox is still read)
             log.warning("membership did not answer for a member the projection lacks: %s", exc)
             return member
         if state is None or state.get("status") != "active":
