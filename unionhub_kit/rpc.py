@@ -61,12 +61,14 @@ def _consumer_count(amqp_uri, queue):
 
 
 def has_consumer(amqp_uri, service_name):
-    """Whether some replica of ``service_name`` consumes its RPC queue (cached ``CONSUMER_CHECK_SECONDS``); a queue
-    that does not exist has none. When the broker cannot say (a hiccup), assume yes: the call then times out."""
+    """Whether some replica of ``service_name`` consumes its RPC queue (a yes is cached ``CONSUMER_CHECK_SECONDS``); a
+    queue that does not exist has none. When the broker cannot say (a hiccup), assume yes: the call then times out."""
     key = (amqp_uri, "rpc-%s" % service_name)
     now = time.monotonic()
     cached = _consumers.get(key)
-    if cached is None or now - cached[0] > CONSUMER_CHECK_SECONDS:
+    # a count of zero is asked again at every call (the service may be starting this instant; while it is down,
+    # one small broker round trip per refused call), a positive one once a second
+    if cached is None or cached[1] == 0 or now - cached[0] > CONSUMER_CHECK_SECONDS:
         _consumers[key] = (now, cached[1] if cached else 1)  # one refresh at a time; others use the last answer
         try:
             count = _consumer_count(amqp_uri, key[1])
