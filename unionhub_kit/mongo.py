@@ -13,6 +13,7 @@ Every client the kit makes is **durable** and **bounded** (``client_options``):
   store that stalls or is gone becomes an error, which an RPC answers as 503 ``SERVICE_UNAVAILABLE``
   (``unionhub_kit.rpc``) and an event handler retries.
 """
+import logging
 import os
 
 import pymongo
@@ -182,7 +183,10 @@ def transaction(db, fn, timeout=None):
         finally:
             _AFTER_COMMIT.pop(id(session), None)
     for hook in hooks.values():
-        hook()
+        try:
+            hook()
+        except Exception:  # the transaction has committed: a failing hook must not make it look failed
+            logging.getLogger("unionhub.mongo").exception("an after-commit hook failed")
     return result
 
 
