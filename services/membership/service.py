@@ -294,9 +294,11 @@ class MembershipService:
         year = clock.now().year
         card = domain.card_no(year, store.next_card_seq(self.db, year)) if status == "active" else None
 
+        member_id = domain.new_id("mbr")  # one id for every attempt of this request's transaction
+
         def txn(session):
             now = clock.now()
-            doc = {"_id": domain.new_id("mbr"), "user_id": actor["sub"], "union_id": union["_id"],
+            doc = {"_id": member_id, "user_id": actor["sub"], "union_id": union["_id"],
                    "union_code": union["code"], "region_code": union["region_code"],
                    "prefecture_code": regions.prefecture_of(union["region_code"]), "status": status,
                    "occupation_group": p["occupation_group"], "name": p["name"], "employer": p["employer"],
@@ -311,7 +313,16 @@ class MembershipService:
             if status == "active":
                 self.outbox.add(session, "member_joined", domain.joined_data(doc, phone), subject=doc["_id"])
             return {"id": doc["_id"], "status": status, "card_no": doc.get("card_no"), "union_id": union["_id"]}
-        return store.run_idempotent(self.db, "join:" + actor["sub"], idempotency_key, p, txn)
+        try:
+            return store.run_idempotent(self.db, "join:" + actor["sub"], idempotency_key, p, txn)
+        except Conflict:
+            # a commit whose answer was lost (the store restarted under it) is retried by the driver as a new
+            # attempt, which finds the member that commit made: this request's own, not a second join
+            done = store.member(self.db, member_id)
+            if done is None:
+                raise
+            return {"id": done["_id"], "status": done["status"], "card_no": done.get("card_no"),
+                    "union_id": done["union_id"]}
 
     @rpc
     def contact_phone(self, user_id):
