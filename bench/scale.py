@@ -201,6 +201,9 @@ def announcement_visible(st, admin, members):
     return round(elapsed, 1)
 
 
+EMPTY_CAMPAIGNS = common.env_int("BENCH_SCALE_EMPTY_CAMPAIGNS", 21)
+
+
 def empty_members(st, n=24):
     made = common.new_members(st, n)
     admin = client.admin_token(st)
@@ -209,6 +212,8 @@ def empty_members(st, n=24):
         h.request("POST", "/api/v1/announcements", {"title": "通知 %d" % k, "body": "b",
                                                     "audience": {"region_codes": ["51"]}})
     h.close()
+    for k in range(EMPTY_CAMPAIGNS):  # a full page of campaigns: the stats page at scale lists 20 rows, not 2
+        common.create_campaign(st, admin, title="empty-store campaign %d" % k)
     return [(t, tokens.verify(t)["sub"]) for t, _m, _p in made]
 
 
