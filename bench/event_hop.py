@@ -127,7 +127,7 @@ def kit_hop(st, singles, burst):
                 src = src_db.hop_state.find_one({"_id": d["_id"]})
                 row = src_db.outbox.find_one({"envelope.subject": d["_id"]})
                 lat.append((d["at"] - src["at"]).total_seconds())
-                if row and row.get("published_at"):
+                if row and row.get("published_at"):  # only with OUTBOX_KEEP_PUBLISHED (else the row is gone)
                     relay.append((row["published_at"] - row["created_at"]).total_seconds())
                     deliver.append((d["at"] - row["published_at"]).total_seconds())
             meter = common.CpuMeter(st, {"relay": [procs[1]], "handler": [procs[0]]})

@@ -222,3 +222,34 @@ def new_campaign(stack, merchant_id, admin=None, **over):
     r = post(stack, "/api/v1/campaigns", admin or admin_token(stack), builders.campaign_body(merchant_id, **over))
     assert r.status_code == 201, r.text
     return r.json()
+
+
+# ---- what services emit, as a subscriber sees it ---------------------------------------------------------------
+class EventTap:
+    """A queue of the test's own bound to ``<service>.events`` for ``event``: the events emitted after it was made,
+    as any subscriber gets them (the relay deletes an outbox row once the broker has its event, so the outbox is
+    no witness of what was emitted). ``messages()`` returns (and keeps) every envelope received so far."""
+
+    def __init__(self, amqp_uri, service, event):
+        import uuid as _uuid
+
+        from kombu import Connection, Queue
+
+        from unionhub_kit import topology
+        self.conn = Connection(amqp_uri)
+        self.queue = Queue("tap-%s-%s" % (event, _uuid.uuid4().hex[:8]), exchange=topology.event_exchange(service),
+                           routing_key=event, durable=False, auto_delete=False, exclusive=True)(self.conn.channel())
+        self.queue.declare()
+        self.got = []
+
+    def messages(self, **data):
+        """Envelopes so far (those whose ``data`` has every given field, when given)."""
+        while True:
+            msg = self.queue.get(no_ack=True)
+            if msg is None:
+                break
+            self.got.append(json.loads(msg.body))
+        return [e for e in self.got if all(e["data"].get(k) == v for k, v in data.items())]
+
+    def close(self):
+        self.conn.close()

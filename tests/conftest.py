@@ -69,6 +69,9 @@ def config(rabbit_config, store_uri, db_prefix):
     """The services' own container class validates and completes it (``unionhub_kit.config.Container``)."""
     return dict(rabbit_config, MONGO_URI=store_uri, DB_PREFIX=db_prefix, RPC_TIMEOUT=5, EVENT_MAX_ATTEMPTS=3,
                 EVENT_RETRY_BASE_MS=50, max_workers=10, serializer="json",
+                # the service tests read what a service emitted from its outbox (published rows kept); the end-to-end
+                # tests and the benchmarks run as production does (rows deleted once published)
+                OUTBOX_KEEP_PUBLISHED=True,
                 SERVICE_CONTAINER_CLS="unionhub_kit.config.Container")
 
 

@@ -311,7 +311,8 @@ def redrive(db, service, amqp_uri, steal=False, limit=None):
     total = 0
     while limit is None or total < limit:
         n = outbox.relay_batch(db, service, publisher, owner,
-                               limit=outbox.BATCH if limit is None else min(outbox.BATCH, limit - total))
+                               limit=outbox.BATCH if limit is None else min(outbox.BATCH, limit - total),
+                               keep=config.get("OUTBOX_KEEP_PUBLISHED"))
         if not n:
             break
         total += n

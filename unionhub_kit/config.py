@@ -72,6 +72,9 @@ SETTINGS = {
     "OTP_PER_ADDRESS_PER_HOUR": Setting(int, 20),
     "LOGIN_LOCKOUT_SECONDS": Setting(int, 300),
     "BENEFITS_SWEEP_SECONDS": Setting(float, 10.0),
+    # published outbox rows: deleted at once (False), or marked and kept a day (True: an audit trail of what each
+    # service emitted; the service tests read events there). Deleting costs the store about half as much.
+    "OUTBOX_KEEP_PUBLISHED": Setting(_bool, False),
     "WEBHOOK_ROUTES_SECONDS": Setting(float, 10.0),  # how often notify re-derives its webhook queue's bindings
     "JOBS_EXPIRY_INTERVAL": Setting(float, 30.0),
     # ---- notify (see services/notify/runtime.py Settings) ------------------------------------------------------

@@ -156,26 +156,32 @@ class BatchPublisher:
         self.conn = None
 
 
-def publish_rows(db, service, publisher, docs):
-    """Publish outbox rows (one confirm for all) and mark them published (one write)."""
+def publish_rows(db, service, publisher, docs, keep=False):
+    """Publish outbox rows (one confirm for all), then delete them (one write): once the broker has an event its row
+    has done its job. With ``keep`` (``OUTBOX_KEEP_PUBLISHED``) they are marked published instead and deleted after
+    ``RETENTION``. Deleting costs the embedded store ~0.25 ms of CPU a row, marking ~0.54 ms (the mark moves the row's
+    entries in both outbox indexes) plus ~0.25 ms for the later delete: about 0.5 ms per event, on every claim."""
     exchange = topology.event_exchange(service)
     publisher.publish_many([(d["envelope"], exchange.name, d["type"], _headers(d["envelope"]), d["envelope"]["id"])
                             for d in docs])
-    db.outbox.update_many({"_id": {"$in": [d["_id"] for d in docs]}},
-                          {"$set": {"published_at": clock.now()}, "$unset": {"lease": ""},
-                           "$inc": {"attempts": 1}})
+    ids = [d["_id"] for d in docs]
+    if keep:
+        db.outbox.update_many({"_id": {"$in": ids}}, {"$set": {"published_at": clock.now()}, "$unset": {"lease": ""},
+                                                      "$inc": {"attempts": 1}})
+    else:
+        db.outbox.delete_many({"_id": {"$in": ids}})
 
 
-def relay_own(db, service, publisher, owner, limit=BATCH):
+def relay_own(db, service, publisher, owner, limit=BATCH, keep=False):
     """Publish up to ``limit`` of the rows this process wrote (no lease: only this process's relay takes them
     before they are orphans). Return how many."""
     docs = list(db.outbox.find({"published_at": None, "owner": owner}).sort("_id", 1).limit(limit))
     if docs:
-        publish_rows(db, service, publisher, docs)
+        publish_rows(db, service, publisher, docs, keep)
     return len(docs)
 
 
-def relay_batch(db, service, publisher, owner, limit=BATCH, older_than=None):
+def relay_batch(db, service, publisher, owner, limit=BATCH, older_than=None, keep=False):
     """Lease up to ``limit`` unpublished events (only those older than ``older_than`` seconds, if given: orphans),
     publish them with one confirm, mark them. Return how many."""
     now = clock.now()
@@ -193,7 +199,7 @@ def relay_batch(db, service, publisher, owner, limit=BATCH, older_than=None):
     if not mine:
         return 0
     try:
-        publish_rows(db, service, publisher, mine)
+        publish_rows(db, service, publisher, mine, keep)
     except Exception:
         db.outbox.update_many({"_id": {"$in": [d["_id"] for d in mine]}},
                               {"$set": {"lease_until": EPOCH}, "$inc": {"attempts": 1}})
@@ -222,6 +228,7 @@ class Outbox(DependencyProvider):
         self.amqp_uri = config.get("AMQP_URI", self.container.config)
         self.publisher = BatchPublisher(self.amqp_uri)
         self.owner = "%s-%s-%d" % (self.service, socket.gethostname(), os.getpid())
+        self.keep = config.get("OUTBOX_KEEP_PUBLISHED", self.container.config)
 
     def start(self):
         self._running = True
@@ -268,11 +275,12 @@ class Outbox(DependencyProvider):
                     declared = True
                 # a short batch took every row committed before its read; a row committed since has kicked the relay
                 # again (kicks come after commits), so there is no need for a read that finds nothing
-                while self._running and relay_own(self.db, self.service, self.publisher, self.owner) == BATCH:
+                while self._running and relay_own(self.db, self.service, self.publisher, self.owner,
+                                                  keep=self.keep) == BATCH:
                     pass
                 if clock.now() - last_orphans > timedelta(seconds=self.poll_seconds):
                     while self._running and relay_batch(self.db, self.service, self.publisher, self.owner,
-                                                        older_than=ORPHAN_SECONDS):
+                                                        older_than=ORPHAN_SECONDS, keep=self.keep):
                         pass
                     last_orphans = clock.now()
                 delay = 0.2

@@ -8,8 +8,10 @@ import uuid
 import jwt
 import requests
 
+from support import client
 from support.client import (admin_token, auth, create_union, join, member_token, new_id_number, new_member,
                             new_phone, new_uscc, problem, request_otp, staff_token, union_by_code)
+from support.stack import wait_for
 from unionhub_kit import ids
 
 
@@ -91,14 +93,16 @@ def test_walk_through(stack):
     pending = get(stack, "/api/v1/admin/members", admin, union_id=union["id"], status="pending").json()["items"]
     assert [m["id"] for m in pending] == [joined["id"]] and id_number not in json.dumps(pending)
     request_id = "walk-%s" % uuid.uuid4().hex
+    tap = client.EventTap(stack.env["AMQP_URI"], "membership", "member_joined")
     r = post(stack, "/api/v1/admin/members/%s/approve" % joined["id"], token=admin,
              headers={"X-Request-Id": request_id})
     assert r.status_code == 200 and r.headers["X-Request-Id"] == request_id, r.text
     approved = r.json()
     assert approved["status"] == "active" and approved["card_no"].startswith("SC")
-    event = stack.db("membership").outbox.find_one({"type": "member_joined", "envelope.subject": joined["id"]})
-    assert event["envelope"]["requestid"] == request_id  # the request id travelled through RPC into the event
-    assert id_number not in json.dumps(event["envelope"])
+    event = wait_for(lambda: tap.messages(member_id=joined["id"]), what="member_joined")[0]
+    tap.close()
+    assert event["requestid"] == request_id  # the request id travelled through RPC into the event
+    assert id_number not in json.dumps(event)
 
     # 6. the profile, masked; a welcome in the inbox
     r = get(stack, "/api/v1/members/me", member)

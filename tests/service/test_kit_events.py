@@ -206,3 +206,11 @@ def test_undecodable_message_is_parked_with_the_reason(container_factory, config
     error = msgs[0]["properties"]["headers"]["x-unionhub-error"]
     assert "undecodable" in error and content_type in error
     assert broker.get_messages(config["vhost"], topology.queue_name(sub)) == []  # not left behind either
+
+
+def test_a_published_row_is_deleted_unless_kept(container_factory, config, db_of):
+    """Production deletes an outbox row once the broker has its event (OUTBOX_KEEP_PUBLISHED false, the default);
+    the service tests keep it marked published, to read what a service emitted."""
+    publish_join(container_factory, dict(config, OUTBOX_KEEP_PUBLISHED=False), "gone-1")
+    wait_for(lambda: db_of("kittest").seen.find_one({"_id": "gone-1"}))  # delivered and applied ...
+    wait_for(lambda: db_of("membership").outbox.count_documents({}) == 0)  # ... and its row deleted
