@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from services.stations import geo
+from support import client
 from support.client import admin_token, auth, member_token, problem, staff_token
 from tests.service.notify_support import Receiver
 
@@ -358,11 +359,12 @@ def test_a_redelivered_visit_event_counts_once(stack, admins):
     from unionhub_kit import events, topology
     st = create(stack, admins["chengdu"], spot())
     member = member_token(stack)
+    tap = client.EventTap(stack.env["AMQP_URI"], "stations", "station_visited")  # the event as a subscriber gets it
     visit = call(stack, "POST", "/api/v1/stations/%s/visits" % st["code"], member).json()
     eventually(lambda: call(stack, "GET", "/api/v1/stations/" + st["id"]).json()["visits_this_month"] == 1,
                "the visit counted")
-    env = stack.db("stations").outbox.find_one({"event_id": {"$exists": True}, "type": "station_visited",
-                                                "envelope.data.visit_id": visit["visit_id"]})["envelope"]
+    env = eventually(lambda: tap.messages(visit_id=visit["visit_id"]), "the station_visited event")[0]
+    tap.close()
     # a second, unrelated visit published after the duplicate: once it is counted, the duplicate was handled
     second = dict(events.build("stations", "station_visited", dict(env["data"], visit_id="dup-probe",
                                                                    user_id="probe-user")))
