@@ -18,6 +18,7 @@ import amqp.exceptions
 import eventlet
 import eventlet.semaphore
 import kombu
+import kombu.exceptions
 import kombu.serialization
 from nameko.constants import AMQP_SSL_CONFIG_KEY, DEFAULT_SERIALIZER, LOGIN_METHOD_CONFIG_KEY, SERIALIZER_CONFIG_KEY
 from nameko.exceptions import IncorrectSignature, UnserializableValueError, serialize
@@ -176,7 +177,7 @@ class TimedMethodProxy(MethodProxy):
                              # a request nobody took within the timeout is dropped by the broker (one that was
                              # taken may still be carried out after the 504: see timeout_message)
                              expiration=self.timeout)
-        except (IOError, OSError, amqp.exceptions.AMQPError) as exc:
+        except (IOError, OSError, amqp.exceptions.AMQPError, kombu.exceptions.KombuError) as exc:
             listener._reply_events.pop(correlation_id, None)
             raise ServiceUnavailable("the broker is not reachable: %s" % exc)
         return TimedReply(reply_event, self.timeout, lambda: listener._reply_events.pop(correlation_id, None),

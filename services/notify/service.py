@@ -14,7 +14,7 @@ from unionhub_kit import clock, crypto, events, idempotency, projection, topolog
 from unionhub_kit.batching import Batcher
 from unionhub_kit.config import timer
 from unionhub_kit.consumer import idempotent, on_event, run_once
-from unionhub_kit.errors import NotFound, validation_error
+from unionhub_kit.errors import NotFound, ServiceUnavailable, validation_error
 from unionhub_kit.logs import guarded
 from unionhub_kit.memory import ProcessMemory
 from unionhub_kit.metrics import ServiceMetrics
@@ -174,7 +174,12 @@ class NotifyService:
                                     txn)
         # its events are routed to the webhook queue before the registration is answered (a replay binds again:
         # the first answer may have been lost with a crash before this line)
-        routing.want(self.settings.amqp_uri, view["event_types"])
+        try:
+            routing.want(self.settings.amqp_uri, view["event_types"])
+        except Exception as exc:  # noqa: BLE001  (the broker away: stored, but its events are not routed yet)
+            log.warning("webhook %s stored but not yet routed: %s", view["id"], exc)
+            raise ServiceUnavailable("The webhook is stored but its events cannot be routed to it yet (the broker "
+                                     "did not answer); retry with the same Idempotency-Key.")
         return view
 
     @rpc

@@ -125,12 +125,15 @@ def test_ownership_and_bad_registrations(container_factory, config, tmp_path, re
         deliveries(notify, hook["id"])
 
 
-def test_private_targets_refused_unless_allowed(container_factory, config, tmp_path, receiver):
+def test_private_targets_refused_unless_allowed(container_factory, config, tmp_path, receiver, db_of):
+    """Refused by resolution and validation at registration: nothing is stored, so nothing is ever sent there."""
     notify = start(container_factory, notify_config(config, tmp_path, WEBHOOK_ALLOW_PRIVATE="0"))
     for url in (receiver().url, "http://localhost:9/x", "http://10.0.0.8/x", "http://169.254.169.254/latest"):
         with pytest.raises(ValidationFailed) as exc:
             register(notify, url, ["member_joined"])
         assert "private" in exc.value.errors["url"][0]
+    assert db_of("notify").webhooks.count_documents({}) == 0
+    assert db_of("notify").webhook_deliveries.count_documents({}) == 0
 
 
 def test_a_redelivered_event_is_delivered_to_a_webhook_once(container_factory, config, tmp_path, db_of, receiver):
@@ -185,3 +188,27 @@ def test_the_webhook_queue_is_routed_only_the_event_types_webhooks_want(containe
     with entrypoint_hook(notify, "delete_webhook") as delete:
         delete(ACME, one["id"])
     assert routed() == set()
+
+
+def test_a_registration_the_broker_cannot_route_yet_is_a_503_and_its_replay_routes_it(
+        container_factory, config, tmp_path, receiver, monkeypatch):
+    """The webhook is stored but binding its types fails (the broker away): 503, not 201 (its events would not reach
+    it); the same Idempotency-Key again, once the broker answers, binds them and answers the stored webhook."""
+    from services.notify import routing
+    from unionhub_kit.errors import ServiceUnavailable
+    notify = start(container_factory, notify_config(config, tmp_path))
+    body = {"url": receiver().url, "event_types": ["member_joined"], "secret": SECRET}
+    real_want = routing.want
+
+    def broker_away(*a, **kw):
+        raise ConnectionRefusedError("broker away")
+    monkeypatch.setattr(routing, "want", broker_away)
+    with entrypoint_hook(notify, "create_webhook") as create:
+        with pytest.raises(ServiceUnavailable):
+            create(ACME, body, "key-1")
+    monkeypatch.setattr(routing, "want", real_want)
+    with entrypoint_hook(notify, "create_webhook") as create:
+        again = create(ACME, body, "key-1")
+    assert again["event_types"] == ["membership.member_joined"]
+    with entrypoint_hook(notify, "list_webhooks") as listing:
+        assert [h["id"] for h in listing(ACME, {})["items"]] == [again["id"]]
