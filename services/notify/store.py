@@ -114,10 +114,32 @@ def erase_member(db, user_id, session):
                               session=session)
 
 
-def audience_stream(db, query, batch, skip=0):
-    """A cursor over the audience's user ids (natural order; the store streams it in ``batch``-sized reads), after
-    the first ``skip`` of them (a fan-out continued from its checkpoint)."""
-    return db.members.find(query, {"_id": 1}, batch_size=batch, skip=skip)
+AUDIENCE_INDEXED = ("region_code", "union_id")  # the members' indexed fields an audience query may name
+
+
+def audience_stream(db, query, batch, after=None, skip=None):
+    """A cursor over the audience's user ids in ``_id`` order (read in ``batch``-sized batches), after the member id
+    ``after`` (a fan-out continued from its checkpoint: ``{"_id": {"$gt": after}}`` joins the query).
+
+    An audience that names no indexed field (the province, a group) walks the ``_id`` index (``hint("_id_")``):
+    MongoDB scans it from ``after`` on and filters, streaming, where it would otherwise sort the whole audience
+    (7.5 million at most) in memory; SecantusDB 0.7 walks its id order instead of sorting in Python, 8.5 s of store
+    CPU at 200,000 members against 39.4 s unhinted (7.6 s in natural order). An audience by region or union is left
+    to that field's index and sorted (MongoDB: one region's members in memory; SecantusDB: 3.1 s at 5,465 of
+    200,000 members, against 20.9 s hinted to ``_id_`` and 2.0 s in natural order). Figures: a scratch probe,
+    ``nice -n 19``, load 9-12, store CPU to the first batch; see the commit.
+
+    ``skip``: an announcement checkpointed by a count in natural order, before the ids were, finishes in that order
+    (``fanout``)."""
+    if skip is not None:
+        return db.members.find(query, {"_id": 1}, batch_size=batch, skip=skip)
+    if after is not None:
+        assert "_id" not in query, query
+        query = dict(query, _id={"$gt": after})
+    cursor = db.members.find(query, {"_id": 1}, batch_size=batch).sort("_id", ASC)
+    if not any(field in query for field in AUDIENCE_INDEXED):
+        cursor = cursor.hint("_id_")
+    return cursor
 
 
 def member(db, user_id):
@@ -292,13 +314,15 @@ def start_announcement(db, _id, owner, now):
         {"$set": {"status": "running", "started_at": now}}).matched_count == 1
 
 
-def checkpoint_announcement(db, _id, owner, scanned, batches, lease_until):
-    """Record progress after a batch (the audience counted so far sees it in the inbox: recipients and delivered);
-    False if the lease was lost (another replica took over)."""
-    return db.announcements.update_one(
-        {"_id": _id, "lease_owner": owner},
-        {"$set": {"scanned": scanned, "batches": batches, "recipients": scanned, "delivered": scanned,
-                  "lease_until": lease_until}}).matched_count == 1
+def checkpoint_announcement(db, _id, owner, scanned, batches, lease_until, last_id=None):
+    """Record progress after a batch (the audience counted so far sees it in the inbox: recipients and delivered)
+    and the last member id counted (``last_id``: the next run continues after it); False if the lease was lost
+    (another replica took over)."""
+    progress = {"scanned": scanned, "batches": batches, "recipients": scanned, "delivered": scanned,
+                "lease_until": lease_until}
+    if last_id is not None:
+        progress["last_id"] = last_id
+    return db.announcements.update_one({"_id": _id, "lease_owner": owner}, {"$set": progress}).matched_count == 1
 
 
 def finish_announcement(db, _id, owner, now):

@@ -7,7 +7,7 @@ import eventlet
 import pytest
 from nameko.testing.services import entrypoint_hook
 
-from services.notify import domain, fanout
+from services.notify import domain, fanout, store
 from support.stack import wait_for
 from tests.service.notify_support import lines, notify_config, notify_container
 from unionhub_kit import clock
@@ -79,8 +79,10 @@ def assert_pushed_once(cfg, users):
         pass
     got = pushed_tokens(cfg)
     missing, twice = sorted(set(want) - set(got)), sorted(t for t, n in got.items() if n > 1)
-    assert got == want, "%d pushed, %d missing (%s), %d twice (%s), %d unexpected" % (
-        len(got), len(missing), missing[:3], len(twice), twice[:3], len(set(got) - set(want)))
+    calls = collections.Counter(m.get("delivery_id") for m in lines(cfg["PUSH_SINK_FILE"]) if isinstance(m["to"], list))
+    assert got == want, "%d pushed, %d missing (%s), %d twice (%s), %d unexpected; %d provider calls, %d of them " \
+        "repeats of a dispatch" % (len(got), len(missing), missing[:3], len(twice), twice[:3],
+                                   len(set(got) - set(want)), sum(calls.values()), sum(calls.values()) - len(calls))
 
 
 def test_announcement_is_in_every_audience_inbox_at_once_and_pushed_in_multicasts(
@@ -187,8 +189,13 @@ def test_fan_out_failing_between_a_batch_and_its_checkpoint_resumes_without_dupl
     assert_pushed_once(cfg, expected)
 
 
+@pytest.mark.parametrize("audience", [AUDIENCE["audience"], {"occupation_groups": ["courier"]}],
+                         ids=["by_region_index", "by_id_index"])  # the second names no indexed field: hint("_id_")
 def test_process_dying_mid_announcement_is_resumed_by_another_after_its_lease(
-        container_factory, config, tmp_path, db_of, monkeypatch):
+        container_factory, config, tmp_path, db_of, monkeypatch, audience):
+    """The audience streams in ``_id`` order and the checkpoint names the last member counted: the worker that takes
+    over continues after that member (not after a count of members in an order a restart may change), so every
+    member is counted once and every device gets the push once."""
     cfg = notify_config(config, tmp_path, NOTIFY_FANOUT_BATCH=BATCH, NOTIFY_LEASE_SECONDS=1)
     db = db_of("notify")
     first = start(container_factory, cfg)
@@ -202,18 +209,54 @@ def test_process_dying_mid_announcement_is_resumed_by_another_after_its_lease(
         if len(calls) == 2:
             stuck.wait()  # the process hangs here until it is killed: batch 2 written, no checkpoint
     monkeypatch.setattr(fanout, "before_checkpoint", die_on_second)
-    out = announce(first)
+    out = announce(first, dict(AUDIENCE, audience=audience))  # both: the couriers of the admin's Chengdu (5101)
     wait_for(lambda: len(calls) == 2)
     mid = db.announcements.find_one({"_id": out["id"]})
     assert mid["status"] == "running" and mid["recipients"] == BATCH and mid["scanned"] == BATCH
+    assert mid["last_id"] == calls[0][-1]  # the checkpoint names the last member it counted
+    # the kill is for the fan-out: the messages this process queued (batches 1 and 2) are sent and settled first (a
+    # kill between a provider call and its settle repeats that call under the same Idempotency-Key; not this test's)
+    wait_for(lambda: db.dispatches.count_documents({}) and db.dispatches.count_documents(
+        {"status": {"$ne": "delivered"}}) == 0)
     first.kill()  # dies holding the lease
 
     monkeypatch.setattr(fanout, "before_checkpoint", lambda aid, user_ids: calls.append(list(user_ids)))
     second = start(container_factory, cfg)
     done = wait_for(lambda: (lambda p: p["status"] == "done" and p)(progress(second, out["id"])))
     assert len(expected) > 3 * BATCH and calls[2] == calls[1]  # the batch after the checkpoint, again
+    assert calls[2][0] > mid["last_id"]
+    # counted in _id order, each member once: the first process's checkpointed batch, then the second's batches
+    assert [u for batch in [calls[0]] + calls[2:] for u in batch] == sorted(expected)
     assert done["delivered"] == done["recipients"] == len(expected)
+    assert db.announcements.find_one({"_id": out["id"]})["last_id"] == max(expected)
     assert_pushed_once(cfg, expected)
+
+
+def test_announcement_checkpointed_by_a_count_only_finishes_in_natural_order(container_factory, config, tmp_path,
+                                                                             db_of, monkeypatch):
+    """An announcement in flight from before the checkpoint named a member (``scanned`` and ``batches``, no
+    ``last_id``; counted in natural order) finishes in that order after ``skip=scanned``, and stays that way."""
+    cfg = notify_config(config, tmp_path, NOTIFY_FANOUT_BATCH=BATCH, NOTIFY_LEASE_SECONDS=1)
+    db = db_of("notify")
+    expected = seed(db, 1500)
+    give_devices(db, expected)
+    doc = domain.announcement_doc(ADMIN, AUDIENCE, clock.now())
+    # the order the older worker counted in: the store's answer to the plain query, which changes with the indexes
+    # there are (this store walks the region_code index once it exists: grouped by region, not insertion order)
+    store.ensure_indexes(db)
+    natural = [d["_id"] for d in db.members.find(domain.audience_filter(doc["audience"], doc["scope"]), {"_id": 1})]
+    assert sorted(natural) == sorted(expected)
+    doc.update(status="running", started_at=clock.now(), scanned=BATCH, batches=1, recipients=BATCH, delivered=BATCH,
+               lease_owner="notify-old", lease_until=clock.now())  # an older worker's, its lease run out
+    db.announcements.insert_one(doc)
+    calls = []
+    monkeypatch.setattr(fanout, "before_checkpoint", lambda aid, user_ids: calls.append(list(user_ids)))
+    notify = start(container_factory, cfg)
+    done = wait_for(lambda: (lambda p: p["status"] == "done" and p)(progress(notify, doc["_id"])))
+    assert [u for batch in calls for u in batch] == natural[BATCH:]
+    assert done["delivered"] == done["recipients"] == len(expected)
+    assert "last_id" not in db.announcements.find_one({"_id": doc["_id"]})
+    assert_pushed_once(cfg, natural[BATCH:])  # the first batch was the older worker's
 
 
 def test_inbox_keeps_recent_announcements_in_memory_and_reads_the_store_for_the_rest(container_factory, config,
