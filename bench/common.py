@@ -344,6 +344,31 @@ def _rabbit_pid():
     return None
 
 
+def machine_cpu():
+    """(busy, total) jiffies of the whole machine from /proc/stat (every process, the benchmark's own included)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def machine_busy(before, after):
+    """Cores busy on the whole machine between two ``machine_cpu()`` readings (2.0 = both cores of these machines
+    all the time), and the benchmark process's own share is in ``self_cpu``."""
+    if not before or not after or after[1] == before[1]:
+        return None
+    return round((after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1), 3)
+
+
+def self_cpu():
+    """CPU seconds this (benchmark client) process has used."""
+    t = os.times()
+    return t.user + t.system
+
+
 def opcounters(st):
     try:
         return dict(st.mongo.admin.command("serverStatus").get("opcounters") or {})

@@ -8,6 +8,8 @@ token, warms up on another campaign, then lets all N claim the grab campaign at 
 * claims/s over all N requests and p50/p95/p99 latency (201 and 409 alike), and the same for the 201s alone while
   stock lasted (the claim path proper: guarded count, coupon, outbox event, stock, in one transaction);
 * issued coupons (must equal Q), the largest number any member holds (must be 1), 201/409 counts, sold-out events;
+* the CPU each process spent per request (the benchmark client's own included) and the whole machine's busy cores
+  during the grab: when it is near 2.0 on these 2-core machines, a second replica has no CPU to add;
 * the same run's raw figures: nameko RPC round trips/s (``ClusterRpcProxy`` calling ``benefits.ping``, 32 in
   flight) and raw store ``find_one_and_update``/s (32 green threads, ``$inc`` on a scratch collection), and the
   ratios of claims/s to them.
@@ -266,10 +268,17 @@ def run_once(cfg, replicas):
         random.shuffle(user_tokens)
         pids = processes(st)
         before, ops_before = cpu_snapshot(pids), common.opcounters(st)
+        machine_before, client_before = common.machine_cpu(), common.self_cpu()
         started, samples = grab(st, target["id"], user_tokens, cfg["concurrency"])
+        machine_after, client_after = common.machine_cpu(), common.self_cpu()
         after, ops_after = cpu_snapshot(pids), common.opcounters(st)
         result = summarise(started, samples, cfg["quota"])
         result["cpu_during_grab"] = cpu_used(before, after, len(samples))
+        client = client_after - client_before
+        result["cpu_during_grab"]["bench-client"] = {
+            "cpu_s": round(client, 2), "cpu_ms_per_request": round(client * 1000.0 / len(samples), 2)}
+        # the whole machine: when it is all busy (2.0 on these 2-core machines) a second replica has no CPU to add
+        result["machine_cores_busy"] = common.machine_busy(machine_before, machine_after)
         # is the store the ceiling? its own CPU (one Python process: 1.0 = a whole core) and operations per request
         result["cpu_cores_busy"] = {name: round(c["cpu_s"] / result["elapsed_s"], 3)
                                     for name, c in result["cpu_during_grab"].items()}
@@ -326,7 +335,10 @@ def figures(res):
                      max(0, issued - quota), max(0, ok - issued), r["check"]["per_member_max"]), "coupons"),
                  ("flash grab %s, store cores busy / ops per request" % name, "%s / %s" % (
                      r.get("cpu_cores_busy", {}).get("store"),
-                     round(sum((r.get("store_ops_per_request") or {}).values()), 2)), "")]
+                     round(sum((r.get("store_ops_per_request") or {}).values()), 2)), ""),
+                 ("flash grab %s, machine cores busy (of %d) / CPU ms per request, all processes" % (
+                     name, os.cpu_count() or 1), "%s / %s" % (r.get("machine_cores_busy"), round(sum(
+                         c["cpu_ms_per_request"] for c in r.get("cpu_during_grab", {}).values()), 2)), "")]
     if "benefits_x1" in runs and "benefits_x2" in runs:
         rows.append(("flash grab, 2 replicas / 1 replica claims/s", round(
             runs["benefits_x2"]["claims_per_s"] / runs["benefits_x1"]["claims_per_s"], 2), "x"))
@@ -355,6 +367,7 @@ def table(cfg, runs):
         rows += [(name, "outcome %s" % k, v) for k, v in sorted(r["outcomes"].items())]
         rows += [(name, "CPU ms/request: %s" % k, v["cpu_ms_per_request"])
                  for k, v in sorted(r["cpu_during_grab"].items())]
+        rows.append((name, "machine cores busy during the grab", r.get("machine_cores_busy")))
         rows.append((name, "load average after the grab", "%.1f %.1f %.1f" % tuple(r["load_average_after"])))
     return common.table(rows, ["run", "figure", "value"])
 

@@ -217,8 +217,10 @@ class BenefitsService:
             try:
                 issued, emptied = transaction(self.db, lambda session: self._write_claims(
                     session, campaign, items, accepted, coupons, pool, leased))
-            finally:
-                pool.release(leased)
+            except BaseException:
+                pool.release(leased, conflicted=True)
+                raise
+            pool.release(leased)
             for n in issued:
                 out[n] = domain.coupon_view(coupons[n], now)
             short = accepted[len(issued):]
@@ -262,7 +264,7 @@ class BenefitsService:
         """The batch's transaction: the stock first (one write per bucket; the claims beyond what is left are sold
         out), then the guarded claim counts, the coupons, the remembered answers and the events, one write each.
         Returns (the claims issued, whether a bucket was emptied)."""
-        pool.release(leased)  # a retried attempt starts afresh
+        pool.release(leased, conflicted=True)  # a retried attempt starts afresh, away from where it collided
         del leased[:]
         got, emptied = self._take_stock(session, campaign, len(accepted), pool, leased)
         issued = accepted[:got]

@@ -141,6 +141,21 @@ def test_bucket_pool_leases_each_bucket_to_one_claim_at_a_time():
     assert pool.free == [leased[0]]
 
 
+def test_bucket_pool_finishes_a_bucket_before_opening_another_and_retries_elsewhere():
+    for _ in range(20):
+        pool = domain.BucketPool(8)
+        first = pool.lease()
+        pool.release([first])  # stock left: the same bucket again
+        assert pool.lease() == first
+        pool.release([first], conflicted=True)  # aborted by another replica's write: every other bucket first
+        assert [pool.lease() for _ in range(7)].count(first) == 0 and pool.lease() == first
+        pool.emptied(first)
+        pool.release([first])
+        assert pool.lease() is None
+    starts = {domain.BucketPool(64).lease() for _ in range(50)}
+    assert len(starts) > 10  # replicas open buckets in different orders
+
+
 # ---- scopes ---------------------------------------------------------------------------------------------------
 def test_scope_and_area_rules():
     assert domain.scope_of({"role": "union_admin", "scope": "510100"}) == "5101"
