@@ -22,6 +22,12 @@ Every phase runs ``BENCH_SCALE_PASSES`` (2) times on each stack: ``p95_ratio`` c
 request of every component (the seed-scale store's too, when it runs on this machine) and the store operations per
 request. Writes ``bench/results/scale.json``: per phase the runs' figures and both ratios;
 ``announcement_visible_ms``: ``BENCH_SCALE_ANNOUNCEMENTS`` (3) samples per pass.
+
+``BENCH_SCALE_PHASES`` (comma-separated, default every phase) runs only those phases and what they need (``token``
+needs ``otp``'s phones, ``join`` its tokens, ``approve`` the joins); the announcement samples and the empty store's
+campaigns only when a phase reads them. E.g. login alone against a store seeded ``--only membership``::
+
+    BENCH_SCALE_PHASES=otp,token BENCH_SCALE_URI=... python -m bench.scale
 """
 from bench import common  # noqa: I001  (monkey-patches first)
 
@@ -68,6 +74,29 @@ class Codes:
 
 
 ANNOUNCEMENT_SAMPLES = common.env_int("BENCH_SCALE_ANNOUNCEMENTS", 3)
+ALL_PHASES = ("otp", "token", "join", "approve", "me", "member_list_deep", "stats_members", "stats_benefits", "inbox",
+              "claim")
+NEEDS = {"token": "otp", "join": "token", "approve": "join"}
+MEMBER_PHASES = {"me", "inbox", "claim"}  # these act as the sampled members (seeded_members / empty_members)
+
+
+def chosen_phases(spec=None):
+    """The phases ``BENCH_SCALE_PHASES`` asks for, with the ones they need (``NEEDS``), in run order."""
+    spec = os.environ.get("BENCH_SCALE_PHASES", "") if spec is None else spec
+    asked = {p.strip() for p in spec.split(",") if p.strip()} or set(ALL_PHASES)
+    unknown = asked - set(ALL_PHASES)
+    if unknown:
+        raise SystemExit("BENCH_SCALE_PHASES: unknown %s (phases: %s)" % (sorted(unknown), ",".join(ALL_PHASES)))
+    for p in list(asked):
+        while p in NEEDS:
+            p = NEEDS[p]
+            asked.add(p)
+    return [p for p in ALL_PHASES if p in asked]
+
+
+PHASES = chosen_phases()
+ANNOUNCE = ANNOUNCEMENT_SAMPLES if len(PHASES) == len(ALL_PHASES) else 0  # the samples: only in a full run
+SAMPLE_MEMBERS = bool(MEMBER_PHASES & set(PHASES)) or ANNOUNCE > 0
 
 
 def store_pid(uri):
@@ -111,7 +140,8 @@ def run_on(st, members, label):
         if status == 202:
             phones.append(phone)
         return status
-    out["otp"] = phase(st, "otp", otp)
+    if "otp" in PHASES:
+        out["otp"] = phase(st, "otp", otp)
     fresh = []
 
     def token(h, i):
@@ -121,8 +151,9 @@ def run_on(st, members, label):
         if status == 200:
             fresh.append(body["access_token"])
         return status
-    out["token"] = phase(st, "token", token, total=len(phones))
-    union = client.create_union(st, admin, auto_approve=False)
+    if "token" in PHASES:
+        out["token"] = phase(st, "token", token, total=len(phones))
+    union = client.create_union(st, admin, auto_approve=False) if "join" in PHASES else None
     joined = []
 
     def join(h, i):
@@ -133,9 +164,11 @@ def run_on(st, members, label):
         if status == 201:
             joined.append(body["id"])
         return status
-    out["join"] = phase(st, "join", join, total=len(fresh))
-    out["approve"] = phase(st, "approve", lambda h, i: h.post("/api/v1/admin/members/%s/approve" % joined[i]),
-                           tokens_=[admin] * CONC, total=len(joined))
+    if "join" in PHASES:
+        out["join"] = phase(st, "join", join, total=len(fresh))
+    if "approve" in PHASES:
+        out["approve"] = phase(st, "approve", lambda h, i: h.post("/api/v1/admin/members/%s/approve" % joined[i]),
+                               tokens_=[admin] * CONC, total=len(joined))
     member_tokens = [t for t, _ in members]
 
     def as_member(path):
@@ -143,7 +176,8 @@ def run_on(st, members, label):
             h.token = member_tokens[i % len(member_tokens)]
             return h.get(path)
         return call
-    out["me"] = phase(st, "me", as_member("/api/v1/members/me"))
+    if "me" in PHASES:
+        out["me"] = phase(st, "me", as_member("/api/v1/members/me"))
 
     def deep_page(h, i):
         """Each connection walks the province admin's list 50 at a time, ``PAGES`` pages deep, and again."""
@@ -152,17 +186,22 @@ def run_on(st, members, label):
         nxt = body.get("next_cursor") if status == 200 and isinstance(body, dict) else None
         h.cursor, h.depth = (nxt, depth + 1) if nxt and depth + 1 < PAGES else (None, 0)
         return status
-    out["member_list_deep"] = phase(st, "member_list_deep", deep_page, tokens_=[admin] * CONC)
-    out["stats_members"] = phase(st, "stats_members",
-                                 lambda h, i: h.get("/api/v1/admin/stats/members?group_by=prefecture"),
-                                 tokens_=[admin] * CONC)
-    out["stats_benefits"] = phase(st, "stats_benefits", lambda h, i: h.get("/api/v1/admin/stats/benefits"),
-                                  tokens_=[admin] * CONC)
-    out["inbox"] = phase(st, "inbox", as_member("/api/v1/members/me/notifications"))
-    campaign = common.create_campaign(st, admin, quota=10 ** 6, per_member_limit=100,
-                                      title="scale claim %s" % uuid.uuid4().hex[:6])
-    out["claim"] = phase(st, "claim", _claimer(campaign["id"], member_tokens))
-    out["announcement_visible_ms"] = [announcement_visible(st, admin, members) for _ in range(ANNOUNCEMENT_SAMPLES)]
+    if "member_list_deep" in PHASES:
+        out["member_list_deep"] = phase(st, "member_list_deep", deep_page, tokens_=[admin] * CONC)
+    if "stats_members" in PHASES:
+        out["stats_members"] = phase(st, "stats_members",
+                                     lambda h, i: h.get("/api/v1/admin/stats/members?group_by=prefecture"),
+                                     tokens_=[admin] * CONC)
+    if "stats_benefits" in PHASES:
+        out["stats_benefits"] = phase(st, "stats_benefits", lambda h, i: h.get("/api/v1/admin/stats/benefits"),
+                                      tokens_=[admin] * CONC)
+    if "inbox" in PHASES:
+        out["inbox"] = phase(st, "inbox", as_member("/api/v1/members/me/notifications"))
+    if "claim" in PHASES:
+        campaign = common.create_campaign(st, admin, quota=10 ** 6, per_member_limit=100,
+                                          title="scale claim %s" % uuid.uuid4().hex[:6])
+        out["claim"] = phase(st, "claim", _claimer(campaign["id"], member_tokens))
+    out["announcement_visible_ms"] = [announcement_visible(st, admin, members) for _ in range(ANNOUNCE)]
     for k, v in out.items():
         if isinstance(v, dict):
             common.say("  %-18s %s p50 %s p95 %s ms  %s/s  %s" % (label, k, v.get("p50_ms"), v.get("p95_ms"),
@@ -205,20 +244,24 @@ EMPTY_CAMPAIGNS = common.env_int("BENCH_SCALE_EMPTY_CAMPAIGNS", 21)
 
 
 def empty_members(st, n=24):
-    made = common.new_members(st, n)
+    """Members made through the app on the empty store, a few announcements and a page of campaigns (each only when
+    a chosen phase reads it)."""
     admin = client.admin_token(st)
+    made = common.new_members(st, n) if SAMPLE_MEMBERS else []
     h = common.Http(st.url, token=admin)
-    for k in range(3):  # a few announcements, as the inbox at scale has a year of them
+    for k in range(3 if "inbox" in PHASES or ANNOUNCE else 0):  # a few, as the inbox at scale has a year of them
         h.request("POST", "/api/v1/announcements", {"title": "通知 %d" % k, "body": "b",
                                                     "audience": {"region_codes": ["51"]}})
     h.close()
-    for k in range(EMPTY_CAMPAIGNS):  # a full page of campaigns: the stats page at scale lists 20 rows, not 2
+    for k in range(EMPTY_CAMPAIGNS if "stats_benefits" in PHASES else 0):  # a full page: 20 rows at scale, not 2
         common.create_campaign(st, admin, title="empty-store campaign %d" % k)
     return [(t, tokens.verify(t)["sub"]) for t, _m, _p in made]
 
 
 def seeded_members(st, n=400):
     """Active seeded members (their projections exist in every service), with tokens minted for them."""
+    if not SAMPLE_MEMBERS:
+        return []
     db = st.db("notify")
     docs = list(db.members.find({"status": "active", "_id": {"$regex": "^usr_seed"}}, {"_id": 1}).limit(n * 5))
     docs = random.Random(7).sample(docs, min(n, len(docs)))
@@ -292,7 +335,7 @@ def main():
     uri, prefix = os.environ.get("BENCH_SCALE_URI"), os.environ.get("BENCH_SCALE_PREFIX", "scale")
     if not uri:
         raise SystemExit("BENCH_SCALE_URI: the store make seed-scale loaded")
-    result = {"concurrency": CONC, "seconds_per_phase": SECONDS, "passes": PASSES,
+    result = {"concurrency": CONC, "seconds_per_phase": SECONDS, "passes": PASSES, "phase_names": PHASES,
               "load_average_before": os.getloadavg()}
     common.say("scale: the empty store ...")
     with common.stack(extra_env=ENV) as st:
@@ -327,7 +370,8 @@ def main():
                                          empty["cold"]["announcement_visible_ms"],
                                          "scale": scale["cold"]["announcement_visible_ms"] +
                                          scale["warm"]["announcement_visible_ms"]}
-    common.write_result("scale", result)
+    # a run of some phases does not replace the full run's figures (make bench reads scale.json)
+    common.write_result("scale" if len(PHASES) == len(ALL_PHASES) else "scale_" + "_".join(PHASES), result)
     headers = ["request", "empty p95 ms", "scale p95 ms", "p95_ratio", "empty /s", "scale /s", "empty CPU ms/req",
                "scale CPU ms/req"]
     print("warm (pass %d of each store):" % PASSES)
