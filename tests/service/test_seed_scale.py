@@ -45,6 +45,13 @@ def test_seed_scale_loads_resumes_and_counts(env):
         by_pref = collections.Counter(m["prefecture_code"] for m in members.find({"status": status_}))
         got = dict(membership_store.count_members(db_of("membership"), "51", status_, "prefecture"))
         assert got == dict(by_pref)
+    # a membership process starting on the loaded store serves at once: it does not count the members again
+    mdb = db_of("membership")
+    some = mdb.member_counts.find_one({})
+    mdb.member_counts.update_one({"_id": some["_id"]}, {"$inc": {"n": 1000}})
+    membership_store.ensure_member_counts(mdb)
+    assert mdb.member_counts.find_one({"_id": some["_id"]})["n"] == some["n"] + 1000
+    mdb.member_counts.update_one({"_id": some["_id"]}, {"$inc": {"n": -1000}})
     # a seeded member's inbox: their own entries and the year's announcements, newest first
     active = next(p for p in with_member if p["member"]["status"] == "active")
     page = inbox.page(db_of("notify"), active["user_id"], None, None, 20)
