@@ -22,11 +22,11 @@ import random
 from marshmallow import ValidationError
 from nameko.amqp.publish import Publisher as AmqpPublisher
 from nameko.messaging import Consumer, QueueConsumer
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from . import clock, config, events, topology
 from .errors import AppError
-from .mongo import background_timeout, transaction, unavailable
+from .mongo import DUPLICATE_KEY, background_timeout, transaction, unavailable
 
 log = logging.getLogger("unionhub.consumer")
 
@@ -195,11 +195,13 @@ def _processed_key(envelope, handler):
 def run_once_many(db, envelopes, fn, handler=None, attempts=5):
     """The batch form of ``run_once`` (a group commit of one handler's events): ``fn(session, fresh)`` with the
     envelopes not recorded before (each once, however often it is in the batch), in one transaction that records
-    them all with one ``insert_many``. An event recorded meanwhile by another replica aborts the transaction (a
-    duplicate key); the batch is then sorted again without it."""
-    for _ in range(attempts):
-        keys = [_processed_key(env, handler) for env in envelopes]
-        done = {d["_id"] for d in db.processed_events.find({"_id": {"$in": keys}}, {"_id": 1})}
+    them all with one ``insert_many``. An event recorded before (a redelivery) or meanwhile by another replica aborts
+    the transaction (a duplicate key); the batch is then sorted again without it."""
+    keys = [_processed_key(env, handler) for env in envelopes]
+    for attempt in range(attempts):
+        # first optimistically (a redelivered event is rare: its record's unique _id aborts the transaction and the
+        # batch is sorted then), which saves every batch a read of the records
+        done = {d["_id"] for d in db.processed_events.find({"_id": {"$in": keys}}, {"_id": 1})} if attempt else set()
         fresh = {}
         for key, env in zip(keys, envelopes):
             if key not in done:
@@ -216,6 +218,10 @@ def run_once_many(db, envelopes, fn, handler=None, attempts=5):
             transaction(db, txn, timeout=background_timeout())
             return
         except DuplicateKeyError:
+            continue
+        except BulkWriteError as exc:  # insert_many's form of a duplicate record
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
             continue
     raise RuntimeError("events of this batch kept being recorded concurrently")
 

@@ -125,8 +125,20 @@ class MongoClient(SharedExtension):
 
 def ensure_kit_indexes(db):
     db.processed_events.create_index([("at", pymongo.ASCENDING)])
-    db.outbox.create_index([("published_at", pymongo.ASCENDING), ("lease_until", pymongo.ASCENDING)])
-    db.outbox.create_index([("published_at", pymongo.ASCENDING), ("owner", pymongo.ASCENDING)])
+    # one index serves both relays' reads: a process's own unleased rows (published_at None, lease_until the epoch,
+    # owner) and anyone's rows free to lease (published_at None, lease_until before now). Each secondary index costs
+    # the embedded store ~0.15 ms of CPU per row on insert and again on delete (1,000s of outbox rows, journaled,
+    # batches of 50: insert 0.48 -> 0.33 ms a row, delete 0.63 -> 0.44 with one index instead of two), and every
+    # claim and every event writes and deletes a row
+    db.outbox.create_index([("published_at", pymongo.ASCENDING), ("lease_until", pymongo.ASCENDING),
+                            ("owner", pymongo.ASCENDING)])
+    existing = db.outbox.index_information()
+    for old in ("published_at_1_owner_1", "published_at_1_lease_until_1"):  # what the two indexes were
+        if old in existing:
+            try:
+                db.outbox.drop_index(old)
+            except pymongo.errors.OperationFailure:  # another process dropped it first
+                pass
     db.idempotency.create_index([("created_at", pymongo.ASCENDING)])
 
 

@@ -180,8 +180,9 @@ def publish_rows(db, service, publisher, docs, keep=False):
 
 def relay_own(db, service, publisher, owner, limit=BATCH, keep=False):
     """Publish up to ``limit`` of the rows this process wrote (no lease: only this process's relay takes them
-    before they are orphans). Return how many."""
-    docs = list(db.outbox.find({"published_at": None, "owner": owner}).sort("_id", 1).limit(limit))
+    before they are orphans; one that another relay leased as an orphan is left to it). Return how many."""
+    docs = list(db.outbox.find({"published_at": None, "lease_until": EPOCH, "owner": owner}).sort("_id", 1)
+                .limit(limit))
     if docs:
         publish_rows(db, service, publisher, docs, keep)
     return len(docs)

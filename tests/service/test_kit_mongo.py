@@ -70,3 +70,28 @@ def test_after_commit_runs_once_after_the_commit_and_never_for_a_failed_transact
     with pytest.raises(ValueError):
         transaction(coll.database, failing)
     assert seen == ["again", 2] and coll.count_documents({"_id": 2}) == 0
+
+
+def test_run_once_many_applies_each_event_once_across_redeliveries_and_duplicates_in_a_batch(db_of):
+    """The first attempt inserts the batch's records without reading them first; a redelivered event's record
+    aborts it and the batch is sorted again: only the fresh events are handled, each once."""
+    import uuid
+
+    from unionhub_kit.consumer import run_once_many
+    db = db_of("kitmany")
+    envs = [{"id": uuid.uuid4().hex, "source": "membership", "type": "member_joined", "data": {"n": i}}
+            for i in range(5)]
+    handled = []
+
+    def fn(session, fresh):
+        db.handled.insert_many([{"n": e["data"]["n"]} for e in fresh], session=session)
+        handled.append(sorted(e["data"]["n"] for e in fresh))
+
+    run_once_many(db, envs[:3], fn, handler="h")
+    run_once_many(db, [envs[1], envs[3], envs[3], envs[0], envs[4]], fn, handler="h")  # 0 and 1 redelivered
+    run_once_many(db, envs[:2], fn, handler="h")  # all seen: nothing runs
+    assert handled[0] == [0, 1, 2] and handled[-1] == [3, 4]
+    assert sorted(d["n"] for d in db.handled.find()) == [0, 1, 2, 3, 4]
+    assert db.processed_events.count_documents({}) == 5
+    run_once_many(db, envs[:3], fn, handler="other")  # another handler of the same events applies them once too
+    assert db.processed_events.count_documents({}) == 8
