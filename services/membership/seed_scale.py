@@ -23,7 +23,7 @@ def run(ctx):
         db, ctx.progress("membership counters", int(ctx.users * population.MEMBER_SHARE), "members").add))
     # the mark a starting process looks for (store.ensure_member_counts): without it the first start on the loaded
     # store counted every member again before serving (212,365 members: over the 180 s a stack is given to start)
-    db.counters.update_one({"_id": "member-counts"}, {"$setOnInsert": {"at": clock.now()}}, upsert=True)
+    db.counters.update_one({"_id": "member-counts"}, {"$set": {"state": "built", "at": clock.now()}}, upsert=True)
 
 
 def load_unions(ctx, db):

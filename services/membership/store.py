@@ -12,6 +12,7 @@ Uniqueness is enforced by the store, never by read-then-write: a live membership
 ``live_id`` (the keyed hash of the ID number) and ``live_user``, both under unique partial indexes; a pending
 transfer carries ``live_member``. State changes are conditional updates on the expected state.
 """
+import logging
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -26,6 +27,7 @@ from unionhub_kit.mongo import background_timeout, insert_unique, transaction, u
 from . import domain
 
 ASC = pymongo.ASCENDING
+log = logging.getLogger("unionhub.membership")
 
 
 def _exists(field):
@@ -531,38 +533,57 @@ def _counters_and_deltas(db, flt):
         list(db.member_count_deltas.find({}, {"incs": 1}, session=session))))
 
 
+COUNTS_LEASE = timedelta(minutes=2)  # a rebuild renews its mark at least this often (every 10,000 members)
+
+
 def ensure_member_counts(db):
     """At start: counters for the members written before there were counters (once; the first process to start
-    builds them, before it serves)."""
+    builds them, before it serves). The mark says ``building`` until the counters are written: a process that was
+    killed while building stops renewing it, and the next start that finds it stale builds them again (a mark
+    without a state, from before, or set by ``make seed-scale``, means built)."""
+    now = clock.now()
     try:
-        db.counters.insert_one({"_id": "member-counts", "at": clock.now()})
+        db.counters.insert_one({"_id": "member-counts", "state": "building", "at": now})
     except DuplicateKeyError:
-        return
+        # a build left half done: take it over once its builder has stopped renewing the mark (a guarded write:
+        # of two processes starting at once, one takes it)
+        if db.counters.update_one({"_id": "member-counts", "state": "building", "at": {"$lt": now - COUNTS_LEASE}},
+                                  {"$set": {"at": now}}).modified_count != 1:
+            return
+        log.warning("the member counters were left half built; building them again")
     if db.members.estimated_document_count():
-        rebuild_member_counts(db)
+        rebuild_member_counts(db, renew=lambda: db.counters.update_one(
+            {"_id": "member-counts", "state": "building"}, {"$set": {"at": clock.now()}}))
+    db.counters.update_one({"_id": "member-counts"}, {"$set": {"state": "built", "at": clock.now()}})
 
 
-def rebuild_member_counts(db, progress=None):
+def rebuild_member_counts(db, progress=None, renew=None):
     """Counters from the members themselves (members written before the counters; seed-scale after loading): one
-    pass over the members. ``progress(n)`` is told every 10,000 members."""
+    pass over the members. ``progress(n)`` is told every 10,000 members; ``renew()`` is called as often, and every
+    1,000 counters written."""
     db.member_counts.delete_many({})
     db.member_count_deltas.delete_many({})
     sums = {}
     fields = {"status": 1, "union_id": 1, "region_code": 1, "prefecture_code": 1, "occupation_group": 1,
               "created_at": 1}
     for n, m in enumerate(db.members.find({}, fields, batch_size=5000), 1):
-        if progress and n % 10000 == 0:
-            progress(10000)
+        if n % 10000 == 0:
+            if progress:
+                progress(10000)
+            if renew:
+                renew()
         for key, delta in domain.count_changes(m, m["status"], 1):
             sums[key] = sums.get(key, 0) + delta
-    write_member_counts(db, sums)
+    write_member_counts(db, sums, renew)
 
 
-def write_member_counts(db, sums):
+def write_member_counts(db, sums, renew=None):
     ops = [UpdateOne({"_id": k}, {"$inc": {"n": v}, "$setOnInsert": domain.counter_fields(k)}, upsert=True)
            for k, v in sums.items() if v]
     for n in range(0, len(ops), 1000):
         db.member_counts.bulk_write(ops[n:n + 1000], ordered=False)
+        if renew:
+            renew()
 
 
 # ---- transfers --------------------------------------------------------------------------------------------------

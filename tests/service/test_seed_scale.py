@@ -1,13 +1,14 @@
 """``make seed-scale`` (deploy/seed_scale.py) on the real store, small: membership, benefits' and notify's data as
 their services would have written it, the counters exact, an interrupted load resumed without duplicates."""
 import collections
+import datetime
 
 import pytest
 
 from deploy import seed_scale
 from services.membership import store as membership_store
 from services.notify import inbox
-from unionhub_kit import population
+from unionhub_kit import clock, population
 
 USERS, BATCH = 900, 300
 ARGS = ["--users", str(USERS), "--batch", str(BATCH), "--union-share", "0.01", "--coupons-per-user", "2",
@@ -51,7 +52,16 @@ def test_seed_scale_loads_resumes_and_counts(env):
     mdb.member_counts.update_one({"_id": some["_id"]}, {"$inc": {"n": 1000}})
     membership_store.ensure_member_counts(mdb)
     assert mdb.member_counts.find_one({"_id": some["_id"]})["n"] == some["n"] + 1000
-    mdb.member_counts.update_one({"_id": some["_id"]}, {"$inc": {"n": -1000}})
+    # a start killed while it built them left the mark "building": while its builder renews it, nobody else
+    # builds; once it is stale, the next start builds them again (the corrupted counter comes out right)
+    mdb.counters.update_one({"_id": "member-counts"}, {"$set": {"state": "building", "at": clock.now()}})
+    membership_store.ensure_member_counts(mdb)
+    assert mdb.member_counts.find_one({"_id": some["_id"]})["n"] == some["n"] + 1000
+    stale = clock.now() - membership_store.COUNTS_LEASE - datetime.timedelta(seconds=1)
+    mdb.counters.update_one({"_id": "member-counts"}, {"$set": {"at": stale}})
+    membership_store.ensure_member_counts(mdb)
+    assert mdb.member_counts.find_one({"_id": some["_id"]})["n"] == some["n"]
+    assert mdb.counters.find_one({"_id": "member-counts"})["state"] == "built"
     # a seeded member's inbox: their own entries and the year's announcements, newest first
     active = next(p for p in with_member if p["member"]["status"] == "active")
     page = inbox.page(db_of("notify"), active["user_id"], None, None, 20)
