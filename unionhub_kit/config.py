@@ -170,9 +170,10 @@ class Container(ServiceContainer):
     environment checked (``unionhub_kit.keys``: a production start needs a secret of its own)."""
 
     def __init__(self, service_cls, config):
-        from . import keys
+        from . import keys, logs
         super().__init__(service_cls, complete(config))
         keys.check_environment("the %s service" % self.service_name)
+        logs.drop_expected_errors()
 
 
 def nameko_config(**overrides):
