@@ -318,9 +318,13 @@ def _private(address):
             or ip.is_unspecified or not ip.is_global)
 
 
-def target_problem(url, allow_private, resolve=socket.getaddrinfo):
+resolve_host = socket.getaddrinfo  # how a webhook's host is resolved (tests put an offline resolver here)
+
+
+def target_problem(url, allow_private, resolve=None):
     """``url_problem`` plus name resolution: a loopback, private or otherwise non-public address is refused
     unless ``allow_private`` (development)."""
+    resolve = resolve or resolve_host
     problem = url_problem(url)
     if problem:
         return problem

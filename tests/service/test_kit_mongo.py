@@ -95,3 +95,25 @@ def test_run_once_many_applies_each_event_once_across_redeliveries_and_duplicate
     assert db.processed_events.count_documents({}) == 5
     run_once_many(db, envs[:3], fn, handler="other")  # another handler of the same events applies them once too
     assert db.processed_events.count_documents({}) == 8
+
+
+def test_outbox_indexes_one_serves_both_relays_and_the_older_two_are_dropped(db_of):
+    """A store made before: the two older outbox indexes are dropped at start and the one index is there; the
+    relay's own read and the orphans' read both use it."""
+    import datetime
+
+    import pymongo
+
+    from unionhub_kit import outbox
+    from unionhub_kit.mongo import ensure_kit_indexes
+    db = db_of("kitidx")
+    db.outbox.create_index([("published_at", pymongo.ASCENDING), ("lease_until", pymongo.ASCENDING)])
+    db.outbox.create_index([("published_at", pymongo.ASCENDING), ("owner", pymongo.ASCENDING)])
+    ensure_kit_indexes(db)
+    ensure_kit_indexes(db)  # a second start (or replica) finds nothing left to drop
+    names = set(db.outbox.index_information())
+    assert names == {"_id_", "published_at_1_lease_until_1_owner_1"}
+    own = db.outbox.find({"published_at": None, "lease_until": outbox.EPOCH, "owner": "p"}).explain()
+    free = db.outbox.find({"published_at": None, "lease_until": {"$lt": datetime.datetime.now(datetime.timezone.utc)}})
+    for plan in (own, free.explain()):
+        assert "published_at_1_lease_until_1_owner_1" in str(plan["queryPlanner"]["winningPlan"])

@@ -1,5 +1,6 @@
 """Integrator webhooks on the real broker and store: matching events POSTed as CloudEvents JSON with an HMAC
 signature the receiver verifies, retries with backoff, the final failure, the delivery log, replay, ownership."""
+import socket
 import urllib.parse
 
 import pytest
@@ -13,6 +14,18 @@ from unionhub_kit.errors import NotFound, ValidationFailed
 SECRET = "whsec-0123456789"
 ACME = {"sub": "acc_acme", "role": "integrator"}
 OTHER = {"sub": "acc_other", "role": "integrator"}
+
+
+@pytest.fixture(autouse=True)
+def offline_resolution(monkeypatch):
+    """Webhook hosts are resolved without asking any name server (this machine's is a private address, and tests
+    send nothing off 127.0.0.0/8): address literals and ``localhost`` resolve as usual, every other name fails."""
+    from services.notify import domain
+
+    def resolve(host, port, proto=None):
+        host = "127.0.0.1" if host == "localhost" else host
+        return socket.getaddrinfo(host, port, proto=proto or 0, flags=socket.AI_NUMERICHOST)
+    monkeypatch.setattr(domain, "resolve_host", resolve)
 
 
 @pytest.fixture
