@@ -15,6 +15,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request
 
+from services.benefits.schemas import MAX_CLAIM_BATCH
+from unionhub_kit.batching import Batcher
 from unionhub_kit.config import Settings
 from unionhub_kit.errors import AppError
 from unionhub_kit.metrics import ServiceMetrics
@@ -22,6 +24,7 @@ from unionhub_kit.rpc import Rpc
 
 from . import metrics
 from . import routes  # noqa: F401  (registers every route)
+from .routes import benefits as benefits_routes
 from .cache_events import CacheEvents
 from .framework import Router, problem, problem_response
 from .revocations import REVOCATIONS
@@ -125,6 +128,9 @@ class GatewayService:
     setting = Settings()
     service_metrics = ServiceMetrics()  # access log with the request id; :METRICS_PORT/metrics
     cache_events = CacheEvents()  # benefits' stock events drop cached campaign answers (gateway.cache_events)
+    # group commit of the claims of one campaign: one benefits.claim_many call per batch (routes.benefits.claim_batch)
+    claims = Batcher(window_ms=benefits_routes.CLAIM_WINDOW_MS, max_size=MAX_CLAIM_BATCH,
+                     lanes=benefits_routes.CLAIM_LANES, lane_at=benefits_routes.CLAIM_LANE_AT)
 
     @timer(interval=REVOCATION_POLL_SECONDS, eager=True)
     def sync_revocations(self):

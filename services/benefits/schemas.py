@@ -99,6 +99,34 @@ class CampaignFilter(StrictSchema):
     welcome = fields.Boolean()
 
 
+MAX_CLAIM_BATCH = 64  # the most claims one ``claim_many`` call carries (the gateway's group commit batch)
+
+
+class ClaimActor(StrictSchema):
+    """The caller of one claim, as the gateway tells services (``gateway.auth.Principal.as_actor``)."""
+    sub = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    role = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    scope = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=64))
+    merchant_id = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=64))
+    employer_id = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=64))
+    sid = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=128))
+
+
+class ClaimItem(StrictSchema):
+    actor = fields.Nested(ClaimActor, required=True)
+    idempotency_key = fields.String(allow_none=True, load_default=None,
+                                    validate=validate.Regexp(r"^[A-Za-z0-9_\-\.:]{1,128}$"))
+    request_id = fields.String(allow_none=True, load_default=None,
+                               validate=validate.Regexp(r"^[A-Za-z0-9_\-\.:]{1,128}$"))
+
+
+class ClaimBatch(StrictSchema):
+    """``claim_many``'s arguments: the claims of one campaign that reached one gateway process together."""
+    campaign_id = Id(required=True)
+    claims = fields.List(fields.Nested(ClaimItem), required=True,
+                         validate=validate.Length(min=1, max=MAX_CLAIM_BATCH))
+
+
 class CampaignListArgs(CampaignFilter, Page):
     pass
 

@@ -15,6 +15,7 @@ import random
 import socket
 import time
 
+from nameko.exceptions import serialize
 
 from unionhub_kit import clock, idempotency, projection
 from unionhub_kit.batching import Batcher
@@ -71,6 +72,13 @@ def _outcome(fn):
         return fn()
     except AppError as exc:
         return exc
+
+
+def _claim_item(campaign_id, actor, idempotency_key, request_id):
+    """What the group commit of claims carries for one claim (``_claim_batch``)."""
+    key_id = idempotency.key_id(idempotency.scope("claim", actor["sub"]), idempotency_key) if idempotency_key else None
+    return {"user_id": actor["sub"], "key_id": key_id, "request_id": request_id,
+            "fp": idempotency.fingerprint({"campaign_id": campaign_id}) if key_id else None}
 
 
 class BenefitsService:
@@ -169,11 +177,34 @@ class BenefitsService:
         and written together (``_claim_batch``); each gets its own answer."""
         domain.require_role(actor, "member")
         self._campaign(campaign_id)  # 404 before joining a batch
-        key_id = idempotency.key_id(idempotency.scope("claim", actor["sub"]), idempotency_key) \
-            if idempotency_key else None
-        item = {"user_id": actor["sub"], "key_id": key_id, "request_id": self.outbox.request_id,
-                "fp": idempotency.fingerprint({"campaign_id": campaign_id}) if key_id else None}
-        return self.claims.submit(campaign_id, item, self._claim_batch)
+        return self.claims.submit(campaign_id, _claim_item(campaign_id, actor, idempotency_key,
+                                                           self.outbox.request_id), self._claim_batch)
+
+    @rpc
+    def claim_many(self, campaign_id, claims):
+        """The claims of one campaign that reached one gateway process together (the gateway's own group commit:
+        one call instead of one per claim), each answered on its own, in order: ``{"result": coupon}`` or
+        ``{"error": <serialized AppError>}``. They join this process's group commit as one run, merged with what
+        else waits for the campaign, so a second replica is handed whole batches instead of halving them.
+        ``claims``: ``[{actor, idempotency_key, request_id}]`` (1-64, ``schemas.ClaimBatch``). An error that is
+        not a client's (the store did not answer) fails the call, and with it every claim of the batch."""
+        args = load(schemas.ClaimBatch, {"campaign_id": campaign_id, "claims": claims})
+        self._campaign(args["campaign_id"])  # 404 for them all
+        out, items, slots = [None] * len(args["claims"]), [], []
+        for n, c in enumerate(args["claims"]):
+            try:
+                domain.require_role(c["actor"], "member")
+            except AppError as exc:
+                out[n] = exc
+                continue
+            items.append(_claim_item(args["campaign_id"], c["actor"], c["idempotency_key"],
+                                     c["request_id"] or self.outbox.request_id))
+            slots.append(n)
+        for n, outcome in zip(slots, self.claims.submit_many(args["campaign_id"], items, self._claim_batch)):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, AppError):
+                raise outcome
+            out[n] = outcome
+        return [{"error": serialize(o)} if isinstance(o, AppError) else {"result": o} for o in out]
 
     def _claim_batch(self, campaign_id, items):
         """One outcome per claim (a coupon view or the ``AppError`` refusing it). A batch whose guarded writes find

@@ -584,3 +584,46 @@ def test_a_batch_aborted_by_a_concurrent_change_is_decided_again(svc, config, db
     assert answers[0] == "LIMIT_REACHED" and not isinstance(answers[1], str)
     assert db.coupons.count_documents({"campaign_id": c["id"]}) == 1
     assert sum(bk["left"] for bk in db.stock.find({"campaign_id": c["id"]})) == 9
+
+
+def test_claim_many_answers_each_claim_of_a_gateway_batch_in_its_order(svc, call, fails, db, campaign, members):
+    """The gateway's batch: one call, one answer per claim (a coupon, or the serialized client error that refuses
+    that claim alone), in the order sent; the batch is decided and written together."""
+    from nameko.exceptions import deserialize
+    c = campaign(quota=2, per_member_limit=1)
+    a, b, late = members(3)
+    group = claims_batcher(svc, BATCH_WINDOW)
+    before = group.batches
+
+    def item(actor, key=None, rid=None):
+        return {"actor": actor, "idempotency_key": key, "request_id": rid}
+    answers = call("claim_many", c["id"], [item(member_actor(a), "k-a", "req-a"), item(ADMIN),
+                                           item(member_actor("usr_never_joined")), item(member_actor(a)),
+                                           item(member_actor(b), None, "req-b"), item(member_actor(late))])
+    assert group.batches - before == 1
+    errors = [deserialize(x["error"]) if "error" in x else None for x in answers]
+    assert [(e.status, e.code) if e else None for e in errors] == [
+        None, (403, "FORBIDDEN"), (403, "NOT_ELIGIBLE"), (409, "LIMIT_REACHED"), None, (409, "SOLD_OUT")]
+    assert all(isinstance(e, AppError) for e in errors if e)
+    coupons = [x["result"] for x in answers if "result" in x]
+    assert [x["campaign_id"] for x in coupons] == [c["id"]] * 2 and coupons[0]["code"] != coupons[1]["code"]
+    claimed = {e["data"]["user_id"]: e["requestid"] for e in outbox_events(db, "coupon_claimed")}
+    assert claimed == {a: "req-a", b: "req-b"}  # each event carries its own request's id
+    # the key replays in a later batch; the whole quota went to a and b
+    again = call("claim_many", c["id"], [item(member_actor(a), "k-a")])
+    assert again == [{"result": coupons[0]}]
+    assert db.coupons.count_documents({"campaign_id": c["id"]}) == 2
+
+
+def test_claim_many_refuses_bad_arguments_whole_and_writes_nothing(call, fails, db, campaign, members):
+    c = campaign(quota=5)
+    (user,) = members(1)
+    ok = {"actor": member_actor(user), "idempotency_key": None, "request_id": None}
+    fails(404, "NOT_FOUND", "claim_many", "cmp_nope", [ok])
+    for campaign_id, claims in [(c["id"], []), (c["id"], [ok] * 65), (c["id"], "not a list"), (None, [ok]),
+                                (c["id"], [dict(ok, actor={"role": "member"})]),
+                                (c["id"], [dict(ok, idempotency_key="bad key!")]),
+                                (c["id"], [dict(ok, extra=1)]), ("a" * 65, [ok])]:
+        fails(400, "VALIDATION_ERROR", "claim_many", campaign_id, claims)
+    assert db.coupons.count_documents({"campaign_id": c["id"]}) == 0
+    assert call("get_campaign", None, c["id"])["remaining"] == 5

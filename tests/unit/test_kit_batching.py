@@ -29,7 +29,7 @@ def test_concurrent_requests_share_a_batch_and_each_gets_its_own_answer():
     assert answers == {i: (i * 10 if i % 3 else "refused %d" % i) for i in range(1, 40)}
     assert sorted(i for _, items in seen for i in items) == list(range(1, 40))  # each request once
     assert len(seen) < 10 and group.batches == len(seen) and group.items == 39
-    assert not group._pending and not group._leading  # nothing left waiting, no leader left behind
+    assert not group._pending and not group._leaders  # nothing left waiting, no leader left behind
 
 
 def test_keys_are_batched_apart_and_a_failing_batch_fails_each_of_its_requests():
@@ -72,3 +72,116 @@ def test_a_wrong_number_of_outcomes_is_an_error_not_a_silent_answer():
     group = GroupCommit(lambda key, items: [], window=0)
     with pytest.raises(RuntimeError):
         group.submit("k", 1)
+
+
+def test_submit_many_keeps_an_upstream_batch_whole_and_merges_it_with_what_waits():
+    seen = []
+
+    def run(key, items):
+        seen.append(list(items))
+        eventlet.sleep(0.01)
+        return [ValueError("no %s" % i) if i.endswith("x") else i.upper() for i in items]
+    group = GroupCommit(run, window=0.002, max_size=64)
+    pool = eventlet.GreenPool()
+    first = pool.spawn(group.submit_many, "c", ["a1", "a2x", "a3"])
+    eventlet.sleep(0.001)  # the first batch is being written when the next two arrive: they wait for the next one
+    eventlet.sleep(0.003)
+    second = pool.spawn(group.submit_many, "c", ["b1", "b2"])
+    single = pool.spawn(group.submit, "c", "s1")
+    one = first.wait()
+    assert one[0] == "A1" and isinstance(one[1], ValueError) and str(one[1]) == "no a2x" and one[2] == "A3"
+    assert second.wait() == ["B1", "B2"] and single.wait() == "S1"
+    assert seen[0] == ["a1", "a2x", "a3"]  # the upstream batch stayed one batch
+    assert seen[1:] == [["b1", "b2", "s1"]]  # what arrived while it was written went together
+    assert not group._pending and not group._leaders
+    assert group.submit_many("c", []) == []
+
+
+def test_submit_many_larger_than_max_size_is_answered_in_order_over_several_batches():
+    sizes = []
+
+    def run(key, items):
+        sizes.append(len(items))
+        eventlet.sleep(0.001)
+        return [i * 2 for i in items]
+    group = GroupCommit(run, window=0, max_size=4)
+    pool = eventlet.GreenPool()
+    a = pool.spawn(group.submit_many, "k", list(range(10)))
+    b = pool.spawn(group.submit_many, "k", list(range(100, 103)))
+    c = pool.spawn(group.submit, "k", 7)
+    assert a.wait() == [i * 2 for i in range(10)]
+    assert b.wait() == [200, 202, 204] and c.wait() == 14
+    assert max(sizes) <= 4 and sum(sizes) == 14
+    assert not group._pending and not group._leaders
+
+
+def test_submit_many_gets_a_failing_batch_as_exceptions_and_the_group_keeps_working():
+    calls = []
+
+    def run(key, items):
+        calls.append(list(items))
+        if len(calls) == 1:
+            raise RuntimeError("store fell over")
+        return list(items)
+    group = GroupCommit(run, window=0)
+    out = group.submit_many("k", [1, 2])
+    assert [str(o) for o in out] == ["store fell over"] * 2 and all(isinstance(o, RuntimeError) for o in out)
+    assert group.submit_many("k", [3]) == [3]
+
+
+def test_a_second_lane_opens_only_under_load_and_batches_overlap():
+    running, most, sizes = [0], [0], []
+
+    def run(key, items):
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        sizes.append(len(items))
+        eventlet.sleep(0.02)
+        running[0] -= 1
+        return [i + 1 for i in items]
+    group = GroupCommit(run, window=0.001, max_size=64, lanes=2, lane_at=4)
+    assert group.submit("k", 1) == 2 and most[0] == 1  # alone: one lane
+    pool = eventlet.GreenPool()
+    first = [pool.spawn(group.submit, "k", i) for i in range(3)]  # a batch on its way ...
+    eventlet.sleep(0.005)
+    more = [pool.spawn(group.submit, "k", i) for i in range(100, 106)]  # ... and 6 waiting: the 4th opens lane 2
+    assert [g.wait() for g in first] == [1, 2, 3] and [g.wait() for g in more] == list(range(101, 107))
+    assert most[0] == 2 and sum(sizes) == 10
+    assert not group._pending and not group._leaders
+
+
+def test_lanes_under_a_storm_answer_every_request_once_and_in_its_own_batch():
+    import random
+    rnd = random.Random(7)
+    seen = []
+
+    def run(key, items):
+        seen.extend(items)
+        eventlet.sleep(rnd.random() * 0.004)
+        if rnd.random() < 0.1:
+            raise RuntimeError("batch failed")
+        return [("ok", i) for i in items]
+    group = GroupCommit(run, window=0.0005, max_size=5, lanes=3, lane_at=2)
+    pool = eventlet.GreenPool(500)
+    singles, manys = {}, {}
+
+    def single(i):
+        try:
+            singles[i] = group.submit(i % 3, i)
+        except RuntimeError:
+            singles[i] = "failed"
+
+    def many(i):
+        items = [(i, j) for j in range(rnd.randint(1, 8))]
+        manys[i] = (items, group.submit_many(i % 3, items))
+    for i in range(400):
+        pool.spawn(single if i % 4 else many, i)
+        if i % 7 == 0:
+            eventlet.sleep(rnd.random() * 0.002)
+    pool.waitall()
+    assert all(v in (("ok", i), "failed") for i, v in singles.items()) and len(singles) == 300
+    for items, outs in manys.values():
+        assert len(outs) == len(items)
+        assert all(o == ("ok", it) or (isinstance(o, RuntimeError)) for it, o in zip(items, outs))
+    assert len(seen) == len(set(seen)) == 300 + sum(len(items) for items, _ in manys.values())  # each once
+    assert not group._pending and not group._leaders
