@@ -15,8 +15,9 @@ of serving later batches itself, so no request waits for more than its own batch
 
 ``lanes`` (default 1): how many batches of one key may be on their way at once. A further lane opens only under
 load: when ``lane_at`` requests are waiting while every open lane is busy, the request that makes them ``lane_at``
-leads a batch of them at once. The gateway runs its claims in two lanes: one batch travels to benefits (and is
-written there) while the next forms, and with two benefits replicas the two are written side by side. A request
+leads a batch of them at once. The gateway runs its claims in lanes (``gateway.routes.benefits``): one batch
+travels to benefits (and is written there) while the next forms, and with two benefits replicas batches are written
+side by side. A request
 handed the lead leaves the queue as it is handed it (the first of the batch it then runs), so two leaders never take
 the same request.
 
