@@ -1,9 +1,10 @@
 """Event hop latency.
 
 * **kit hop**: a state change committed with its event in the outbox (one transaction) -> the relay publishes it with
-  confirms -> the reliable, idempotent handler of another process records it (its own transaction, shared by the
-  events it is handling at once). Latency = the handler's commit time minus the outbox row's commit time, for events
-  emitted one at a time (no queueing), and the end-to-end rate of a burst (written to the outbox 50 events to a
+  confirms -> the reliable, idempotent handler of another process writes it (with the events it is handling at
+  once, idempotent by natural keys, as notify's ``coupon_claimed`` handler: see ``HopSink``). Latency = the
+  handler's write time minus the outbox row's commit time, for events emitted one at a time (no queueing), and
+  the end-to-end rate of a burst (written to the outbox 50 events to a
   transaction, as a group commit of claims writes them, so the burst measures the relay and the handler rather than
   one-event transactions). Two ``nameko run`` processes (``benchhop`` emits ``membership.member_joined`` into its
   outbox; ``benchsink`` handles it), on the same broker and store.
@@ -31,7 +32,7 @@ from support.stack import wait_for  # noqa: E402
 from unionhub_kit import clock, topology  # noqa: E402
 from unionhub_kit.batching import Batcher  # noqa: E402
 from unionhub_kit.consumer import on_event, run_once_many  # noqa: E402
-from unionhub_kit.mongo import Mongo, transaction  # noqa: E402
+from unionhub_kit.mongo import Mongo, insert_new_many, transaction  # noqa: E402
 from unionhub_kit.outbox import Outbox  # noqa: E402
 
 SINK = topology.Subscription("benchsink", "on_member_joined", [("membership", "member_joined")])
@@ -66,8 +67,12 @@ class HopSource:
 
 
 class HopSink:
-    """A reliable, idempotent handler in the shape of notify's ``coupon_claimed`` handler: the events this process
-    is handling at once are recorded in one transaction (``run_once_many`` under a group commit)."""
+    """A reliable, idempotent handler in the shape of notify's ``coupon_claimed`` handler (the busiest of a grab):
+    the events this process is handling at once are written together (a group commit), in one unordered
+    ``insert_many`` idempotent by the documents' natural keys (``insert_new_many``: a redelivered event inserts
+    nothing again), with no processed-event record and no transaction. ``BENCH_HOP_SINK=records`` instead records
+    each event in ``processed_events`` in one transaction with its write (``run_once_many``, the kit's handler for
+    writes that have no natural key): the shape notify's handler had before 2026-12-01."""
     name = "benchsink"
     db = Mongo()
     batches = Batcher(window_ms=2)
@@ -77,9 +82,14 @@ class HopSink:
         self.batches.submit("member_joined", event, self._handle)
 
     def _handle(self, _key, envs):
-        run_once_many(self.db, envs, lambda session, fresh: self.db.hops.insert_many(
-            [{"_id": e["data"]["member_id"], "at": clock.now()} for e in fresh], session=session),
-            handler="on_member_joined")
+        if os.environ.get("BENCH_HOP_SINK") == "records":
+            run_once_many(self.db, envs, lambda session, fresh: self.db.hops.insert_many(
+                [{"_id": e["data"]["member_id"], "at": clock.now()} for e in fresh], session=session),
+                handler="on_member_joined")
+        else:
+            skipped = insert_new_many(self.db.hops, [{"_id": e["data"]["member_id"], "at": clock.now()} for e in envs])
+            if skipped:  # redelivered (or twice in the batch): counted, not written again
+                self.db.hop_stats.update_one({"_id": "redelivered"}, {"$inc": {"n": len(skipped)}}, upsert=True)
         return [None] * len(envs)
 
 
@@ -142,7 +152,10 @@ def kit_hop(st, singles, burst):
             elapsed = (last["at"] - started).total_seconds()
             cpu1, ops1 = meter.snapshot(), common.opcounters(st)
             measured = time.perf_counter() - t0  # what the CPU figures cover
-            dup = sink_db.processed_events.count_documents({}) - sink_db.hops.count_documents({})
+            if os.environ.get("BENCH_HOP_SINK") == "records":
+                dup = sink_db.processed_events.count_documents({}) - sink_db.hops.count_documents({})
+            else:  # events delivered again and skipped by their natural key
+                dup = (sink_db.hop_stats.find_one({"_id": "redelivered"}) or {}).get("n", 0)
     finally:
         for p in procs:
             p.terminate()
@@ -155,6 +168,7 @@ def kit_hop(st, singles, burst):
     single = common.percentiles(lat)
     burst_res = {"events": burst, "elapsed_s": round(elapsed, 2), "emit_s": round(emitted, 2),
                  "events_per_s": round(burst / elapsed, 1), "duplicates": dup,
+                 "sink": "records" if os.environ.get("BENCH_HOP_SINK") == "records" else "natural_keys",
                  # "relay": the emitting process (its transactions and its outbox relay); "handler": the consumer
                  "cpu_ms_per_event": common.CpuMeter.per_request(cpu0, cpu1, burst),
                  "cpu_cores_busy": {k: round((cpu1[k] - cpu0.get(k, 0.0)) / measured, 3) for k in cpu1},
