@@ -130,7 +130,8 @@ class GatewayService:
     cache_events = CacheEvents()  # benefits' stock events drop cached campaign answers (gateway.cache_events)
     # group commit of the claims of one campaign: one benefits.claim_many call per batch (routes.benefits.claim_batch)
     claims = Batcher(window_ms=benefits_routes.CLAIM_WINDOW_MS, max_size=MAX_CLAIM_BATCH,
-                     lanes=benefits_routes.CLAIM_LANES, lane_at=benefits_routes.CLAIM_LANE_AT)
+                     lanes=benefits_routes.CLAIM_LANES, lane_at=benefits_routes.CLAIM_LANE_AT,
+                     lane_wait_ms=benefits_routes.CLAIM_LANE_WAIT_MS)
 
     @timer(interval=REVOCATION_POLL_SECONDS, eager=True)
     def sync_revocations(self):

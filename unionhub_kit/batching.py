@@ -15,11 +15,12 @@ of serving later batches itself, so no request waits for more than its own batch
 
 ``lanes`` (default 1): how many batches of one key may be on their way at once. A further lane opens only under
 load: when ``lane_at`` requests are waiting while every open lane is busy, the request that makes them ``lane_at``
-leads a batch of them at once. The gateway runs its claims in lanes (``gateway.routes.benefits``): one batch
-travels to benefits (and is written there) while the next forms, and with two benefits replicas batches are written
-side by side. A request
-handed the lead leaves the queue as it is handed it (the first of the batch it then runs), so two leaders never take
-the same request.
+leads a batch of them at once; and (``lane_wait`` seconds) a request that has waited that long in the queue leads a
+batch of itself and those behind it, so that a slow batch on its way does not hold a few requests back for long.
+The gateway runs its claims in lanes (``gateway.routes.benefits``): one batch travels to benefits (and is written
+there) while the next forms, and with two benefits replicas batches are written side by side. A request handed the
+lead leaves the queue as it is handed it (the first of the batch it then runs), so two leaders never take the same
+request.
 
 Nameko runs workers as green threads of one OS thread: the bookkeeping here needs no lock (nothing in it yields
 except the waits).
@@ -41,12 +42,13 @@ class _Ticket:
 
 
 class GroupCommit:
-    def __init__(self, run, window=0.002, max_size=64, lanes=1, lane_at=None):
+    def __init__(self, run, window=0.002, max_size=64, lanes=1, lane_at=None, lane_wait=None):
         self.run = run
         self.window = window
         self.max_size = max_size
         self.lanes = max(1, lanes)
         self.lane_at = lane_at or max(1, max_size // 4)
+        self.lane_wait = lane_wait if self.lanes > 1 else None
         self._pending = {}  # key -> [ticket] waiting for a batch
         self._leaders = {}  # key -> how many leaders it has (batches on their way, or a lead being handed on)
         self.batches = 0  # statistics (for logs, metrics and tests)
@@ -69,7 +71,7 @@ class GroupCommit:
             if self.window and self._leaders[key] == 1:
                 eventlet.sleep(self.window)
             self._lead(key, ticket)
-        outcome = self._wait(key, ticket)
+        outcome = self._wait(key, ticket, self.lane_wait)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -88,15 +90,36 @@ class GroupCommit:
             self._lead(key, tickets[-1])  # batches run from the front: the last answered means all are
         return [self._wait(key, t) for t in tickets]
 
-    def _wait(self, key, ticket):
-        """``ticket``'s outcome; when the lead is handed to it, run batches (``_lead``) until it has one."""
+    def _wait(self, key, ticket, open_after=None):
+        """``ticket``'s outcome; when the lead is handed to it, run batches (``_lead``) until it has one. With
+        ``open_after`` (seconds): a request still waiting in the queue that long opens a lane if one is free."""
         while True:
-            outcome = ticket.event.wait()
+            outcome = ticket.event.wait(open_after)
+            if open_after is not None:
+                open_after = None
+                if not ticket.event.ready():
+                    self._open_lane(key, ticket)
+                    continue
+                # sent as the wait timed out: the timer's wake-up may have come first, with None
+                outcome = ticket.event.wait()
             if outcome is _LEAD:
                 ticket.event = Event()
                 self._lead(key, ticket)
                 continue
             return outcome
+
+    def _open_lane(self, key, ticket):
+        """``ticket`` has waited ``lane_wait``: if it is still queued and a lane is free, it leads a batch now
+        (itself first, then whatever waits behind it)."""
+        queue = self._pending.get(key)
+        if not queue or ticket not in queue or self._leaders.get(key, 0) >= self.lanes:
+            return
+        queue.remove(ticket)
+        if not queue:
+            self._pending.pop(key, None)
+        ticket.held = True
+        self._leaders[key] = self._leaders.get(key, 0) + 1
+        self._lead(key, ticket)
 
     def _lead(self, key, mine):
         """Run batches of ``key`` until ``mine`` has its answer (another lane's leader may answer it); then pass
@@ -144,13 +167,14 @@ class Batcher(DependencyProvider):
     ``claims = Batcher(window_ms=2)``; in an entrypoint: ``self.claims.submit(key, item, run)``, where ``run`` is the
     calling worker's own ``decide_and_write`` (a leader runs the batch with its own worker's dependencies)."""
 
-    def __init__(self, window_ms=2.0, max_size=64, lanes=1, lane_at=None):
+    def __init__(self, window_ms=2.0, max_size=64, lanes=1, lane_at=None, lane_wait_ms=None):
         self.window_ms, self.max_size, self.lanes, self.lane_at = window_ms, max_size, lanes, lane_at
+        self.lane_wait = lane_wait_ms / 1000.0 if lane_wait_ms else None
         self.group = None
 
     def setup(self):
         self.group = GroupCommit(None, window=self.window_ms / 1000.0, max_size=self.max_size, lanes=self.lanes,
-                                 lane_at=self.lane_at)
+                                 lane_at=self.lane_at, lane_wait=self.lane_wait)
 
     def get_dependency(self, worker_ctx):
         return self.group

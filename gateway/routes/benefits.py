@@ -11,13 +11,17 @@ from ..framework import SHORT_CACHE_SECONDS as CACHE_SECONDS, route
 
 TAGS = ["Benefits"]
 CLAIM_WINDOW_MS = 2.0  # how long the first claim of a gateway batch waits for others (``claim_batch``)
-# batches of one campaign on their way at once; another opens when CLAIM_LANE_AT claims wait and a lane is free.
-# Measured (bench.flash_grab, 64 connections; bench.run_all's 8 claiming connections beside 32 reading ones), the
-# same afternoon: 2 lanes opening at 32 gave 669-701 answers/s with one benefits replica, 664-729 with two, and the 8
-# claimers 41.7 claims/s (a batch's round trip through a gateway busy with reads is slow, and only one was on its
-# way); 4 lanes opening at 8 gave 805 / 722 and 109 claims/s (124.5 with one RPC per claim, before batching).
+# Batches of one campaign on their way at once (``unionhub_kit.batching`` lanes): another opens when CLAIM_LANE_AT
+# claims wait, or when a claim has waited CLAIM_LANE_WAIT_MS, while a lane is free. Measured 2026-12-06 afternoon
+# (bench.flash_grab: 2,000 members, quota 500, 64 connections, the median of 3 rounds; bench.run_all: 8 claiming
+# connections beside 32 reading ones, and 32 claiming), with one RPC per claim before batching: 124.5 claims/s beside
+# the reads. 2 lanes opening at 32 waiting: 669-701 answers/s with one benefits replica, 664-729 with two, but 41.7
+# claims/s beside the reads (a batch's round trip through a gateway busy with reads is slow, and only one was on its
+# way). 4 lanes at 8: 805 / 722 and 109. 4 lanes at 32 or after 20 ms: 864 / 905 and 784 / 903 (two replicas 1.05x
+# and 1.15x of one), 127.8 claims/s beside the reads, 415 claims/s at 32 connections.
 CLAIM_LANES = 4
-CLAIM_LANE_AT = 8
+CLAIM_LANE_AT = 32
+CLAIM_LANE_WAIT_MS = 20.0
 
 
 @route("POST", "/api/v1/merchants", roles=["union_admin"], body=schemas.MerchantCreate, status=201, idempotent=True,

@@ -150,9 +150,11 @@ def test_a_second_lane_opens_only_under_load_and_batches_overlap():
     assert not group._pending and not group._leaders
 
 
-def test_lanes_under_a_storm_answer_every_request_once_and_in_its_own_batch():
+@pytest.mark.parametrize("lane_wait", [None, 0.001, 0.0003])
+@pytest.mark.parametrize("seed", [7, 11, 23])
+def test_lanes_under_a_storm_answer_every_request_once_and_in_its_own_batch(lane_wait, seed):
     import random
-    rnd = random.Random(7)
+    rnd = random.Random(seed)
     seen = []
 
     def run(key, items):
@@ -161,7 +163,7 @@ def test_lanes_under_a_storm_answer_every_request_once_and_in_its_own_batch():
         if rnd.random() < 0.1:
             raise RuntimeError("batch failed")
         return [("ok", i) for i in items]
-    group = GroupCommit(run, window=0.0005, max_size=5, lanes=3, lane_at=2)
+    group = GroupCommit(run, window=0.0005, max_size=5, lanes=3, lane_at=2, lane_wait=lane_wait)
     pool = eventlet.GreenPool(500)
     singles, manys = {}, {}
 
@@ -184,4 +186,26 @@ def test_lanes_under_a_storm_answer_every_request_once_and_in_its_own_batch():
         assert len(outs) == len(items)
         assert all(o == ("ok", it) or (isinstance(o, RuntimeError)) for it, o in zip(items, outs))
     assert len(seen) == len(set(seen)) == 300 + sum(len(items) for items, _ in manys.values())  # each once
+    assert not group._pending and not group._leaders
+
+
+def test_a_request_that_waited_lane_wait_opens_a_lane_for_itself_and_those_behind_it():
+    running, most, sizes = [0], [0], []
+
+    def run(key, items):
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        sizes.append(len(items))
+        eventlet.sleep(0.1 if items[0] == "slow" else 0.005)  # the first batch is slow to come back
+        running[0] -= 1
+        return [i.upper() for i in items]
+    group = GroupCommit(run, window=0.001, max_size=64, lanes=2, lane_at=50, lane_wait=0.01)
+    pool = eventlet.GreenPool()
+    slow = pool.spawn(group.submit, "k", "slow")
+    eventlet.sleep(0.003)
+    quick = [pool.spawn(group.submit, "k", x) for x in ("a", "b", "c")]
+    t0 = eventlet.hubs.get_hub().clock()
+    assert [g.wait() for g in quick] == ["A", "B", "C"]
+    assert eventlet.hubs.get_hub().clock() - t0 < 0.08  # not held back until the slow batch came back
+    assert slow.wait() == "SLOW" and most[0] == 2 and sorted(sizes) == [1, 3]
     assert not group._pending and not group._leaders
