@@ -75,8 +75,8 @@ SETTINGS = {
     # published outbox rows: deleted at once (False), or marked and kept a day (True: an audit trail of what each
     # service emitted; the service tests read events there). Deleting costs the store about half as much.
     "OUTBOX_KEEP_PUBLISHED": Setting(_bool, False),
-    # the relay's rounds (a read, one confirm, one delete) start at most this often: under load one round publishes
-    # the events of every commit since the last; alone, an event is published at once (unionhub_kit/outbox.py)
+    # under load (the last round found several rows) the relay's rounds (a read, one confirm, one delete) start at
+    # most this often, one round publishing every commit since the last; a lone event is published at once (outbox.py)
     "OUTBOX_ROUND_MS": Setting(float, 50.0),
     "WEBHOOK_ROUTES_SECONDS": Setting(float, 10.0),  # how often notify re-derives its webhook queue's bindings
     "JOBS_EXPIRY_INTERVAL": Setting(float, 30.0),

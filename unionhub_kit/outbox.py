@@ -9,10 +9,12 @@ In a worker::
     transaction(self.db, txn)
 
 When the transaction commits (or the worker ends), the relay is woken and publishes in a *round*: one read of
-the rows, one wait for the broker's confirms, one delete. Rounds start at most every ``OUTBOX_ROUND_MS`` (50 ms):
-an event committed while the relay is idle goes out at once, and under load a round takes every commit since the
-last one instead of one commit each (a round per commit cost every claim batch two more store operations and a
-broker round trip; two benefits replicas, each committing smaller batches, paid it twice as often).
+the rows, one wait for the broker's confirms, one delete. Under load (the last round found several rows) rounds start
+at most every ``OUTBOX_ROUND_MS`` (50 ms): a round then takes every commit since the last one instead of one commit
+each (a round per commit cost every claim batch two more store operations and a broker round trip; two benefits
+replicas, each committing smaller batches, paid it twice as often); an event committed while the relay is idle, or
+after a round of one row, goes out at once (paced after every round, events committed one after another each waited
+up to 50 ms: the event hop's p50 went from 11-14 to 46 ms).
 
 Each row names the process that wrote it (``owner``), and a relay publishes its own process's rows without a lease
 (two store operations a round), so replicas never contend on each other's rows. Rows whose writer died before
@@ -275,12 +277,14 @@ class Outbox(DependencyProvider):
         declared = False
         delay = 0.2
         last_cleanup = last_orphans = clock.now()
-        last_round = 0.0
+        last_round, last_published = 0.0, 0
         while self._running:
             wait = last_round + self.round_seconds - time.monotonic()
-            if wait > 0:  # the commits right behind the last round's are published together in this one
+            if wait > 0 and last_published > 1:
+                # under load (the last round found several rows): the commits right behind it are published together
+                # in this one; after a round of one row (a lone commit, a quiet service) the next goes out at once
                 eventlet.sleep(wait)
-            last_round = time.monotonic()
+            last_round, last_published = time.monotonic(), 0
             try:
                 if not declared:
                     # every queue bound to our exchange exists before our first publish
@@ -288,9 +292,11 @@ class Outbox(DependencyProvider):
                     declared = True
                 # a short batch took every row committed before its read; a row committed since has kicked the relay
                 # again (kicks come after commits), so there is no need for a read that finds nothing
-                while self._running and relay_own(self.db, self.service, self.publisher, self.owner,
-                                                  keep=self.keep) == BATCH:
-                    pass
+                while self._running:
+                    n = relay_own(self.db, self.service, self.publisher, self.owner, keep=self.keep)
+                    last_published += n
+                    if n < BATCH:
+                        break
                 if clock.now() - last_orphans > timedelta(seconds=self.poll_seconds):
                     while self._running and relay_batch(self.db, self.service, self.publisher, self.owner,
                                                         older_than=ORPHAN_SECONDS, keep=self.keep):
