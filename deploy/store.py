@@ -1,6 +1,6 @@
 """Run the embedded store (SecantusDB) the way UnionHub needs it: ``python -m deploy.store <secantusd-py flags>``.
 
-``secantusd-py`` itself, plus the three things its command line cannot set (SecantusDB 0.7, see its ``server.py`` and
+``secantusd-py`` itself, plus the four things its command line cannot set (SecantusDB 0.7, see its ``server.py`` and
 ``transactions.py``):
 
 * **Transaction lifetime** ``STORE_TXN_LIFETIME_SECONDS`` (default 5; the store's built-in is 60): a transaction
@@ -23,6 +23,17 @@
   oldest first, pruning drops only what expired or overflows from the front: the same records, the same
   eviction, a constant cost.
 
+* **A find hinted to the ``_id`` index decodes its documents after it lets go of the store's lock**
+  (``decode_id_walks_outside_the_lock``). The store answers ``find(...).hint("_id_")`` by walking every document
+  of the collection, sorting them by ``_id`` and decoding them all (``Storage._candidates_from_hint``) while it
+  holds ``Storage._lock``, the one lock every write, commit and indexed read of the whole store also takes. notify's
+  fan-out reads a province-wide audience that way (``services/notify/store.py``, ``audience_stream``): at 206,000
+  members the walk held the lock for 1.5-4.9 s, and the transaction of an announcement posted meanwhile waited that
+  long in ``_close_user_txn_session`` (``py-spy dump`` of the store; bench.scale's second province notice showed
+  in a sampled inbox after 2.4-2.7 s instead of 40-60 ms). Its other paths (the collection scan) already collect
+  the raw documents under the lock and decode them after it; this does the same for the ``_id`` walk: the same
+  documents in the same order, decoded as the find reads them, with the lock released.
+
 Durability is the caller's flag: ``deploy/stack.py`` passes ``--sync-on-commit``, without which a committed
 transaction is not on disk when the client is told so, whatever its write concern (measured: 1-35 of 900-2,600
 acknowledged transactions lost per kill -9; 0 with the flag).
@@ -32,6 +43,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 
 log = logging.getLogger("unionhub.store")
 
@@ -117,12 +129,84 @@ def keep_retryable_records_in_order(registry_class=None):
     return cls
 
 
+class _Decoded(Sequence):
+    """``(id key, raw BSON)`` rows, put in ``_id`` order and decoded when first read, outside the store's lock
+    (``decode_id_walks_outside_the_lock``)."""
+
+    def __init__(self, rows, descending):
+        self.rows, self.descending, self.blobs = rows, descending, None
+
+    def _ordered(self):
+        if self.blobs is None:
+            self.blobs = [b for _idk, b in sorted(self.rows, key=lambda row: row[0], reverse=self.descending)]
+            self.rows = None
+        return self.blobs
+
+    def __len__(self):
+        return len(self._ordered())
+
+    def __getitem__(self, i):
+        import bson
+        if isinstance(i, slice):
+            return [bson.decode(b) for b in self._ordered()[i]]
+        return bson.decode(self._ordered()[i])
+
+    def __iter__(self):
+        import bson
+        for b in self._ordered():
+            yield bson.decode(b)
+
+
+ID_WALK_CHUNK = 1000  # documents read between two looks away from the lock
+
+
+def _let_others_take(lock):
+    """Release ``lock`` (held by this thread, see ``decode_id_walks_outside_the_lock``) and take it again, so that a
+    thread waiting for it goes first."""
+    try:
+        lock.release()
+    except RuntimeError:  # not held here: nothing to give up
+        return
+    time.sleep(0)
+    lock.acquire()
+
+
+def decode_id_walks_outside_the_lock(storage_class=None):
+    """Make ``Storage._candidates_from_hint`` answer the ``_id_`` hint without holding ``Storage._lock`` for the
+    whole collection: it walks the documents releasing the lock every ``ID_WALK_CHUNK`` of them (the walk reads the
+    thread's own WiredTiger session, whose snapshot stays pinned from its first read, so it sees one point in time
+    either way) and returns them raw (``_Decoded``); ``find_matching``, which calls it holding the lock, sorts and
+    decodes them as it filters them, after the lock is released (its own path for a collection scan). The same
+    documents in the same order. Every other hint goes to the store's own code. Idempotent; returns the class."""
+    from secantus import storage as st
+    cls = storage_class or st.Storage
+    if getattr(cls, "_unionhub_lazy_id_walk", False):
+        return cls
+    original = cls._candidates_from_hint
+
+    def candidates_from_hint(self, db, coll, resolved, sort_field, sort_dir):
+        if resolved != st._ID_INDEX_NAME:
+            return original(self, db, coll, resolved, sort_field, sort_dir)
+        rows = []
+        for n, (_rid, idk, b) in enumerate(self._scan_docs(db, coll), 1):
+            rows.append((idk, b))
+            if n % ID_WALK_CHUNK == 0:
+                _let_others_take(self._lock)
+        in_order = sort_field == "_id"
+        return _Decoded(rows, in_order and sort_dir == -1), in_order
+
+    cls._candidates_from_hint = candidates_from_hint
+    cls._unionhub_lazy_id_walk = True
+    return cls
+
+
 def main(argv=None):
     from secantus import cli
     from secantus.server import SecantusDBServer
 
     lifetime = txn_lifetime()
     keep_retryable_records_in_order()
+    decode_id_walks_outside_the_lock()
 
     class Server(SecantusDBServer):
         def __init__(self, *args, **kwargs):

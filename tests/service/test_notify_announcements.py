@@ -301,3 +301,20 @@ def test_inbox_keeps_recent_announcements_in_memory_and_reads_the_store_for_the_
     recent = inbox_mod.Recent()
     recent.refresh(db)
     assert recent.older and {d["title"] for d in recent.docs.values()} == {"first", "other process"}
+
+
+def test_a_region_audience_has_the_region_and_id_index_and_the_older_one_goes(db_of):
+    """``{region_code, _id}``: a region's audience in ``_id`` order from one index (MongoDB streams it); the
+    single-field index an earlier start made is dropped (the compound one answers everything it did)."""
+    db = db_of("notify")
+    db.members.create_index([("region_code", 1)])  # as an earlier version made it
+    store.ensure_indexes(db)
+    keys = {name: spec["key"] for name, spec in db.members.index_information().items()}
+    assert keys.get("region_code_1__id_1") == [("region_code", 1), ("_id", 1)]
+    assert "region_code_1" not in keys
+    store.ensure_indexes(db)  # a second start (or another process) finds it done
+    db.members.insert_many([{"_id": "u%d" % k, "status": "active", "union_code": "51010400001",
+                             "region_code": ("510104", "510105")[k % 2]} for k in (5, 2, 9, 4, 7)])
+    query = domain.audience_filter({"region_codes": ["5101"]}, "51")
+    assert [d["_id"] for d in store.audience_stream(db, query, 2)] == ["u2", "u4", "u5", "u7", "u9"]
+    assert [d["_id"] for d in store.audience_stream(db, query, 2, after="u4")] == ["u5", "u7", "u9"]
