@@ -168,9 +168,14 @@ def scoped_campaigns_page(db, scope, status, cursor, limit, now):
 def campaign_windows(db, scope, top, want):
     """``[lo, hi)`` windows of creation time below ``top``, newest first, covering every month in which ``scope``
     has campaigns: a month with ``n`` of them is cut into ``ceil(n / want)`` equal spans (so each holds about
-    ``want`` when they are spread over the month). Reads the scope's month counters (12 small documents a year)."""
+    ``want`` when they are spread over the month). Months with fewer than ``want`` are joined with the older ones
+    after them, up to and including the first span that makes the window hold ``want`` (one query for a few sparse
+    months, not one each: the seed-scale store's last two months held 4 and 11 campaigns, and a page of 20 read
+    three windows where the empty store's read one). Reads the scope's month counters (12 small documents a
+    year)."""
     months = sorted((d["month"], d["n"]) for d in db.campaign_months.find(
         {"scope": scope, "month": {"$lte": _month(top)}}, {"month": 1, "n": 1}) if d.get("n", 0) > 0)
+    joined, held, oldest = None, 0, None  # sparse months being joined: the window's newest end, its count, oldest start
     for month, n in reversed(months):
         start = datetime(int(month[:4]), int(month[5:]), 1, tzinfo=timezone.utc)
         end = datetime(start.year + start.month // 12, start.month % 12 + 1, 1, tzinfo=timezone.utc)
@@ -180,7 +185,16 @@ def campaign_windows(db, scope, top, want):
             lo, hi = start + step * (k - 1), (start + step * k if k < parts else end)
             if lo >= top:
                 continue
-            yield lo, min(hi, top)
+            hi = min(hi, top)
+            if joined is None and n >= want:
+                yield lo, hi
+                continue
+            joined, held, oldest = joined or hi, held + n / parts, lo
+            if held >= want or n >= want:
+                yield lo, joined
+                joined, held = None, 0
+    if joined is not None:
+        yield oldest, joined
 
 
 def campaign_filter(args, now):

@@ -78,3 +78,36 @@ def test_each_window_holds_about_a_page_however_many_campaigns_a_month_has(db_of
     assert sum(held) == 1200  # every campaign in exactly one window
     assert max(held) <= 2 * 21
     assert all(hi <= prev_lo for (_, hi), (prev_lo, _) in zip(windows[1:], windows))  # newest first, disjoint
+
+
+def test_months_with_a_few_campaigns_each_are_read_in_one_window(db_of):
+    """As the seed-scale store had them: 4 campaigns this month, 11 the month before, 115 the one before that. The
+    first page of 20 is one window query (three before: one per month and a part of the third), and the windows
+    still hold every campaign once, newest first."""
+    db = db_of("benefits")
+    store.ensure_indexes(db)
+    now = datetime(2026, 12, 6, 12, tzinfo=timezone.utc)
+    docs = [_campaign(n, now - timedelta(days=n), ["51"]) for n in range(4)]  # December
+    docs += [_campaign(10 + n, datetime(2026, 11, 2 + 2 * n, tzinfo=timezone.utc), ["51"]) for n in range(11)]
+    docs += [_campaign(100 + n, datetime(2026, 10, 1, tzinfo=timezone.utc) + timedelta(hours=6 * n), ["51"])
+             for n in range(115)]
+    db.campaigns.insert_many(docs)
+    store.build_campaign_months(db, rebuild=True)
+    windows = list(store.campaign_windows(db, "51", now + timedelta(days=1), 21))
+    times = sorted(d["created_at"] for d in docs)
+    held = [sum(1 for t in times if lo <= t < hi) for lo, hi in windows]
+    assert sum(held) == len(docs) and held[0] >= 21 and max(held) <= 2 * 21
+    assert all(hi <= prev_lo for (_, hi), (prev_lo, _) in zip(windows[1:], windows))
+    reads = []
+    real_find = db.campaigns.find
+
+    class Campaigns:
+        def find(self, *a, **kw):
+            reads.append(a)
+            return real_find(*a, **kw)
+
+    class Db:
+        campaigns, campaign_months = Campaigns(), db.campaign_months
+    page = store.scoped_campaigns_page(Db(), "51", None, None, 20, now)
+    assert len(reads) == 1
+    assert [d["_id"] for d in page] == sorted((d["_id"] for d in docs), reverse=True)[:21]
