@@ -29,6 +29,7 @@ from werkzeug.wrappers import Response
 
 from unionhub_kit import config, logs
 from unionhub_kit.errors import AppError, Forbidden, validation_error
+from unionhub_kit.schema import KEY_PATTERN
 
 from . import auth, metrics
 from .revocations import REVOCATIONS
@@ -38,8 +39,7 @@ log = logging.getLogger("unionhub.gateway")
 MAX_BODY_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32  # no request body of the API nests more than 4 deep
 MAX_PATH_PARAM = 128
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_\-\.:]{1,128}$")
-IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_\-\.:]{1,128}$")
+REQUEST_ID_RE = IDEMPOTENCY_KEY_RE = re.compile(KEY_PATTERN)  # services validate what they are handed with the same
 
 ROUTES = []
 

@@ -88,6 +88,14 @@ def Id(**kw):
     return fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_\-]{1,64}$"), **kw)
 
 
+KEY_PATTERN = r"^[A-Za-z0-9_\-\.:]{1,128}$"  # an Idempotency-Key or a request id: 1-128 of letters, digits, _-.:
+
+
+def Key(**kw):
+    """An Idempotency-Key or a request id (``KEY_PATTERN``; the gateway checks the headers against the same)."""
+    return fields.String(validate=validate.Regexp(KEY_PATTERN), **kw)
+
+
 def Text(max_len, min_len=1, **kw):
     return fields.String(validate=validate.Length(min=min_len, max=max_len), **kw)
 

@@ -9,7 +9,7 @@ import datetime
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from unionhub_kit import clock, events
-from unionhub_kit.schema import (Id, OccupationGroup, Page, RegionCode, RegionPrefix, StrictBoolean, StrictInteger,
+from unionhub_kit.schema import (Id, Key, OccupationGroup, Page, RegionCode, RegionPrefix, StrictBoolean, StrictInteger,
                                  StrictSchema, Text, Uscc)
 
 MAX_CENTS = 10 ** 9
@@ -114,10 +114,8 @@ class ClaimActor(StrictSchema):
 
 class ClaimItem(StrictSchema):
     actor = fields.Nested(ClaimActor, required=True)
-    idempotency_key = fields.String(allow_none=True, load_default=None,
-                                    validate=validate.Regexp(r"^[A-Za-z0-9_\-\.:]{1,128}$"))
-    request_id = fields.String(allow_none=True, load_default=None,
-                               validate=validate.Regexp(r"^[A-Za-z0-9_\-\.:]{1,128}$"))
+    idempotency_key = Key(allow_none=True, load_default=None)
+    request_id = Key(allow_none=True, load_default=None)
 
 
 class ClaimBatch(StrictSchema):

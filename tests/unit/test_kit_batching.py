@@ -129,24 +129,32 @@ def test_submit_many_gets_a_failing_batch_as_exceptions_and_the_group_keeps_work
     assert group.submit_many("k", [3]) == [3]
 
 
-def test_a_second_lane_opens_only_under_load_and_batches_overlap():
-    running, most, sizes = [0], [0], []
+class Lanes:
+    """A recording ``run``: batch sizes, and the most batches that were on their way at once."""
 
-    def run(key, items):
-        running[0] += 1
-        most[0] = max(most[0], running[0])
-        sizes.append(len(items))
-        eventlet.sleep(0.02)
-        running[0] -= 1
-        return [i + 1 for i in items]
+    def __init__(self, seconds, answer):
+        self.seconds, self.answer = seconds, answer
+        self.running, self.most, self.sizes = 0, 0, []
+
+    def __call__(self, key, items):
+        self.running += 1
+        self.most = max(self.most, self.running)
+        self.sizes.append(len(items))
+        eventlet.sleep(self.seconds(items))
+        self.running -= 1
+        return [self.answer(i) for i in items]
+
+
+def test_a_second_lane_opens_only_under_load_and_batches_overlap():
+    run = Lanes(lambda items: 0.02, lambda i: i + 1)
     group = GroupCommit(run, window=0.001, max_size=64, lanes=2, lane_at=4)
-    assert group.submit("k", 1) == 2 and most[0] == 1  # alone: one lane
+    assert group.submit("k", 1) == 2 and run.most == 1  # alone: one lane
     pool = eventlet.GreenPool()
     first = [pool.spawn(group.submit, "k", i) for i in range(3)]  # a batch on its way ...
     eventlet.sleep(0.005)
     more = [pool.spawn(group.submit, "k", i) for i in range(100, 106)]  # ... and 6 waiting: the 4th opens lane 2
     assert [g.wait() for g in first] == [1, 2, 3] and [g.wait() for g in more] == list(range(101, 107))
-    assert most[0] == 2 and sum(sizes) == 10
+    assert run.most == 2 and sum(run.sizes) == 10
     assert not group._pending and not group._leaders
 
 
@@ -190,15 +198,8 @@ def test_lanes_under_a_storm_answer_every_request_once_and_in_its_own_batch(lane
 
 
 def test_a_request_that_waited_lane_wait_opens_a_lane_for_itself_and_those_behind_it():
-    running, most, sizes = [0], [0], []
-
-    def run(key, items):
-        running[0] += 1
-        most[0] = max(most[0], running[0])
-        sizes.append(len(items))
-        eventlet.sleep(0.1 if items[0] == "slow" else 0.005)  # the first batch is slow to come back
-        running[0] -= 1
-        return [i.upper() for i in items]
+    # the first batch is slow to come back
+    run = Lanes(lambda items: 0.1 if items[0] == "slow" else 0.005, str.upper)
     group = GroupCommit(run, window=0.001, max_size=64, lanes=2, lane_at=50, lane_wait=0.01)
     pool = eventlet.GreenPool()
     slow = pool.spawn(group.submit, "k", "slow")
@@ -207,5 +208,5 @@ def test_a_request_that_waited_lane_wait_opens_a_lane_for_itself_and_those_behin
     t0 = eventlet.hubs.get_hub().clock()
     assert [g.wait() for g in quick] == ["A", "B", "C"]
     assert eventlet.hubs.get_hub().clock() - t0 < 0.08  # not held back until the slow batch came back
-    assert slow.wait() == "SLOW" and most[0] == 2 and sorted(sizes) == [1, 3]
+    assert slow.wait() == "SLOW" and run.most == 2 and sorted(run.sizes) == [1, 3]
     assert not group._pending and not group._leaders
