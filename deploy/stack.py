@@ -1,7 +1,7 @@
 """Bring up the whole UnionHub stack as separate processes: used by ``make run`` and by the end-to-end tests.
 
 * RabbitMQ: ``AMQP_URI`` if given, otherwise localhost (started with ``rabbitmq-server -detached`` if installed and
-  down, with the management plugin enabled).
+  down, with the management and consistent-hash exchange plugins enabled).
 * Store: ``MONGO_URI`` if given, otherwise SecantusDB as its own process on a data directory that survives restarts.
 * Services: every line of ``deploy/Procfile`` as its own process, ``<NAME>_REPLICAS`` copies each.
 """
@@ -80,11 +80,16 @@ def ensure_rabbitmq(uri, say=print):
     return True
 
 
+PLUGINS = ["rabbitmq_management", "rabbitmq_consistent_hash_exchange"]
+
+
 def enable_management():
+    """The plugins UnionHub uses: the management API (nameko's test fixtures, ``python -m unionhub_kit dlq``) and
+    the consistent-hash exchange (``unionhub_kit.affinity``: a campaign's claims to one benefits replica; without it
+    they take the shared RPC queue). Enabling an enabled plugin is a no-op."""
     plugins = shutil.which("rabbitmq-plugins")
     if plugins:
-        subprocess.call([plugins, "enable", "rabbitmq_management"], stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL)
+        subprocess.call([plugins, "enable"] + PLUGINS, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def mongo_ok(uri, timeout_ms=1000):

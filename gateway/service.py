@@ -16,6 +16,7 @@ from werkzeug.routing import Rule
 from werkzeug.wrappers import Request
 
 from services.benefits.schemas import MAX_CLAIM_BATCH
+from unionhub_kit.affinity import with_affinity
 from unionhub_kit.batching import Batcher
 from unionhub_kit.config import Settings
 from unionhub_kit.errors import AppError
@@ -55,6 +56,10 @@ class _Measured:
     def __init__(self, proxy, service):
         self._proxy = proxy
         self._service = service
+
+    def with_affinity(self, key):
+        """Measured too (``unionhub_kit.affinity.with_affinity``)."""
+        return _Measured(with_affinity(self._proxy, key), self._service)
 
     def __getattr__(self, method):
         target = getattr(self._proxy, method)

@@ -56,6 +56,9 @@ SETTINGS = {
     "UNIONHUB_ACCESS_LOG": Setting(_bool, True),
     "UNIONHUB_ADMIN_PASSWORD": Setting(str, None),
     "RPC_TIMEOUT": Setting(float, 5.0),
+    # calls made with an affinity key (a campaign's claims) go to one replica, served by @affinity_rpc
+    # (unionhub_kit.affinity: RabbitMQ's consistent-hash exchange); off: the shared queue, for callers and replicas
+    "RPC_AFFINITY": Setting(_bool, True),
     "EVENT_MAX_ATTEMPTS": Setting(int, 5),
     "EVENT_RETRY_BASE_MS": Setting(int, 200),
     "EVENT_TRANSIENT_MAX_ATTEMPTS": Setting(int, 12),  # a handler failing with 503/504 or an unreachable store

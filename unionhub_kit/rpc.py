@@ -5,7 +5,8 @@ queue's consumer count, asked of the broker at most once a second per service an
 ``RPC_TIMEOUT`` seconds raises ``ServiceTimeout`` (504): the call **may still be carried out** (it may be running, or
 waiting for the store), so the 504 tells the client to retry with the same ``Idempotency-Key``. Remote ``AppError``
 subclasses come back as themselves (see ``errors``); on the serving side a store that does not answer in time
-becomes ``ServiceUnavailable`` (``rpc``).
+becomes ``ServiceUnavailable`` (``rpc``). Calls that carry an affinity key reach the same replica
+(``with_affinity``, ``affinity_rpc``: ``unionhub_kit.affinity``).
 """
 import inspect
 import logging
@@ -20,12 +21,14 @@ import eventlet.semaphore
 import kombu
 import kombu.exceptions
 import kombu.serialization
+from kombu import Queue
 from nameko.constants import AMQP_SSL_CONFIG_KEY, DEFAULT_SERIALIZER, LOGIN_METHOD_CONFIG_KEY, SERIALIZER_CONFIG_KEY
 from nameko.exceptions import IncorrectSignature, UnserializableValueError, serialize
+from nameko.extensions import ProviderCollector
 from nameko.rpc import (MethodProxy, Responder, Rpc as NamekoRpc, RpcConsumer, RpcProxy, RpcReply, ServiceProxy,
                         get_rpc_exchange)
 
-from . import config
+from . import affinity, config
 from .errors import ServiceTimeout, ServiceUnavailable
 
 log = logging.getLogger("unionhub.rpc")
@@ -156,24 +159,35 @@ class TimedReply(RpcReply):
 
 
 class TimedMethodProxy(MethodProxy):
-    def __init__(self, worker_ctx, service_name, method_name, reply_listener, timeout=None, **options):
+    def __init__(self, worker_ctx, service_name, method_name, reply_listener, timeout=None, affinity_key=None,
+                 **options):
         self.timeout = timeout
+        self.affinity_key = affinity_key
         super().__init__(worker_ctx, service_name, method_name, reply_listener, **options)
 
     def _call(self, *args, **kwargs):
-        # nameko's MethodProxy._call, plus: remember the correlation id so a timed-out call can be forgotten
-        exchange = get_rpc_exchange(self.container.config)
-        amqp_uri = config.get("AMQP_URI", self.container.config)
+        # nameko's MethodProxy._call, plus: remember the correlation id so a timed-out call can be forgotten; with an
+        # affinity key, published to the service's affinity exchange (which falls through to nameko's exchange
+        # while no replica is bound to it: unionhub_kit.affinity)
+        cfg = self.container.config
+        exchange = get_rpc_exchange(cfg)
+        amqp_uri = config.get("AMQP_URI", cfg)
         if not has_consumer(amqp_uri, self.service_name):
             raise ServiceUnavailable("%s is not running (no consumer on its queue)." % self.service_name)
+        keyed = self.affinity_key is not None and config.get("RPC_AFFINITY", cfg)
+        target, extra = affinity.route(
+            self.service_name, exchange.name, self.affinity_key,
+            keyed and affinity.available(amqp_uri, affinity.exchange(self.service_name, exchange.name)))
+        headers = self.get_message_headers(self.worker_ctx)
+        headers.update(extra)
         routing_key = "%s.%s" % (self.service_name, self.method_name)
         listener = self.reply_listener
         correlation_id = str(uuid.uuid4())
         reply_event = listener.get_reply_event(correlation_id)
         try:
-            CHANNELS.publish(amqp_uri, {"args": args, "kwargs": kwargs}, exchange.name, routing_key,
+            CHANNELS.publish(amqp_uri, {"args": args, "kwargs": kwargs}, target, routing_key,
                              reply_to=listener.routing_key, correlation_id=correlation_id,
-                             headers=self.get_message_headers(self.worker_ctx), delivery_mode=1,
+                             headers=headers, delivery_mode=1,
                              # a request nobody took within the timeout is dropped by the broker (one that was
                              # taken may still be carried out after the 504: see timeout_message)
                              expiration=self.timeout)
@@ -185,13 +199,21 @@ class TimedMethodProxy(MethodProxy):
 
 
 class TimedServiceProxy(ServiceProxy):
-    def __init__(self, worker_ctx, service_name, reply_listener, timeout, **options):
+    def __init__(self, worker_ctx, service_name, reply_listener, timeout, affinity_key=None, **options):
         self.timeout = timeout
+        self.affinity_key = affinity_key
         super().__init__(worker_ctx, service_name, reply_listener, **options)
 
     def __getattr__(self, name):
         return TimedMethodProxy(self.worker_ctx, self.service_name, name, self.reply_listener,
-                                timeout=self.timeout, **self.options)
+                                timeout=self.timeout, affinity_key=self.affinity_key, **self.options)
+
+    def with_affinity(self, key):
+        """This proxy, its calls carrying ``key``: every call with the same key reaches the same replica of the
+        service when the replicas serve the method with ``@affinity_rpc`` too, else the shared queue as any call
+        (``unionhub_kit.affinity``; called through ``affinity.with_affinity``)."""
+        return TimedServiceProxy(self.worker_ctx, self.service_name, self.reply_listener, self.timeout,
+                                 affinity_key=key, **self.options)
 
 
 _signatures = {}  # (service class, method) -> inspect.Signature
@@ -255,6 +277,13 @@ class StoreAwareRpc(NamekoRpc):
     rpc_consumer = _RpcConsumer()
     check_signature = check_signature
 
+    def unpack_message_headers(self, message):
+        """The worker's context from the request's headers, without the affinity key (only the broker reads it;
+        kept, it would travel on in the headers of every call this worker makes)."""
+        data = super().unpack_message_headers(message)
+        data.pop(affinity.HEADER, None)
+        return data
+
     def handle_result(self, message, worker_ctx, result, exc_info):
         from .mongo import unavailable
         if exc_info is not None and unavailable(exc_info[1]):
@@ -269,6 +298,69 @@ def rpc(fn=None, **kwargs):
     from .errors import AppError
     kwargs.setdefault("expected_exceptions", AppError)
     decorator = StoreAwareRpc.decorator(**kwargs)
+    return decorator if fn is None else decorator(fn)
+
+
+class _AffinityRpcConsumer(_RpcConsumer):
+    """The consumer of a replica's own affinity queue (``unionhub_kit.affinity``): exclusive, auto-deleted, bound
+    to the service's affinity exchange with weight 1, consumed on the container's one broker connection beside the
+    shared queue. Requests keep their routing key (``<service>.<method>``) and are dispatched as from the shared
+    queue.
+
+    Decided once at setup: with ``RPC_AFFINITY`` off, or when the exchange cannot be declared (a broker without the
+    consistent-hash plugin answers by closing the connection, which on the container's consuming connection would
+    stop every consumer of the service, retrying for ever), no queue is registered and the service serves from the
+    shared queue alone (a warning logged). A replica that stops cancels its consumer, which deletes the queue
+    (``auto_delete``) and its binding at once: later requests of its keys go to the other replicas (or fall
+    through to the shared queue), while the workers it has running still answer theirs. A replica that dies takes
+    its queue with the requests it had taken and not answered: their callers get the RPC timeout's 504, as with a
+    replica dying mid-call on the shared queue."""
+
+    def __init__(self):
+        super().__init__()
+        self.serving = False
+
+    def setup(self):
+        if self.queue is not None or self.serving:
+            return
+        cfg = self.container.config
+        service = self.container.service_name
+        if not config.get("RPC_AFFINITY", cfg):
+            log.info("RPC affinity off for %s (RPC_AFFINITY): served from the shared queue only", service)
+            return
+        ex = affinity.exchange(service, get_rpc_exchange(cfg).name)
+        if not affinity.declare(config.get("AMQP_URI", cfg), ex, "the %s service" % service):
+            return
+        self.queue = Queue(affinity.queue_name(service, uuid.uuid4().hex[:12]), exchange=ex,
+                           routing_key=affinity.WEIGHT, durable=False, exclusive=True, auto_delete=True)
+        self.serving = True
+        self.queue_consumer.register_provider(self)
+        log.info("RPC affinity on for %s: serving %s from %s too", service, self.queue.name, ex.name)
+
+    def stop(self):
+        if self.serving:
+            super().stop()
+
+    def unregister_provider(self, provider):
+        if self.serving:
+            super().unregister_provider(provider)
+        else:  # never registered with the queue consumer: only forget the entrypoint
+            ProviderCollector.unregister_provider(self, provider)
+
+
+class AffinityRpc(StoreAwareRpc):
+    """``StoreAwareRpc`` on the replica's affinity queue (``_AffinityRpcConsumer``)."""
+
+    rpc_consumer = _AffinityRpcConsumer()
+
+
+def affinity_rpc(fn=None, **kwargs):
+    """``@affinity_rpc`` beside ``@rpc`` on a method: calls made ``with_affinity(proxy, key)`` reach the replica
+    the key hashes to; ``@rpc`` still serves calls without a key and what falls through to the shared queue
+    (affinity off, no replica bound yet)."""
+    from .errors import AppError
+    kwargs.setdefault("expected_exceptions", AppError)
+    decorator = AffinityRpc.decorator(**kwargs)
     return decorator if fn is None else decorator(fn)
 
 

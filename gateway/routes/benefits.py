@@ -4,6 +4,7 @@ from nameko.exceptions import MethodNotFound, deserialize
 
 from services.benefits import schemas
 from unionhub_kit import clock, events
+from unionhub_kit.affinity import with_affinity
 from unionhub_kit.errors import AppError
 
 from .. import cache_events
@@ -106,10 +107,14 @@ def claim_batch(benefits, campaign_id, items):
     waits ``CLAIM_WINDOW_MS`` for others, and those arriving while a batch is on its way form the next) go to
     benefits in one call, ``claim_many``, and each request gets its own answer back. One RPC instead of one per
     claim saves the gateway, the broker and benefits a message each; and the batch reaches one benefits replica
-    whole, so replicas no longer halve each other's group commits (``bench.flash_grab``). A benefits process from
-    before ``claim_many`` (a rolling upgrade) is called once per claim."""
+    whole, so replicas no longer halve each other's group commits (``bench.flash_grab``). The campaign is the call's
+    affinity key (``unionhub_kit.affinity``): every batch of a campaign, from every gateway process, reaches the
+    same benefits replica, which merges them into bigger transactions; campaigns spread over replicas, and without
+    the broker plugin (or with ``RPC_AFFINITY`` off) the batches take the shared queue. A replica dying with a batch
+    answers it with the RPC timeout's 504, as before. A benefits process from before ``claim_many`` (a rolling
+    upgrade) is called once per claim."""
     try:
-        answers = benefits.claim_many(campaign_id, items)
+        answers = with_affinity(benefits, campaign_id).claim_many(campaign_id, items)
     except MethodNotFound:
         pile = eventlet.GreenPile(len(items))
         for it in items:

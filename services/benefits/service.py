@@ -27,7 +27,7 @@ from unionhub_kit.memory import ProcessMemory
 from unionhub_kit.mongo import Mongo, transaction
 from unionhub_kit.outbox import Outbox
 from unionhub_kit.ping import ping as _ping
-from unionhub_kit.rpc import Rpc, rpc
+from unionhub_kit.rpc import Rpc, affinity_rpc, rpc
 from unionhub_kit.schema import load
 
 from . import domain, schemas, store
@@ -181,11 +181,15 @@ class BenefitsService:
                                                            self.outbox.request_id), self._claim_batch)
 
     @rpc
+    @affinity_rpc
     def claim_many(self, campaign_id, claims):
         """The claims of one campaign that reached one gateway process together (the gateway's own group commit:
         one call instead of one per claim), each answered on its own, in order: ``{"result": coupon}`` or
         ``{"error": <serialized AppError>}``. They join this process's group commit as one run, merged with what
         else waits for the campaign, so a second replica is handed whole batches instead of halving them.
+        Served from the shared queue and from this replica's affinity queue (``unionhub_kit.affinity``): the
+        gateway sends every batch of a campaign with the campaign as affinity key, so with several replicas one
+        of them receives all of a campaign's batches and merges them (different campaigns spread over replicas).
         ``claims``: ``[{actor, idempotency_key, request_id}]`` (1-64, ``schemas.ClaimBatch``). An error that is
         not a client's (the store did not answer) fails the call, and with it every claim of the batch."""
         args = load(schemas.ClaimBatch, {"campaign_id": campaign_id, "claims": claims})

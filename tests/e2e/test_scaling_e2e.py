@@ -3,6 +3,7 @@ share its RPC queue and its event queues as competing consumers, both do some of
 twice."""
 import collections
 import time
+import uuid
 import urllib.parse
 
 import pytest
@@ -101,3 +102,34 @@ def test_two_replicas_share_rpc_and_event_work_and_process_nothing_twice(make_st
     assert wait_for(lambda: db.processed_events.count_documents({"_id": {"$in": any_keys}}) == N_EVENTS, 30)
     event_ids = [env["id"] for env in sent]
     assert db.webhook_deliveries.count_documents({"event_id": {"$in": event_ids}}) == N_EVENTS
+
+
+def test_the_claims_of_a_campaign_go_to_one_benefits_replica_and_campaigns_spread_over_both(make_stack):
+    """Campaign affinity through the gateway (``unionhub_kit.affinity``), with two benefits processes: 16 campaigns,
+    3 claims each one after the other, each answered 201. Each campaign's stock was taken by one process only (its
+    ``stock_taken`` tallies, one document per campaign and process), and both processes took some campaigns: all 16
+    on one process has probability 2 * (1/2)**16 = 1 in 32,768 (the consistent hash splits keys about evenly over
+    one bucket per replica). Without affinity the two replicas take the shared queue's calls in turn."""
+    from support import builders, client
+    from unionhub_kit import tokens
+    st = make_stack(replicas={"benefits": 2})
+    assert wait_for(lambda: queue_stats(st.env["AMQP_URI"], "rpc-benefits").get("consumers") == 2, 30)
+    admin = client.admin_token(st)
+    merchant = client.new_merchant(st, admin)
+    chengdu = {"region_codes": ["5101"], "occupation_groups": [], "union_ids": []}
+    campaigns = [client.new_campaign(st, merchant["id"], admin, quota=10, per_member_limit=3, eligibility=chengdu)["id"]
+                 for _ in range(16)]
+    user = "usr_%s" % uuid.uuid4().hex[:12]
+    client.project(st, [builders.joined_event(user)])
+    token = tokens.issue(user, "member")
+    for cid in campaigns:
+        for _ in range(3):
+            r = client.post(st, "/api/v1/campaigns/%s/claims" % cid, token)
+            assert r.status_code == 201, r.text
+    tallies = list(st.db("benefits").stock_taken.find({"campaign_id": {"$in": campaigns}}))
+    by_campaign = collections.defaultdict(set)
+    for t in tallies:
+        assert t["taken"] == 3, t
+        by_campaign[t["campaign_id"]].add(t["_id"].split("|", 1)[1])
+    assert sorted(by_campaign) == sorted(campaigns) and all(len(p) == 1 for p in by_campaign.values()), by_campaign
+    assert len(set.union(*by_campaign.values())) == 2, by_campaign

@@ -6,14 +6,16 @@ import uuid
 import eventlet
 import pytest
 from nameko.standalone.events import event_dispatcher
-from nameko.testing.services import entrypoint_hook
+from nameko.testing.services import dummy, entrypoint_hook
 from nameko.testing.utils import get_extension
 
 from services.benefits import store
 from services.benefits.service import BenefitsService
-from unionhub_kit import clock, events
+from unionhub_kit import affinity, clock, events
+from unionhub_kit.affinity import with_affinity
 from unionhub_kit.errors import AppError
 from unionhub_kit.memory import ProcessMemory
+from unionhub_kit.rpc import Rpc
 from support.builders import campaign_body, joined_event, left_event, merchant_body, new_uscc
 from support.stack import wait_for
 
@@ -627,3 +629,123 @@ def test_claim_many_refuses_bad_arguments_whole_and_writes_nothing(call, fails, 
         fails(400, "VALIDATION_ERROR", "claim_many", campaign_id, claims)
     assert db.coupons.count_documents({"campaign_id": c["id"]}) == 0
     assert call("get_campaign", None, c["id"])["remaining"] == 5
+
+
+# ---- campaign affinity (unionhub_kit.affinity) --------------------------------------------------------------------
+class AffinityCaller:
+    """What the gateway's ``claim_batch`` does: ``claim_many`` with the campaign as affinity key, through the kit's
+    timed proxy."""
+    name = "affinity_caller"
+    benefits = Rpc("benefits")
+
+    @dummy
+    def claim_many(self, campaign_id, claims):
+        return with_affinity(self.benefits, campaign_id).claim_many(campaign_id, claims)
+
+
+@pytest.fixture
+def caller(container_factory, config):
+    container = container_factory(AffinityCaller, config)
+    container.start()
+
+    def claim_many(campaign_id, users):
+        with entrypoint_hook(container, "claim_many") as fn:
+            return fn(campaign_id, [{"actor": member_actor(u), "idempotency_key": None, "request_id": None}
+                                    for u in users])
+    return claim_many
+
+
+def served(containers):
+    """How many claims each container's group commit has decided so far."""
+    from unionhub_kit.batching import Batcher
+    return [next(d for d in c.extensions if isinstance(d, Batcher)).group.items for c in containers]
+
+
+def affinity_queues(rabbit_manager, config):
+    """The queues bound to benefits' affinity exchange, or None when the exchange does not exist."""
+    from requests import HTTPError
+    name = affinity.exchange_name("benefits")
+    try:
+        rabbit_manager._get("exchanges", config["vhost"], name)
+    except HTTPError:
+        return None
+    return sorted(b["destination"] for b in rabbit_manager._get("exchanges", config["vhost"], name, "bindings",
+                                                                 "source"))
+
+
+def test_each_campaign_is_served_by_one_replica_and_campaigns_spread_over_both(svc, config, container_factory,
+                                                                                 campaign, members, caller,
+                                                                                 rabbit_manager):
+    """Two replicas, 16 campaigns, 3 ``claim_many`` calls each through the affinity path: every call of a campaign
+    is decided by the same replica, and both replicas get campaigns. The consistent hash splits campaigns about
+    evenly (one bucket per replica), so all 16 on one replica has probability 2 * (1/2)**16 = 1 in 32,768; on the
+    shared queue (no affinity) the replicas take turns, and 16 campaigns of 3 calls would never all stay put."""
+    second = container_factory(BenefitsService, config)
+    second.start()
+    replicas = [svc, second]
+    queues = affinity_queues(rabbit_manager, config)
+    assert len(queues) == 2 and all(q.startswith("rpc-benefits-affinity-") for q in queues), queues
+    (user,) = members(1)
+    campaigns = [campaign(quota=10, per_member_limit=3)["id"] for _ in range(16)]
+    by_campaign = {}
+    for cid in campaigns:
+        for _ in range(3):
+            before = served(replicas)
+            (answer,) = caller(cid, [user])
+            assert "result" in answer, answer
+            after = served(replicas)
+            by_campaign.setdefault(cid, set()).update(n for n in range(2) if after[n] > before[n])
+    assert all(len(who) == 1 for who in by_campaign.values()), by_campaign
+    assert {next(iter(who)) for who in by_campaign.values()} == {0, 1}, by_campaign
+
+
+def test_without_an_affinity_queue_calls_fall_through_to_the_shared_queue(config, container_factory, members, caller,
+                                                                          rabbit_manager):
+    """The exchange exists (the caller declared it) but no replica is bound to it, because the one replica serving
+    has ``RPC_AFFINITY`` off, or because the only bound replica stopped: the alternate exchange hands the calls to
+    the shared queue, and they are answered."""
+    off = container_factory(BenefitsService, dict(config, RPC_AFFINITY=False))
+    off.start()
+    with entrypoint_hook(off, "create_merchant") as fn:
+        mer = fn(ADMIN, merchant_body(name="蜀味面馆"))
+    with entrypoint_hook(off, "create_campaign") as fn:
+        cid = fn(ADMIN, campaign_body(mer["id"], quota=10, per_member_limit=5))["id"]
+    (user,) = members(1)
+    assert caller(cid, [user])[0]["result"]["campaign_id"] == cid
+    assert affinity_queues(rabbit_manager, config) == []  # declared by the caller, nobody bound
+    assert served([off]) == [1]
+
+    on = container_factory(BenefitsService, config)  # a replica with affinity: every call goes to it
+    on.start()
+    assert len(affinity_queues(rabbit_manager, config)) == 1
+    for _ in range(2):
+        assert "result" in caller(cid, [user])[0]
+    assert served([off, on]) == [1, 2]
+
+    on.stop()  # its queue and binding go with it: the calls fall through again
+    assert affinity_queues(rabbit_manager, config) == []
+    for _ in range(2):
+        assert "result" in caller(cid, [user])[0]
+    assert served([off]) == [3]
+
+
+@pytest.fixture
+def no_plugin(monkeypatch):
+    """A broker without the consistent-hash plugin: the exchange type is one no broker knows (the broker answers
+    the declare as it does without the plugin, closing the connection with COMMAND_INVALID)."""
+    monkeypatch.setattr(affinity, "EXCHANGE_TYPE", "x-unionhub-no-such-type")
+
+
+def test_without_the_broker_plugin_the_service_starts_and_serves_from_the_shared_queue(no_plugin, svc, campaign,
+                                                                                          members, caller, caplog,
+                                                                                          rabbit_manager, config):
+    from nameko.testing.utils import get_extension
+    from unionhub_kit.rpc import _AffinityRpcConsumer
+    assert get_extension(svc, _AffinityRpcConsumer).serving is False
+    assert any("RPC affinity off" in r.getMessage() for r in caplog.get_records("setup"))
+    c = campaign(quota=10, per_member_limit=5)
+    (user,) = members(1)
+    for _ in range(2):
+        assert caller(c["id"], [user])[0]["result"]["campaign_id"] == c["id"]
+    assert affinity_queues(rabbit_manager, config) is None  # neither side could declare it
+    assert served([svc]) == [2]

@@ -87,3 +87,59 @@ def test_integrator_reads_events_through_its_own_queues_and_nothing_else(broker)
 
     for attempt in (bind_to_rpc, read_rpc_queue, publish_event, someone_elses_queue):
         refused(attempt)
+
+
+@pytest.fixture
+def service_uri(broker):
+    """A service account (``uh-benefits``'s permissions of the definitions) on the broker fixture's vhost."""
+    admin_uri, _ = broker
+    vhost = admin_uri.rsplit("/", 1)[1]
+    user, password = "uh_svc_%s" % uuid.uuid4().hex[:6], "pw-" + uuid.uuid4().hex
+    [perm] = [p for p in render_manifests.definitions()["permissions"] if p["user"] == "uh-benefits"]
+    requests.put("%s/users/%s" % (API, user), auth=GUEST, timeout=10,
+                 json={"password": password, "tags": ""}).raise_for_status()
+    requests.put("%s/permissions/%s/%s" % (API, vhost, user), auth=GUEST, timeout=10, json={
+        k: perm[k] for k in ("configure", "write", "read")}).raise_for_status()
+    yield "amqp://%s:%s@localhost:5672/%s" % (user, password, vhost)
+    requests.delete("%s/users/%s" % (API, user), auth=GUEST, timeout=10)
+
+
+def test_a_service_account_may_serve_and_call_through_the_affinity_exchange_and_the_integrator_may_not(
+        broker, service_uri):
+    """``unionhub_kit.affinity`` under the definitions' permissions: a service declares the exchange (with
+    ``nameko-rpc`` as its alternate exchange), binds a replica's queue and publishes to it; the integrator can
+    neither bind a queue of its own to it (claims carry member identities) nor publish to it."""
+    from unionhub_kit import affinity
+    _, integrator_uri = broker
+    ex = affinity.exchange("benefits", "nameko-rpc")
+    assert affinity.declare(service_uri, ex, "test")
+    with Connection(service_uri) as conn:
+        mine = Queue(affinity.queue_name("benefits", uuid.uuid4().hex[:12]), ex, routing_key=affinity.WEIGHT,
+                     durable=False, exclusive=True, auto_delete=True)
+        bound = mine(conn.channel())
+        bound.declare()
+        conn.Producer().publish({"args": [], "kwargs": {}}, exchange=ex.name, routing_key="benefits.claim_many",
+                                headers={affinity.HEADER: "cmp_1"}, serializer="json")
+        msg = None
+        for _ in range(50):
+            msg = bound.get(no_ack=True)
+            if msg:
+                break
+            import time
+            time.sleep(0.1)
+        assert msg is not None and msg.delivery_info["routing_key"] == "benefits.claim_many"
+
+    def spy():
+        with Connection(integrator_uri) as c:
+            Queue("integrator.spy", Exchange(ex.name, type=ex.type, durable=True, passive=True),
+                  routing_key=affinity.WEIGHT, durable=True)(c.channel()).declare()
+
+    def forge():
+        with Connection(integrator_uri) as c:
+            ch = c.channel()
+            ch.confirm_select()
+            ch.basic_publish(amqp.Message("{}"), exchange=ex.name, routing_key="benefits.claim_many")
+            ch.wait(amqp.spec.Basic.Ack, timeout=5)
+
+    for attempt in (spy, forge):
+        refused(attempt)

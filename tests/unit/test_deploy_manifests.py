@@ -339,3 +339,27 @@ def test_each_service_has_its_own_broker_account_and_compose_uses_it():
         assert not users[uri.username]["tags"], "a service account is no broker administrator"
     [integrator] = [p for p in defs["permissions"] if p["user"] == "integrator"]
     assert "nameko-rpc" not in integrator["read"] and integrator["write"] == integrator["configure"]
+
+
+def test_the_broker_has_the_consistent_hash_plugin_and_the_accounts_may_use_the_affinity_names():
+    """``unionhub_kit.affinity``: compose's broker enables the plugin (beside the management and Prometheus plugins
+    the image has), ``make run`` and the tests enable it, and every service account may declare, write and read
+    the affinity exchange and a replica's queue; the integrator may not."""
+    from deploy import render_manifests, stack
+    from unionhub_kit import affinity
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in compose()["services"]["rabbitmq"]["volumes"]
+              if v.startswith("./")}
+    with open(os.path.join(DEPLOY, mounts["/etc/rabbitmq/enabled_plugins"])) as f:
+        text = f.read().strip()
+    assert text.startswith("[") and text.endswith("].")
+    assert set(text[1:-2].split(",")) >= {"rabbitmq_management", "rabbitmq_prometheus",
+                                          "rabbitmq_consistent_hash_exchange"}
+    assert {"rabbitmq_management", "rabbitmq_consistent_hash_exchange"} <= set(stack.PLUGINS)
+    names = [affinity.exchange_name("benefits"), affinity.queue_name("benefits", "0123abcd")]
+    for user, _, configure, write, read in render_manifests.broker_accounts():
+        for name in names:
+            allowed = [bool(re.match(p, name)) for p in (configure, write, read)]
+            if user == render_manifests.INTEGRATOR_USER:
+                assert not any(allowed), name
+            else:
+                assert all(allowed), (user, name)
