@@ -38,7 +38,7 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 
 from support import client  # noqa: E402
-from unionhub_kit import tokens  # noqa: E402
+from unionhub_kit import regions, tokens  # noqa: E402
 
 SECONDS = common.env_float("BENCH_SCALE_SECONDS", 8.0)
 CONC = common.env_int("BENCH_SCALE_CONCURRENCY", 8)
@@ -112,6 +112,39 @@ def store_pid(uri):
             if b"deploy.store" in args and b"--port" in args and args[args.index(b"--port") + 1] == port.encode():
                 return int(pid)
     return None
+
+
+def niceness(pid):
+    """The nice values of every thread of ``pid`` (a set; empty when it cannot be read). ``renice -p PID`` changes
+    only the thread it names, so each thread's is read."""
+    out = set()
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                out.add(int(f.read().rsplit(")", 1)[1].split()[16]))
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def check_priority(uri):
+    """The seed-scale store should run at the priority the empty store runs at (the benchmark's own, as
+    ``deploy/stack.py`` starts it). A store started under ``nice -n 19`` (as a seed may be) yields the CPU to
+    every service of the stack whenever both cores are busy, so its p95 would partly measure the scheduler. Returns
+    what was found, for the JSON, and says so loudly when they differ."""
+    pid = store_pid(uri)
+    if not pid:
+        return {"pid": None, "note": "the seed-scale store does not run on this machine: its priority is not known"}
+    found, own = sorted(niceness(pid)), os.nice(0)
+    if found and found != [own]:
+        common.say("scale: WARNING the seed-scale store (pid %d) runs at nice %s, this benchmark at %d: the two "
+                   "stores are not compared alike (for each thread: renice -n %d -p TID, or restart the store "
+                   "without nice)" % (pid, found, own, own))
+    return {"pid": pid, "nice": found, "bench_nice": own, "alike": found == [own]}
 
 
 def phase(st, name, call, tokens_=None, total=None):
@@ -244,6 +277,20 @@ EMPTY_CAMPAIGNS = common.env_int("BENCH_SCALE_EMPTY_CAMPAIGNS", 21)
 DEVICE_SHARE = 0.4  # services/notify/seed_scale.py: 40 % of the seeded active members have a device
 
 
+def one_member_per_prefecture(st, admin):
+    """A member in each of the 21 prefectures (an auto-approving union under its first county), so the province
+    admin's member statistics by prefecture are 21 rows on the empty store as at scale. Without them the empty store
+    answered with the one or two prefectures its members happened to join, and the ratio compared an answer of 21
+    counters (read, sent by membership, checked and sent by the gateway) with one of 1-2: 1.6 against 1.0 ms of
+    store CPU a request (capacity.md section 4, run 5)."""
+    first_county = {}
+    for c in regions.counties():
+        first_county.setdefault(regions.prefecture_of(c["code"]), c["code"])
+    for prefecture in regions.prefectures():
+        union = client.create_union(st, admin, parent_code=first_county[prefecture["code"]], auto_approve=True)
+        client.new_member(st, union_id=union["id"])
+
+
 def empty_members(st, n=24):
     """Members made through the app on the empty store (``DEVICE_SHARE`` of them with a device registered, as many
     as the seed gives one), a few announcements and a page of campaigns (each only when a chosen phase reads it)."""
@@ -257,6 +304,8 @@ def empty_members(st, n=24):
                                  {"platform": ("android", "ios")[k % 2], "token": "benchtok%06d%s" % (k, "x" * 24)})
         assert status == 201, body
         d.close()
+    if "stats_members" in PHASES:
+        one_member_per_prefecture(st, admin)
     h = common.Http(st.url, token=admin)
     for k in range(3 if "inbox" in PHASES or ANNOUNCE else 0):  # a few, as the inbox at scale has a year of them
         h.request("POST", "/api/v1/announcements", {"title": "通知 %d" % k, "body": "b",
@@ -345,7 +394,7 @@ def main():
     if not uri:
         raise SystemExit("BENCH_SCALE_URI: the store make seed-scale loaded")
     result = {"concurrency": CONC, "seconds_per_phase": SECONDS, "passes": PASSES, "phase_names": PHASES,
-              "load_average_before": os.getloadavg()}
+              "load_average_before": os.getloadavg(), "scale_store_priority": check_priority(uri)}
     common.say("scale: the empty store ...")
     with common.stack(extra_env=ENV) as st:
         empty = passes(st, empty_members(st), "empty")
