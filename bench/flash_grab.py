@@ -17,9 +17,11 @@ token, warms up on another campaign, then lets all N claim the grab campaign at 
     python -m bench.flash_grab
     FLASH_MEMBERS=1000 FLASH_QUOTA=250 FLASH_CONCURRENCY=32 FLASH_REPLICAS=1 python -m bench.flash_grab
 
-A grab lasts a few seconds, so one grab's rate is noisy on these machines: each stack runs ``FLASH_ROUNDS`` (3)
+A grab lasts a few seconds, so one grab's rate is noisy on these machines: each stack runs ``FLASH_ROUNDS`` (5)
 grabs, each of a fresh campaign by all N members, and reports the round of median rate (every round's rate and
-whether every round issued exactly the quota, at most one per member, are recorded beside it).
+whether every round issued exactly the quota, at most one per member, are recorded beside it). The stacks run
+side by side and take turns (round 1 on one replica, round 1 on two, round 2 on one, ...: ``run_interleaved``), so
+that a slower minute of the machine does not fall on one replica count alone.
 
 Store and broker: ``MONGO_URI`` (or ``BENCH_MONGO_URI``) if set, otherwise a SecantusDB started for the run;
 RabbitMQ at ``AMQP_URI`` with a fresh vhost (``BENCH_AMQP_URI`` to use one as it is). Figures go to
@@ -46,7 +48,7 @@ def settings():
     return {"members": common.env_int("FLASH_MEMBERS", 2000), "quota": common.env_int("FLASH_QUOTA", 500),
             "concurrency": common.env_int("FLASH_CONCURRENCY", 64),
             "replicas": [int(r) for r in os.environ.get("FLASH_REPLICAS", "1,2").split(",") if r.strip()],
-            "raw_seconds": common.env_float("BENCH_DURATION", 5.0), "rounds": max(1, common.env_int("FLASH_ROUNDS", 3))}
+            "raw_seconds": common.env_float("BENCH_DURATION", 5.0), "rounds": max(1, common.env_int("FLASH_ROUNDS", 5))}
 
 
 # ---- set-up ---------------------------------------------------------------------------------------------------
@@ -278,7 +280,9 @@ def grab_round(st, cfg, target, user_tokens):
     return result
 
 
-def run_once(cfg, replicas):
+def prepare(cfg, replicas):
+    """A stack with ``replicas`` benefits replicas, its members projected, their tokens minted and a warm-up grab
+    done: ``(stack, admin client, merchant, tokens)``."""
     common.say("flash_grab: starting a stack with %d benefits replica(s) ..." % replicas)
     st = common.start_stack(replicas={"benefits": replicas})
     try:
@@ -293,32 +297,55 @@ def run_once(cfg, replicas):
         common.say("flash_grab: warming up ...")
         grab(st, warm["id"], user_tokens[:min(300, len(user_tokens))], cfg["concurrency"])
         quiet(st)
-        rounds = []
-        for k in range(cfg["rounds"]):
-            target = make_campaign(admin, merchant["id"], "10点抢 满30减10 #%d" % (k + 1), cfg["quota"])
-            common.say("flash_grab: round %d of %d: %d members grab %d coupons at %d connections ..."
-                       % (k + 1, cfg["rounds"], cfg["members"], cfg["quota"], cfg["concurrency"]))
-            rounds.append(grab_round(st, cfg, target, user_tokens))
-            quiet(st)
-        # the round of median rate is the run's figure (a grab lasts a few seconds: one round is noisy here)
-        result = sorted(rounds, key=lambda r: r["claims_per_s"])[len(rounds) // 2]
-        result["rounds_claims_per_s"] = [r["claims_per_s"] for r in rounds]
-        result["rounds_ok"] = all(r["check"]["issued_equals_quota"] and r["check"]["per_member_max"] <= 1
-                                  and r["outcomes"].get("201", 0) == r["check"]["issued"] for r in rounds)
-        quiet(st)
-        common.say("flash_grab: raw RPC and store, %ss each ..." % cfg["raw_seconds"])
-        rpc = raw_rpc(st, cfg["raw_seconds"])
-        store = raw_store(st, cfg["raw_seconds"])
-        result["raw"] = {"rpc_ping_sequential": rpc["sequential"], "rpc_ping_concurrent": rpc["concurrent"],
-                         "store_find_one_and_update": store}
-        result["ratios"] = {
-            "claims_per_s / raw_rpc_calls_per_s": ratio(result["claims_per_s"], rpc["concurrent"]["per_s"]),
-            "claims_per_s / raw_store_fau_per_s": ratio(result["claims_per_s"], store["per_s"]),
-        }
-        result["replicas"] = st.replicas()
-        return result
-    finally:
+    except BaseException:
         st.stop()
+        raise
+    return st, admin, merchant, user_tokens
+
+
+def finish(cfg, st, rounds):
+    """The run's figures from its rounds, with the same stack's raw yardsticks."""
+    # the round of median rate is the run's figure (a grab lasts a few seconds: one round is noisy here)
+    result = sorted(rounds, key=lambda r: r["claims_per_s"])[len(rounds) // 2]
+    result["rounds_claims_per_s"] = [r["claims_per_s"] for r in rounds]
+    result["rounds_ok"] = all(r["check"]["issued_equals_quota"] and r["check"]["per_member_max"] <= 1
+                              and r["outcomes"].get("201", 0) == r["check"]["issued"] for r in rounds)
+    quiet(st)
+    common.say("flash_grab: raw RPC and store, %ss each ..." % cfg["raw_seconds"])
+    rpc = raw_rpc(st, cfg["raw_seconds"])
+    store = raw_store(st, cfg["raw_seconds"])
+    result["raw"] = {"rpc_ping_sequential": rpc["sequential"], "rpc_ping_concurrent": rpc["concurrent"],
+                     "store_find_one_and_update": store}
+    result["ratios"] = {
+        "claims_per_s / raw_rpc_calls_per_s": ratio(result["claims_per_s"], rpc["concurrent"]["per_s"]),
+        "claims_per_s / raw_store_fau_per_s": ratio(result["claims_per_s"], store["per_s"]),
+    }
+    result["replicas"] = st.replicas()
+    return result
+
+
+def run_interleaved(cfg):
+    """Every replica count's stack is started and prepared first; then round k of each stack runs in turn (1, 2,
+    1, 2, ...), each on a fresh campaign. Run one stack after the other, a drift in the machine's speed (another
+    process, the disk, the host) lands on one replica count only: the same code measured 0.66x with two replicas
+    second and 0.88x with them first, minutes apart (capacity.md run 13). Interleaved, a drift lands on both. The
+    stack not grabbing is idle meanwhile (only its timers and polls run)."""
+    stacks = {}
+    try:
+        for r in cfg["replicas"]:
+            stacks[r] = prepare(cfg, r)
+        rounds = {r: [] for r in stacks}
+        for k in range(cfg["rounds"]):
+            for r, (st, admin, merchant, user_tokens) in stacks.items():
+                target = make_campaign(admin, merchant["id"], "10点抢 满30减10 #%d" % (k + 1), cfg["quota"])
+                common.say("flash_grab: round %d of %d, %d replica(s): %d members grab %d coupons at %d connections"
+                           " ..." % (k + 1, cfg["rounds"], r, cfg["members"], cfg["quota"], cfg["concurrency"]))
+                rounds[r].append(grab_round(st, cfg, target, user_tokens))
+                quiet(st)
+        return {"benefits_x%d" % r: finish(cfg, stacks[r][0], rounds[r]) for r in stacks}
+    finally:
+        for st, *_ in stacks.values():
+            st.stop()
 
 
 def ratio(a, b):
@@ -329,10 +356,8 @@ def main():
     if os.environ.get("MONGO_URI") and not os.environ.get("BENCH_MONGO_URI"):
         os.environ["BENCH_MONGO_URI"] = os.environ["MONGO_URI"]
     cfg = settings()
-    runs = {}
-    for r in cfg["replicas"]:
-        runs["benefits_x%d" % r] = run_once(cfg, r)
-    doc = {"settings": cfg, "runs": runs}
+    runs = run_interleaved(cfg)
+    doc = {"settings": cfg, "runs": runs, "interleaved": True}
     path = common.write_result("flash_grab", doc)
     print(table(cfg, runs))
     print("\nwritten to %s" % os.path.relpath(path, common.ROOT))
