@@ -59,6 +59,9 @@ SETTINGS = {
     # calls made with an affinity key (a campaign's claims) go to one replica, served by @affinity_rpc
     # (unionhub_kit.affinity: RabbitMQ's consistent-hash exchange); off: the shared queue, for callers and replicas
     "RPC_AFFINITY": Setting(_bool, True),
+    # how many affinity keys one campaign's claims are spread over (by member: gateway.routes.benefits.claim_key),
+    # so a grab too big for one benefits process is decided by up to this many; 1: one replica decides a campaign
+    "CLAIM_AFFINITY_SHARDS": Setting(int, 1),
     "EVENT_MAX_ATTEMPTS": Setting(int, 5),
     "EVENT_RETRY_BASE_MS": Setting(int, 200),
     "EVENT_TRANSIENT_MAX_ATTEMPTS": Setting(int, 12),  # a handler failing with 503/504 or an unreachable store

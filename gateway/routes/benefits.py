@@ -1,9 +1,12 @@
 """Benefits routes of API.md: merchants, campaigns, claims, a member's coupons, redemption, statistics."""
+import functools
+import zlib
+
 import eventlet
 from nameko.exceptions import MethodNotFound, deserialize
 
 from services.benefits import schemas
-from unionhub_kit import clock, events
+from unionhub_kit import clock, config, events
 from unionhub_kit.affinity import with_affinity
 from unionhub_kit.errors import AppError
 
@@ -99,10 +102,34 @@ def get_campaign(gw, call):
 def claim(gw, call):
     """Claim a coupon: `{code, campaign_id, status: "unused", expires_at}`"""
     item = {"actor": call.actor, "idempotency_key": call.idempotency_key, "request_id": call.request_id}
-    return gw.claims.submit(call.path_params["campaign_id"], item, lambda cid, items: claim_batch(gw.benefits, cid, items))
+    campaign_id = call.path_params["campaign_id"]
+    key = claim_key(campaign_id, call.actor["sub"], claim_shards())
+    return gw.claims.submit(key, item, lambda key, items: claim_batch(gw.benefits, campaign_id, items, key))
 
 
-def claim_batch(benefits, campaign_id, items):
+MAX_CLAIM_SHARDS = 64
+
+
+@functools.lru_cache(maxsize=1)
+def claim_shards():
+    """``CLAIM_AFFINITY_SHARDS`` (read once per process), within 1-``MAX_CLAIM_SHARDS``."""
+    return max(1, min(MAX_CLAIM_SHARDS, config.get("CLAIM_AFFINITY_SHARDS")))
+
+
+def claim_key(campaign_id, user_id, shards=1):
+    """The group-commit and affinity key of a member's claim. With one shard (the default) it is the campaign: all
+    its claims are batched together and decided by one benefits replica, which merges the batches of every gateway
+    process into the fewest transactions (on one store, a second replica deciding half of a campaign's claims
+    costs more than it adds: ``bench.flash_grab``). With ``shards`` > 1 a campaign's members are split by a
+    stable hash of their id (CRC-32: the same in every gateway process) into that many keys, each batched apart
+    and hashed to its own replica, for a grab bigger than one benefits process can decide (docs/capacity.md
+    section 3); each replica takes from its own stock buckets, so the shards do not conflict."""
+    if shards <= 1:
+        return campaign_id
+    return "%s|%d" % (campaign_id, zlib.crc32(user_id.encode("utf-8")) % shards)
+
+
+def claim_batch(benefits, campaign_id, items, affinity_key=None):
     """The claims of one campaign reaching this gateway process together (``gw.claims``, a group commit: the first
     waits ``CLAIM_WINDOW_MS`` for others, and those arriving while a batch is on its way form the next) go to
     benefits in one call, ``claim_many``, and each request gets its own answer back. One RPC instead of one per
@@ -112,9 +139,9 @@ def claim_batch(benefits, campaign_id, items):
     same benefits replica, which merges them into bigger transactions; campaigns spread over replicas, and without
     the broker plugin (or with ``RPC_AFFINITY`` off) the batches take the shared queue. A replica dying with a batch
     answers it with the RPC timeout's 504, as before. A benefits process from before ``claim_many`` (a rolling
-    upgrade) is called once per claim."""
+    upgrade) is called once per claim. ``affinity_key``: the batch's key (``claim_key``; default the campaign)."""
     try:
-        answers = with_affinity(benefits, campaign_id).claim_many(campaign_id, items)
+        answers = with_affinity(benefits, affinity_key or campaign_id).claim_many(campaign_id, items)
     except MethodNotFound:
         pile = eventlet.GreenPile(len(items))
         for it in items:
