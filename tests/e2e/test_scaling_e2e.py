@@ -2,6 +2,7 @@
 share its RPC queue and its event queues as competing consumers, both do some of the work, and nothing is done
 twice."""
 import collections
+import eventlet
 import time
 import uuid
 import urllib.parse
@@ -133,3 +134,30 @@ def test_the_claims_of_a_campaign_go_to_one_benefits_replica_and_campaigns_sprea
         by_campaign[t["campaign_id"]].add(t["_id"].split("|", 1)[1])
     assert sorted(by_campaign) == sorted(campaigns) and all(len(p) == 1 for p in by_campaign.values()), by_campaign
     assert len(set.union(*by_campaign.values())) == 2, by_campaign
+
+
+def test_with_claim_shards_one_campaigns_claims_are_decided_by_both_replicas_and_stay_exact(make_stack):
+    """``CLAIM_AFFINITY_SHARDS=16`` (gateway): one campaign's members are split into 16 affinity keys
+    (``gateway.routes.benefits.claim_key``), each hashed to one of the two benefits processes, so both decide some of
+    the campaign's claims (every shard on one process: 2 * (1/2)**16 = 1 in 32,768). 160 members, 16 at a time,
+    claim a campaign of 100: exactly 100 coupons, at most one each, 60 answered SOLD_OUT, and both processes' stock
+    tallies add up to the 100 issued."""
+    from support import builders, client
+    from unionhub_kit import tokens
+    st = make_stack(replicas={"benefits": 2}, extra_env={"CLAIM_AFFINITY_SHARDS": "16"})
+    assert wait_for(lambda: queue_stats(st.env["AMQP_URI"], "rpc-benefits").get("consumers") == 2, 30)
+    admin = client.admin_token(st)
+    merchant = client.new_merchant(st, admin)
+    chengdu = {"region_codes": ["5101"], "occupation_groups": [], "union_ids": []}
+    cid = client.new_campaign(st, merchant["id"], admin, quota=100, per_member_limit=1, eligibility=chengdu)["id"]
+    users = ["usr_%s" % uuid.uuid4().hex[:12] for _ in range(160)]
+    client.project(st, [builders.joined_event(u) for u in users])
+    pool = eventlet.GreenPool(16)
+    answers = list(pool.imap(lambda u: client.post(st, "/api/v1/campaigns/%s/claims" % cid, tokens.issue(u, "member")),
+                             users))
+    codes = collections.Counter(r.status_code if r.status_code == 201 else r.json()["code"] for r in answers)
+    assert codes == {201: 100, "SOLD_OUT": 60}, codes
+    coupons = list(st.db("benefits").coupons.find({"campaign_id": cid}, {"user_id": 1}))
+    assert len(coupons) == 100 and len({c["user_id"] for c in coupons}) == 100
+    tallies = {t["_id"].split("|", 1)[1]: t["taken"] for t in st.db("benefits").stock_taken.find({"campaign_id": cid})}
+    assert len(tallies) == 2 and sum(tallies.values()) == 100, tallies
