@@ -5,10 +5,12 @@ inbox.
     make seed-scale SEED_ARGS="--users 250000 ..."     # once: the store this benchmark reads (see README)
     BENCH_SCALE_URI=mongodb://127.0.0.1:27517/?directConnection=true BENCH_SCALE_PREFIX=scale python -m bench.scale
 
-The same stack (every service and the gateway, started as ``make run`` starts them) runs twice, one after the other:
-first on a fresh empty store (a few members made through the app, a few announcements), then on the seed-scale
-store (``BENCH_SCALE_URI``, databases ``BENCH_SCALE_PREFIX_*``; members sampled from the seeded ones, tokens minted
-for them). Each phase runs ``BENCH_SCALE_SECONDS`` (8) at ``BENCH_SCALE_CONCURRENCY`` (8) connections:
+The same stack (every service and the gateway, started as ``make run`` starts them) runs twice, side by side: on a
+fresh empty store (a few members made through the app, a few announcements) and on the seed-scale store
+(``BENCH_SCALE_URI``, databases ``BENCH_SCALE_PREFIX_*``; members sampled from the seeded ones, tokens minted for
+them). Their phases take turns (otp on one, otp on the other, token on one ...: ``interleave``), so that a slower
+minute of the machine does not fall on one store alone. Each phase runs ``BENCH_SCALE_SECONDS`` (8) at
+``BENCH_SCALE_CONCURRENCY`` (8) connections:
 
 * ``otp`` ``POST /auth/otp`` and ``token`` ``POST /auth/token`` (fresh phones: new users in a store of millions);
 * ``join`` ``POST /members`` into a union that approves by hand, ``approve`` ``POST /admin/members/{id}/approve``;
@@ -161,7 +163,9 @@ def phase(st, name, call, tokens_=None, total=None):
 
 
 def run_on(st, members, label):
-    """Every phase on ``st``; ``members``: ``[(token, user_id)]`` of existing active members."""
+    """Every phase on ``st``; ``members``: ``[(token, user_id)]`` of existing active members. A generator: it
+    yields after each phase (so that ``interleave`` can run the other store's same phase next) and returns the
+    figures."""
     admin = client.admin_token(st)
     out = {}
     codes = Codes(st.env["SMS_SINK_FILE"])
@@ -175,6 +179,7 @@ def run_on(st, members, label):
         return status
     if "otp" in PHASES:
         out["otp"] = phase(st, "otp", otp)
+        yield
     fresh = []
 
     def token(h, i):
@@ -186,6 +191,7 @@ def run_on(st, members, label):
         return status
     if "token" in PHASES:
         out["token"] = phase(st, "token", token, total=len(phones))
+        yield
     union = client.create_union(st, admin, auto_approve=False) if "join" in PHASES else None
     joined = []
 
@@ -199,9 +205,11 @@ def run_on(st, members, label):
         return status
     if "join" in PHASES:
         out["join"] = phase(st, "join", join, total=len(fresh))
+        yield
     if "approve" in PHASES:
         out["approve"] = phase(st, "approve", lambda h, i: h.post("/api/v1/admin/members/%s/approve" % joined[i]),
                                tokens_=[admin] * CONC, total=len(joined))
+        yield
     member_tokens = [t for t, _ in members]
 
     def as_member(path):
@@ -211,6 +219,7 @@ def run_on(st, members, label):
         return call
     if "me" in PHASES:
         out["me"] = phase(st, "me", as_member("/api/v1/members/me"))
+        yield
 
     def deep_page(h, i):
         """Each connection walks the province admin's list 50 at a time, ``PAGES`` pages deep, and again."""
@@ -221,19 +230,24 @@ def run_on(st, members, label):
         return status
     if "member_list_deep" in PHASES:
         out["member_list_deep"] = phase(st, "member_list_deep", deep_page, tokens_=[admin] * CONC)
+        yield
     if "stats_members" in PHASES:
         out["stats_members"] = phase(st, "stats_members",
                                      lambda h, i: h.get("/api/v1/admin/stats/members?group_by=prefecture"),
                                      tokens_=[admin] * CONC)
+        yield
     if "stats_benefits" in PHASES:
         out["stats_benefits"] = phase(st, "stats_benefits", lambda h, i: h.get("/api/v1/admin/stats/benefits"),
                                       tokens_=[admin] * CONC)
+        yield
     if "inbox" in PHASES:
         out["inbox"] = phase(st, "inbox", as_member("/api/v1/members/me/notifications"))
+        yield
     if "claim" in PHASES:
         campaign = common.create_campaign(st, admin, quota=10 ** 6, per_member_limit=100,
                                           title="scale claim %s" % uuid.uuid4().hex[:6])
         out["claim"] = phase(st, "claim", _claimer(campaign["id"], member_tokens))
+        yield
     out["announcement_visible_ms"] = [announcement_visible(st, admin, members) for _ in range(ANNOUNCE)]
     for k, v in out.items():
         if isinstance(v, dict):
@@ -357,17 +371,38 @@ def wait_fanouts(st):
             "left_unfinished": db.announcements.count_documents(unfinished)}
 
 
-def passes(st, members, label):
-    """``PASSES`` runs of every phase on one stack: the first on a store just opened (cold: the services' caches
-    empty, the store's pages on disk), the last warm; ``{"cold": ..., "warm": ...}``. Before each pass, and after
-    the last, the announcement fan-outs are waited for (``wait_fanouts``, recorded as ``fanouts``)."""
-    fanouts = [wait_fanouts(st)]
-    runs = []
+def interleave(runs):
+    """Drive ``run_on`` generators phase by phase: one phase on each store in turn, the store that goes first
+    alternating from one phase to the next. Run one store after the other (as before 2026-12-06 evening), the two
+    halves were ten minutes apart and a drift of the machine's speed in between landed on one store only: with the
+    same code a p95_ratio of a 25 ms request moved by +-0.5 from run to run. Returns each run's figures."""
+    results, live, turn = [None] * len(runs), list(range(len(runs))), 0
+    while live:
+        order = live if turn % 2 == 0 else list(reversed(live))
+        for i in order:
+            try:
+                next(runs[i])
+            except StopIteration as done:
+                results[i] = done.value
+                live.remove(i)
+        turn += 1
+    return results
+
+
+def passes(stacks):
+    """``PASSES`` runs of every phase on each ``(stack, members, label)``, interleaved (``interleave``): the first
+    on stores just opened (cold: the services' caches empty, the store's pages on disk), the last warm;
+    ``[{"cold": ..., "warm": ..., "fanouts": ...}]`` in the order given. Before each pass, and after the last, the
+    announcement fan-outs of both are waited for (``wait_fanouts``, recorded as ``fanouts``)."""
+    fanouts = [[wait_fanouts(st)] for st, _m, _l in stacks]
+    runs = [[] for _ in stacks]
     for k in range(PASSES):
-        runs.append(run_on(st, members, "%s pass %d" % (label, k + 1)))
-        fanouts.append(wait_fanouts(st))
-        common.say("  %s: fan-outs %s" % (label, fanouts[-1]))
-    return {"cold": runs[0], "warm": runs[-1], "fanouts": fanouts}
+        done = interleave([run_on(st, members, "%s pass %d" % (label, k + 1)) for st, members, label in stacks])
+        for n, (st, _m, label) in enumerate(stacks):
+            runs[n].append(done[n])
+            fanouts[n].append(wait_fanouts(st))
+            common.say("  %s: fan-outs %s" % (label, fanouts[n][-1]))
+    return [{"cold": r[0], "warm": r[-1], "fanouts": f} for r, f in zip(runs, fanouts)]
 
 
 def compare(empty, scale):
@@ -395,26 +430,29 @@ def main():
         raise SystemExit("BENCH_SCALE_URI: the store make seed-scale loaded")
     result = {"concurrency": CONC, "seconds_per_phase": SECONDS, "passes": PASSES, "phase_names": PHASES,
               "load_average_before": os.getloadavg(), "scale_store_priority": check_priority(uri)}
-    common.say("scale: the empty store ...")
-    with common.stack(extra_env=ENV) as st:
-        empty = passes(st, empty_members(st), "empty")
-    result["load_average_mid"] = os.getloadavg()
-    common.say("scale: the seed-scale store (%s, %s_*) ..." % (uri, prefix))
+    common.say("scale: the empty store and the seed-scale store (%s, %s_*), side by side ..." % (uri, prefix))
     saved = os.environ.get("BENCH_MONGO_URI")
-    os.environ["BENCH_MONGO_URI"] = uri
-    try:
-        with common.stack(extra_env=dict(ENV, UNIONHUB_DB_PREFIX=prefix)) as st:
-            sizes = {s: st.db(s).members.estimated_document_count() for s in ("membership", "benefits", "notify")}
-            sizes["users"] = st.db("membership").users.estimated_document_count()
-            sizes["coupons"] = st.db("benefits").coupons.estimated_document_count()
-            sizes["inbox_entries"] = st.db("notify").notifications.estimated_document_count()
-            sizes["announcements"] = st.db("notify").announcements.estimated_document_count()
-            scale = passes(st, seeded_members(st), "scale")
-    finally:
-        if saved is None:
-            os.environ.pop("BENCH_MONGO_URI", None)
-        else:
-            os.environ["BENCH_MONGO_URI"] = saved
+    with common.stack(extra_env=ENV) as empty_st:
+        os.environ["BENCH_MONGO_URI"] = uri
+        try:
+            scale_cm = common.stack(extra_env=dict(ENV, UNIONHUB_DB_PREFIX=prefix))
+            scale_st = scale_cm.__enter__()
+        finally:
+            if saved is None:
+                os.environ.pop("BENCH_MONGO_URI", None)
+            else:
+                os.environ["BENCH_MONGO_URI"] = saved
+        try:
+            sizes = {s: scale_st.db(s).members.estimated_document_count() for s in ("membership", "benefits", "notify")}
+            sizes["users"] = scale_st.db("membership").users.estimated_document_count()
+            sizes["coupons"] = scale_st.db("benefits").coupons.estimated_document_count()
+            sizes["inbox_entries"] = scale_st.db("notify").notifications.estimated_document_count()
+            sizes["announcements"] = scale_st.db("notify").announcements.estimated_document_count()
+            result["load_average_mid"] = os.getloadavg()
+            empty, scale = passes([(empty_st, empty_members(empty_st), "empty"),
+                                   (scale_st, seeded_members(scale_st), "scale")])
+        finally:
+            scale_cm.__exit__(None, None, None)
     result["load_average_after"] = os.getloadavg()
     result["scale_sizes"] = sizes
     # p95_ratio: warm against warm (the figure the issue asks for); cold_p95_ratio: the first pass of each
