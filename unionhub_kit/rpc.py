@@ -295,9 +295,13 @@ class StoreAwareRpc(NamekoRpc):
 def rpc(fn=None, **kwargs):
     """nameko's ``@rpc`` with ``AppError`` as an expected exception (a client error is not logged as a crash) and
     store timeouts answered as 503."""
+    return _decorate(StoreAwareRpc, fn, kwargs)
+
+
+def _decorate(entrypoint, fn, kwargs):
     from .errors import AppError
     kwargs.setdefault("expected_exceptions", AppError)
-    decorator = StoreAwareRpc.decorator(**kwargs)
+    decorator = entrypoint.decorator(**kwargs)
     return decorator if fn is None else decorator(fn)
 
 
@@ -357,11 +361,8 @@ class AffinityRpc(StoreAwareRpc):
 def affinity_rpc(fn=None, **kwargs):
     """``@affinity_rpc`` beside ``@rpc`` on a method: calls made ``with_affinity(proxy, key)`` reach the replica
     the key hashes to; ``@rpc`` still serves calls without a key and what falls through to the shared queue
-    (affinity off, no replica bound yet)."""
-    from .errors import AppError
-    kwargs.setdefault("expected_exceptions", AppError)
-    decorator = AffinityRpc.decorator(**kwargs)
-    return decorator if fn is None else decorator(fn)
+    (affinity off, no replica bound yet). The same expected exceptions as ``rpc``."""
+    return _decorate(AffinityRpc, fn, kwargs)
 
 
 class Rpc(RpcProxy):

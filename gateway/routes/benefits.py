@@ -1,12 +1,11 @@
 """Benefits routes of API.md: merchants, campaigns, claims, a member's coupons, redemption, statistics."""
-import functools
 import zlib
 
 import eventlet
 from nameko.exceptions import MethodNotFound, deserialize
 
 from services.benefits import schemas
-from unionhub_kit import clock, config, events
+from unionhub_kit import clock, events
 from unionhub_kit.affinity import with_affinity
 from unionhub_kit.errors import AppError
 
@@ -103,17 +102,17 @@ def claim(gw, call):
     """Claim a coupon: `{code, campaign_id, status: "unused", expires_at}`"""
     item = {"actor": call.actor, "idempotency_key": call.idempotency_key, "request_id": call.request_id}
     campaign_id = call.path_params["campaign_id"]
-    key = claim_key(campaign_id, call.actor["sub"], claim_shards())
+    key = claim_key(campaign_id, call.actor["sub"], claim_shards(gw.setting("CLAIM_AFFINITY_SHARDS")))
     return gw.claims.submit(key, item, lambda key, items: claim_batch(gw.benefits, campaign_id, items, key))
 
 
 MAX_CLAIM_SHARDS = 64
 
 
-@functools.lru_cache(maxsize=1)
-def claim_shards():
-    """``CLAIM_AFFINITY_SHARDS`` (read once per process), within 1-``MAX_CLAIM_SHARDS``."""
-    return max(1, min(MAX_CLAIM_SHARDS, config.get("CLAIM_AFFINITY_SHARDS")))
+def claim_shards(setting):
+    """The ``CLAIM_AFFINITY_SHARDS`` setting (the gateway's config or environment, as every setting is read) within
+    1-``MAX_CLAIM_SHARDS``."""
+    return max(1, min(MAX_CLAIM_SHARDS, setting))
 
 
 def claim_key(campaign_id, user_id, shards=1):

@@ -3,7 +3,7 @@ one per request (a fake benefits proxy: no broker; the real path is covered end 
 import pytest
 from nameko.exceptions import MethodNotFound, serialize
 
-from gateway.routes.benefits import claim_batch, claim_key
+from gateway.routes.benefits import MAX_CLAIM_SHARDS, claim_batch, claim_key, claim_shards
 from unionhub_kit.errors import AppError, Conflict
 
 ITEMS = [{"actor": {"sub": "usr_%d" % i, "role": "member"}, "idempotency_key": None, "request_id": "r%d" % i}
@@ -58,6 +58,7 @@ def test_one_shard_keys_claims_by_campaign_and_more_split_a_campaign_by_member()
     assert keys == [claim_key("cmp_1", u, 4) for u in users]  # the same member, the same shard, every time
     assert max(keys.count(k) for k in set(keys)) < 400  # roughly even (250 each)
     assert {claim_key("cmp_2", u, 4).split("|")[0] for u in users} == {"cmp_2"}
+    assert (claim_shards(0), claim_shards(4), claim_shards(10 ** 6)) == (1, 4, MAX_CLAIM_SHARDS)
 
 
 def test_the_batch_goes_with_its_affinity_key():
